@@ -1,0 +1,49 @@
+"""kerastune_kit: tune Keras 3 / TensorFlow networks with KerasTuner, a fast GradientTape loop
+and TensorBoard.
+
+Importing the package is cheap: TensorFlow loads only when a name that needs it is first used.
+
+Example:
+    >>> from kerastune_kit import SearchConfig, run_search
+    >>> result = run_search(SearchConfig(data="iris", tuner="random", max_trials=3))
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "SearchConfig": "kerastune_kit.config",
+    "SearchSpace": "kerastune_kit.space",
+    "KNOBS": "kerastune_kit.space",
+    "Dataset": "kerastune_kit.data",
+    "load_dataset": "kerastune_kit.data",
+    "list_datasets": "kerastune_kit.data",
+    "MLPHyperModel": "kerastune_kit.hypermodels",
+    "TrainLoop": "kerastune_kit.training",
+    "run_search": "kerastune_kit.tuning",
+    "SearchResult": "kerastune_kit.tuning",
+    "KerastuneKitError": "kerastune_kit.errors",
+    "ConfigError": "kerastune_kit.errors",
+    "DataError": "kerastune_kit.errors",
+    "RunDirError": "kerastune_kit.errors",
+    "get_logger": "kerastune_kit._logging",
+    "set_verbosity": "kerastune_kit._logging",
+}
+
+__all__ = sorted(_LAZY) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'kerastune_kit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,3 @@
+from kerastune_kit.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,190 @@
+"""Command line: ``python -m kerastune_kit`` / ``kerastune-kit``.
+
+Owns: argument parsing, one function per sub-command, printing, exit codes. Does not own logic
+the library lacks: every command calls the library.
+
+Exit status: 0 on success; 2 for bad input (usage, configuration, data, run directory) with one
+line ``error: ...`` and no traceback; 1 for an unexpected failure (``--debug`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from kerastune_kit import __version__
+from kerastune_kit.errors import KerastuneKitError
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+_MAIN_HPARAMS = ("num_layers", "units_0", "normalization", "learning_rate", "optimizer",
+                 "clipnorm", "batch_size")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line and exit 2 without the usage dump."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"error: {message}; see `{self.prog} --help`\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, received {text!r}") from None
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every sub-command."""
+    parser = _Parser(prog="kerastune-kit", description=(
+        "Tune Keras 3 / TensorFlow networks with KerasTuner oracles, a fast GradientTape loop "
+        "and TensorBoard."))
+    parser.add_argument("--version", action="version", version=f"kerastune_kit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    search = sub.add_parser("search", help="run a hyperparameter search", description=(
+        "Run a hyperparameter search. With no flags: a quick Hyperband search on the bundled "
+        "digits dataset, results in runs/digits-hyperband."))
+    search.add_argument("--data", help="bundled dataset name or .npz/.csv path (default: digits)")
+    search.add_argument("--target", help="target column of a .csv dataset")
+    search.add_argument("--task", help="binary, multiclass or regression (default: inferred)")
+    search.add_argument("--model", help="mlp or auto (default: auto)")
+    search.add_argument("--tuner", help="hyperband, bayesian, random or grid (default: hyperband)")
+    search.add_argument("--max-trials", type=_positive_int, help="upper bound on trials")
+    search.add_argument("--max-epochs", type=_positive_int,
+                        help="epochs of the longest trial (default: 9)")
+    search.add_argument("--objective", help="metric to optimize (default: val_accuracy, "
+                        "or val_loss for regression)")
+    search.add_argument("--run-dir", help="results directory (default: runs/<data>-<tuner>)")
+    search.add_argument("--config", help="TOML file with [search] and [space] tables")
+    search.add_argument("--seed", type=_positive_int, help="random seed (default: 0)")
+    group = search.add_mutually_exclusive_group()
+    group.add_argument("--overwrite", action="store_true", default=None,
+                       help="replace an existing run directory")
+    group.add_argument("--resume", action="store_true", default=None,
+                       help="continue the search saved in the run directory")
+    search.add_argument("--set", action="append", metavar="KNOB=VALUE", dest="set_flags",
+                        help="fix (normalization=batch), restrict (optimizer=adam,sgd) or "
+                        "range (learning_rate=1e-4..1e-2) a knob; repeatable")
+    search.add_argument("--quiet", action="store_true", help="print only the summary")
+    search.add_argument("--debug", action="store_true", help="show tracebacks")
+    search.set_defaults(handler=cmd_search)
+
+    datasets = sub.add_parser("datasets", help="list the bundled datasets")
+    datasets.set_defaults(handler=cmd_datasets)
+    return parser
+
+
+# ---------------------------------------------------------------------- commands
+def cmd_search(args: argparse.Namespace) -> int:
+    """``search``: validate, run, print one line per trial and a closing summary."""
+    from kerastune_kit.config import build_config, load_toml, parse_set_flags
+
+    file_values = load_toml(args.config) if args.config else None
+    config = build_config(
+        file_values,
+        data=args.data, target=args.target, task=args.task, model=args.model,
+        tuner=args.tuner, max_trials=args.max_trials, max_epochs=args.max_epochs,
+        objective=args.objective, run_dir=args.run_dir, seed=args.seed,
+        overwrite=args.overwrite, resume=args.resume,
+        overrides=parse_set_flags(args.set_flags),
+    )
+    from kerastune_kit.tuning import run_search
+
+    result = run_search(config, on_trial=None if args.quiet else _print_trial)
+    _print_summary(result)
+    return EXIT_OK if result.best is not None else EXIT_FAILURE
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    """``datasets``: the bundled datasets, one per line."""
+    from kerastune_kit.data import list_datasets
+
+    for name, description in list_datasets():
+        print(f"{name:<14} {description}")
+    return EXIT_OK
+
+
+def _print_trial(record: Any) -> None:
+    score = "-" if record.score is None else f"{record.score:.4f}"
+    parent = f" from {record.parent_trial_id}" if record.parent_trial_id else ""
+    epochs = "" if record.epochs is None else f" epochs {record.initial_epoch}-{record.epochs}"
+    values = record.hyperparameters
+    shown = []
+    for name in _MAIN_HPARAMS:
+        if name in values:
+            shown.append(f"{name}={_short(values[name])}")
+        elif name == "clipnorm" and "use_clipnorm" in values:
+            shown.append("clipnorm=off")
+    line = (f"trial {record.trial_id} {record.status.lower():<9} score={score}{epochs}{parent}"
+            f" ({record.wall_time_s or 0:.1f}s)  " + " ".join(shown))
+    if record.status != "COMPLETED" and record.message:
+        line += f"  [{record.message}]"
+    print(line, flush=True)
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def _print_summary(result: Any) -> None:
+    counts: dict[str, int] = {}
+    for record in result.trials:
+        counts[record.status.lower()] = counts.get(record.status.lower(), 0) + 1
+    status = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    print(f"search finished in {result.wall_time_s:.1f}s: {len(result.trials)} trials ({status})")
+    if result.best is None:
+        print(f"no trial completed; see {result.run_dir / 'leaderboard.csv'} for the reasons")
+        return
+    best = result.best
+    values = " ".join(f"{k}={_short(v)}" for k, v in best.hyperparameters.items())
+    print(f"best trial {best.trial_id}: {result.objective}={best.score:.4f} "
+          f"(epoch {best.best_epoch})  {values}")
+    print(f"results: {result.run_dir}/leaderboard.csv, best_hyperparameters.json, "
+          "best_model.keras")
+    print(f"tensorboard --logdir {result.run_dir / 'tensorboard'}")
+
+
+# ---------------------------------------------------------------------- entry point
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "search": cmd_search,
+    "datasets": cmd_datasets,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (tests call it in-process)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return EXIT_USAGE
+    from kerastune_kit._logging import get_logger
+
+    get_logger().setLevel(logging.WARNING)
+    debug = bool(getattr(args, "debug", False))
+    try:
+        return int(args.handler(args))
+    except KerastuneKitError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("error: interrupted; continue with --resume", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence
+        if debug:
+            traceback.print_exc()
+        message = str(exc).strip().splitlines()
+        detail = message[-1] if message else type(exc).__name__
+        print(f"error: unexpected {type(exc).__name__}: {detail} (rerun with --debug for the "
+              "traceback)", file=sys.stderr)
+        return EXIT_FAILURE

@@ -1,0 +1,307 @@
+"""The validated search configuration.
+
+Owns: :class:`SearchConfig`, reading it from a TOML file, merging CLI flags over it, validating
+every field with a one-line message (field, value received, fix), and writing the effective
+configuration back as TOML. Does not own: datasets, search spaces or anything that needs
+TensorFlow; this module imports none of it.
+
+Example:
+    >>> cfg = SearchConfig(data="iris", tuner="random", max_trials=4)
+    >>> cfg.effective_run_dir().name
+    'iris-random'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from kerastune_kit.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+TunerName = Literal["hyperband", "bayesian", "random", "grid"]
+ModelName = Literal["mlp", "auto"]
+TaskName = Literal["binary", "multiclass", "regression"]
+
+TUNERS: tuple[str, ...] = ("hyperband", "bayesian", "random", "grid")
+MODELS: tuple[str, ...] = ("auto", "mlp")
+TASKS: tuple[str, ...] = ("binary", "multiclass", "regression")
+
+#: Fields that change what a search computes; ``--resume`` refuses a run whose saved values differ.
+RESUME_KEYS: tuple[str, ...] = (
+    "data", "target", "task", "model", "tuner", "max_epochs", "objective", "seed",
+    "validation_split", "factor", "overrides",
+)
+
+
+@dataclasses.dataclass
+class SearchConfig:
+    """Everything one search needs, validated at construction.
+
+    Attributes:
+        data: A bundled dataset name (``digits``, ``iris``, ...) or a path to ``.npz``/``.csv``.
+        target: Target column of a ``.csv`` dataset.
+        task: Force the task (``binary``, ``multiclass``, ``regression``); inferred when None.
+        model: HyperModel family: ``mlp`` or ``auto`` (picked from the data's shape).
+        tuner: ``hyperband``, ``bayesian``, ``random`` or ``grid``.
+        max_trials: Upper bound on trials; None means the oracle's own budget
+            (a full Hyperband iteration, or 10 trials for the other oracles).
+        max_epochs: Epochs of the longest trial (Hyperband's ``max_epochs``; every
+            trial's epoch count for the other oracles).
+        objective: Metric to optimize, such as ``val_accuracy``; None picks the task's default.
+        run_dir: Where results go; None means ``runs/<dataset>-<tuner>``.
+        seed: Seeds the split, the oracle and every trial's initialisation.
+        overwrite: Delete an existing run directory first.
+        resume: Continue the search saved in an existing run directory.
+        overrides: Search-space overrides, knob name to a value, a list of choices,
+            or a ``{min, max, log}`` range.
+        validation_split: Share of the data held out when the dataset has no validation split.
+        factor: Hyperband's reduction factor.
+        max_consecutive_failures: Stop the search after this many failed trials in a row.
+    """
+
+    data: str = "digits"
+    target: str | None = None
+    task: str | None = None
+    model: str = "auto"
+    tuner: str = "hyperband"
+    max_trials: int | None = None
+    max_epochs: int = 9
+    objective: str | None = None
+    run_dir: str | None = None
+    seed: int = 0
+    overwrite: bool = False
+    resume: bool = False
+    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    validation_split: float = 0.2
+    factor: int = 3
+    max_consecutive_failures: int = 10
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first invalid field."""
+        if not isinstance(self.data, str) or not self.data.strip():
+            raise ConfigError(
+                f"data: expected a dataset name or a file path, received {self.data!r}; "
+                "run `python -m kerastune_kit datasets` to list the bundled ones"
+            )
+        _check_choice("model", self.model, MODELS)
+        _check_choice("tuner", self.tuner, TUNERS)
+        if self.task is not None:
+            _check_choice("task", self.task, TASKS)
+        if self.max_trials is not None:
+            _check_int("max_trials", self.max_trials, minimum=1,
+                       fix="pass --max-trials 1 or more, or leave it out for the tuner's default")
+        _check_int("max_epochs", self.max_epochs, minimum=1, fix="pass --max-epochs 1 or more")
+        _check_int("seed", self.seed, minimum=0, fix="pass a non-negative integer --seed")
+        _check_int("factor", self.factor, minimum=2, fix="use a Hyperband factor of 2 or more")
+        _check_int("max_consecutive_failures", self.max_consecutive_failures, minimum=1,
+                   fix="use 1 or more")
+        if (
+            isinstance(self.validation_split, bool)
+            or not isinstance(self.validation_split, (int, float))
+            or not 0.0 < float(self.validation_split) < 1.0
+        ):
+            raise ConfigError(
+                f"validation_split: expected a number strictly between 0 and 1, received "
+                f"{self.validation_split!r}; use for example 0.2"
+            )
+        if self.objective is not None and (
+            not isinstance(self.objective, str) or not self.objective.strip()
+        ):
+            raise ConfigError(
+                f"objective: expected a metric name such as 'val_accuracy', received "
+                f"{self.objective!r}"
+            )
+        if self.overwrite and self.resume:
+            raise ConfigError(
+                "overwrite/resume: received both --overwrite and --resume; pass only one"
+            )
+        if not isinstance(self.overrides, Mapping):
+            raise ConfigError(
+                f"overrides: expected a table of knob = value, received {self.overrides!r}"
+            )
+        self.overrides = dict(self.overrides)
+
+    # ------------------------------------------------------------------ derived values
+    def effective_run_dir(self) -> Path:
+        """The run directory: ``run_dir``, or ``runs/<dataset>-<tuner>``."""
+        if self.run_dir:
+            return Path(self.run_dir)
+        stem = Path(self.data).stem if _looks_like_path(self.data) else self.data.lower()
+        return Path("runs") / f"{stem}-{self.tuner}"
+
+    def effective_max_trials(self) -> int | None:
+        """``max_trials``, or the default budget of the chosen oracle."""
+        if self.max_trials is not None:
+            return self.max_trials
+        return None if self.tuner in ("hyperband", "grid") else 10
+
+    def to_dict(self) -> dict[str, Any]:
+        """The configuration as plain values (None fields left out)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {k: v for k, v in out.items() if v is not None}
+
+    def to_toml(self) -> str:
+        """The effective configuration as TOML, in the layout :func:`load_toml` reads."""
+        import tomli_w
+
+        search = {
+            k: v for k, v in self.to_dict().items()
+            if k not in ("overrides", "overwrite", "resume")
+        }
+        search["run_dir"] = str(self.effective_run_dir())
+        doc: dict[str, Any] = {"search": search}
+        if self.overrides:
+            doc["space"] = self.overrides
+        return tomli_w.dumps(doc)
+
+    def resume_fingerprint(self) -> dict[str, Any]:
+        """The values ``--resume`` compares against the saved configuration."""
+        data = self.to_dict()
+        return {k: data.get(k) for k in RESUME_KEYS}
+
+
+# ---------------------------------------------------------------------- loading / merging
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read a TOML config file into keyword arguments for :class:`SearchConfig`.
+
+    The file has a ``[search]`` table with :class:`SearchConfig` fields and an optional
+    ``[space]`` table of search-space overrides.
+
+    Raises:
+        ConfigError: The file is missing, is not TOML, or names an unknown field.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config: file '{path}' does not exist; pass an existing TOML file")
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config: '{path}' is not valid TOML ({exc}); fix the file") from None
+    unknown_tables = sorted(set(doc) - {"search", "space"})
+    if unknown_tables:
+        raise ConfigError(
+            f"config: unknown table [{unknown_tables[0]}] in '{path}'; "
+            "expected [search] and [space]"
+        )
+    search = dict(doc.get("search", {}))
+    _check_field_names(search, source=f"[search] in '{path}'")
+    if "space" in doc:
+        search["overrides"] = dict(doc["space"])
+    return search
+
+
+def build_config(
+    file_values: Mapping[str, Any] | None = None, **flags: Any
+) -> SearchConfig:
+    """Merge CLI flags (those not None) over values from a config file and validate.
+
+    Example:
+        >>> build_config({"data": "iris", "max_epochs": 3}, max_epochs=5).max_epochs
+        5
+    """
+    values: dict[str, Any] = dict(file_values or {})
+    overrides = dict(values.pop("overrides", {}) or {})
+    flag_overrides = flags.pop("overrides", None) or {}
+    overrides.update(flag_overrides)
+    _check_field_names(flags, source="arguments")
+    for key, value in flags.items():
+        if value is not None:
+            values[key] = value
+    values["overrides"] = overrides
+    return SearchConfig(**values)
+
+
+def parse_set_flags(items: list[str] | None) -> dict[str, Any]:
+    """Parse ``--set KNOB=VALUE`` flags into overrides.
+
+    ``VALUE`` is a single value (fixes the knob: ``normalization=batch``, ``units=64``,
+    ``clipnorm=off``), a comma-separated list (restricts choices: ``optimizer=adam,sgd``), or a
+    range ``MIN..MAX`` (narrows or widens: ``learning_rate=1e-4..1e-2``).
+
+    Raises:
+        ConfigError: A flag is not ``KNOB=VALUE``.
+    """
+    overrides: dict[str, Any] = {}
+    for item in items or []:
+        name, sep, raw = item.partition("=")
+        name, raw = name.strip(), raw.strip()
+        if not sep or not name or not raw:
+            raise ConfigError(
+                f"--set: expected KNOB=VALUE, received {item!r}; "
+                "for example --set normalization=batch or --set learning_rate=1e-4..1e-2"
+            )
+        if ".." in raw:
+            low, _, high = raw.partition("..")
+            overrides[name] = {"min": _parse_scalar(low), "max": _parse_scalar(high)}
+        elif "," in raw:
+            overrides[name] = [_parse_scalar(v) for v in raw.split(",") if v.strip()]
+        else:
+            overrides[name] = _parse_scalar(raw)
+    return overrides
+
+
+def load_saved_config(run_dir: str | Path) -> dict[str, Any]:
+    """Read ``RUN/config.toml`` back as keyword arguments (for ``--resume``)."""
+    return load_toml(Path(run_dir) / "config.toml")
+
+
+# ---------------------------------------------------------------------- helpers
+def _parse_scalar(text: str) -> Any:
+    text = text.strip()
+    lowered = text.lower()
+    if lowered in ("true", "yes", "on"):
+        return True
+    if lowered in ("false", "no"):
+        return False
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    return value if math.isfinite(value) else text
+
+
+def _looks_like_path(value: str) -> bool:
+    return "/" in value or "\\" in value or Path(value).suffix != ""
+
+
+def _check_field_names(values: Mapping[str, Any], *, source: str) -> None:
+    names = [f.name for f in dataclasses.fields(SearchConfig)]
+    for key in values:
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"known fields: {', '.join(names)}"
+            raise ConfigError(f"{key}: unknown setting in {source}; {hint}")
+
+
+def _check_choice(field: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        close = difflib.get_close_matches(str(value), choices, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(
+            f"{field}: expected one of {', '.join(choices)}, received {value!r}{hint}"
+        )
+
+
+def _check_int(field: str, value: Any, *, minimum: int, fix: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(
+            f"{field}: expected an integer >= {minimum}, received {value!r}; {fix}"
+        )

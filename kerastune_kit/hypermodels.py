@@ -1,0 +1,243 @@
+"""HyperModel factories: ordinary ``keras_tuner.HyperModel`` subclasses over a :class:`SearchSpace`.
+
+Owns: ``build(hp)`` (registering knobs, building and compiling the network with a head that fits
+the task) and ``fit(hp, model, ...)`` (reading the batch size from ``hp`` and delegating to
+:class:`~kerastune_kit.training.TrainLoop`). Does not own: a training loop or oracle logic.
+
+A KerasTuner user drops a factory into their own tuner:
+
+Example:
+    >>> import keras_tuner as kt
+    >>> hypermodel = MLPHyperModel(SearchSpace(optimizer="adam"), input_shape=(64,),
+    ...                            task="multiclass", n_classes=10)
+    >>> tuner = kt.BayesianOptimization(hypermodel, objective="val_accuracy", max_trials=5)
+    >>> tuner.search(x, y, validation_data=(x_val, y_val), epochs=5)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from kerastune_kit._backend import keras as _keras
+from kerastune_kit.errors import ConfigError
+from kerastune_kit.layers import dense_block, resolve_initializer
+from kerastune_kit.space import ModelParams, SearchSpace
+
+keras = _keras()
+import keras_tuner as kt  # noqa: E402
+
+TASKS = ("binary", "multiclass", "regression")
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskHead:
+    """Output layer, loss and metrics of one task."""
+
+    task: str
+    units: int
+    activation: str | None
+    metric_names: tuple[str, ...]
+    default_objective: str
+
+    def loss(self) -> Any:
+        """A fresh loss object."""
+        if self.task == "binary":
+            return keras.losses.BinaryCrossentropy()
+        if self.task == "multiclass":
+            return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        return keras.losses.MeanSquaredError()
+
+    def metrics(self) -> list[Any]:
+        """Fresh metric objects, named as their keys in the logs."""
+        if self.task == "binary":
+            return [keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")]
+        if self.task == "multiclass":
+            return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+        return [keras.metrics.MeanAbsoluteError(name="mae")]
+
+    def prepare_targets(self, y: Any) -> np.ndarray:
+        """Targets shaped for the head: class ids for multiclass, a column otherwise."""
+        y = np.asarray(y)
+        if self.task == "multiclass":
+            return y.astype("int32").reshape(-1)
+        return y.astype("float32").reshape(-1, 1)
+
+
+def task_head(task: str, n_classes: int | None = None) -> TaskHead:
+    """The head for ``task``: sigmoid unit, softmax logits, or a linear unit.
+
+    Raises:
+        ConfigError: Unknown task, or a multiclass task without a class count.
+    """
+    if task == "binary":
+        return TaskHead("binary", 1, "sigmoid", ("loss", "accuracy", "auc"), "val_accuracy")
+    if task == "multiclass":
+        if not n_classes or n_classes < 2:
+            raise ConfigError(
+                f"n_classes: a multiclass head needs 2 or more classes, received {n_classes!r}"
+            )
+        return TaskHead("multiclass", int(n_classes), None, ("loss", "accuracy"), "val_accuracy")
+    if task == "regression":
+        return TaskHead("regression", 1, None, ("loss", "mae"), "val_loss")
+    raise ConfigError(f"task: expected one of {', '.join(TASKS)}, received {task!r}")
+
+
+def objective_direction(name: str) -> str:
+    """``max`` for accuracy-like metrics, ``min`` for losses and errors."""
+    base = name[4:] if name.startswith("val_") else name
+    return "max" if base in ("accuracy", "auc") else "min"
+
+
+def available_objectives(task: str) -> list[str]:
+    """Every objective a model for ``task`` reports (train and validation)."""
+    names = list(task_head(task, 2 if task == "multiclass" else None).metric_names)
+    return [f"val_{n}" for n in names] + names
+
+
+def make_optimizer(params: ModelParams) -> Any:
+    """The Keras optimizer of a trial, clipping by norm when ``clipnorm`` is set."""
+    kwargs: dict[str, Any] = {"learning_rate": params.learning_rate}
+    if params.clipnorm:
+        kwargs["clipnorm"] = params.clipnorm
+    if params.optimizer == "adam":
+        return keras.optimizers.Adam(**kwargs)
+    if params.optimizer == "adamw":
+        return keras.optimizers.AdamW(**kwargs)
+    if params.optimizer == "rmsprop":
+        return keras.optimizers.RMSprop(**kwargs)
+    if params.optimizer == "sgd":
+        return keras.optimizers.SGD(momentum=0.9, nesterov=True, **kwargs)
+    raise ConfigError(f"optimizer: unknown optimizer {params.optimizer!r}")
+
+
+class KitHyperModel(kt.HyperModel):
+    """Shared parts of the factories: task heads, compile and the ``fit`` protocol.
+
+    Args:
+        space: The search space (defaults plus overrides); a fresh default space when None.
+        input_shape: Shape of one sample, without the batch axis.
+        task: ``binary``, ``multiclass`` or ``regression``.
+        n_classes: Class count for ``multiclass``.
+        seed: Seeds weight initialisation, dropout and the per-epoch shuffles.
+    """
+
+    family = "base"
+
+    def __init__(
+        self,
+        space: SearchSpace | None = None,
+        *,
+        input_shape: Sequence[int],
+        task: str,
+        n_classes: int | None = None,
+        seed: int = 0,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name=name or self.family, tunable=True)
+        self.space = space if space is not None else SearchSpace()
+        self.input_shape = tuple(int(d) for d in input_shape)
+        self.head = task_head(task, n_classes)
+        self.n_classes = n_classes
+        self.seed = seed
+
+    @classmethod
+    def for_dataset(cls, dataset: Any, space: SearchSpace | None = None, *, seed: int = 0
+                    ) -> KitHyperModel:
+        """A factory sized for a :class:`~kerastune_kit.data.Dataset`."""
+        return cls(space, input_shape=dataset.input_shape, task=dataset.task,
+                   n_classes=dataset.n_classes, seed=seed)
+
+    # -------------------------------------------------------------- build
+    def build(self, hp: Any) -> Any:
+        """Register the knobs on ``hp``, build and compile the model."""
+        params = self.space.resolve(hp)
+        keras.utils.set_random_seed(self.seed)
+        model = self._build_network(params)
+        model.compile(optimizer=make_optimizer(params), loss=self.head.loss(),
+                      metrics=self.head.metrics())
+        return model
+
+    def _build_network(self, params: ModelParams) -> Any:
+        raise NotImplementedError
+
+    def _output(self, features: Any) -> Any:
+        return keras.layers.Dense(self.head.units, activation=self.head.activation,
+                                  name="head")(features)
+
+    # -------------------------------------------------------------- fit protocol
+    def fit(self, hp: Any, model: Any, x: Any = None, y: Any = None, *,
+            validation_data: tuple[Any, Any] | None = None, epochs: int = 1,
+            initial_epoch: int = 0, callbacks: Sequence[Any] | None = None,
+            batch_size: int | None = None, verbose: int = 0, shuffle: bool = True,
+            **kwargs: Any) -> Any:
+        """Train ``model`` with :class:`TrainLoop`, following KerasTuner's ``fit`` protocol.
+
+        The batch size is the trial's ``batch_size`` hyperparameter unless passed explicitly.
+        A promoted Hyperband trial (``tuner/trial_id`` in ``hp``) measures its validation
+        metrics before training, to show it starts from its parent's weights.
+
+        Raises:
+            keras_tuner.errors.FailedTrialError: The loss diverged before any finite epoch.
+        """
+        from kerastune_kit.training import TrainLoop
+
+        if kwargs:
+            unknown = ", ".join(sorted(kwargs))
+            raise TypeError(f"fit: unsupported keyword arguments: {unknown}")
+        if x is None or y is None:
+            raise ValueError("fit: expected training data x and y, received None")
+        if batch_size is None:
+            batch_size = int(hp.get("batch_size")) if "batch_size" in hp.values else 32
+        val = None
+        if validation_data is not None:
+            val = (np.asarray(validation_data[0], dtype="float32"),
+                   self.head.prepare_targets(validation_data[1]))
+        loop = TrainLoop(model, loss=self.head.loss(), metrics=self.head.metrics())
+        history = loop.fit(
+            np.asarray(x, dtype="float32"), self.head.prepare_targets(y),
+            batch_size=batch_size, epochs=epochs, initial_epoch=initial_epoch,
+            validation_data=val, callbacks=callbacks, shuffle=shuffle, seed=self.seed,
+            evaluate_first="tuner/trial_id" in hp.values,
+        )
+        if history.divergence is not None and not _has_finite_epoch(history):
+            raise kt.errors.FailedTrialError(history.divergence.reason())
+        return history
+
+
+def _has_finite_epoch(history: Any) -> bool:
+    losses = history.history.get("loss", [])
+    return any(np.isfinite(v) for v in losses)
+
+
+class MLPHyperModel(KitHyperModel):
+    """A multilayer perceptron over vectors (image-shaped input is flattened).
+
+    Knobs: ``num_layers``, ``units_{i}``, ``dropout_{i}``, ``normalization``, ``residual``,
+    ``activation``, ``kernel_initializer``, ``l2``, ``learning_rate``, ``optimizer``,
+    ``clipnorm``, ``batch_size``. See :data:`kerastune_kit.space.KNOBS`.
+
+    Example:
+        >>> hm = MLPHyperModel(input_shape=(4,), task="multiclass", n_classes=3)
+        >>> model = hm.build(kt.HyperParameters())
+    """
+
+    family = "mlp"
+
+    def _build_network(self, params: ModelParams) -> Any:
+        inputs = keras.Input(shape=self.input_shape, name="features")
+        h = inputs
+        if len(self.input_shape) > 1:
+            h = keras.layers.Flatten(name="flatten")(h)
+        initializer = resolve_initializer(params.kernel_initializer, params.activation)
+        for i in range(params.num_layers):
+            h = dense_block(
+                h, params.units[i], activation=params.activation,
+                normalization_kind=params.normalization, dropout=params.dropout[i],
+                kernel_initializer=initializer, l2=params.l2,
+                residual=params.residual, index=i,
+            )
+        return keras.Model(inputs, self._output(h), name="mlp")

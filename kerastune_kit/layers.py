@@ -1,0 +1,98 @@
+"""Building blocks: the normalization factory and residual blocks.
+
+Owns: turning a normalization name (none/batch/layer/group/instance) into a Keras layer, and
+dense blocks with optional skip connections. Does not own: anything about tuning.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kerastune_kit._backend import keras as _keras
+
+NORMALIZATIONS: tuple[str, ...] = ("none", "batch", "layer", "group", "instance")
+
+
+def group_count(channels: int, preferred: int = 8) -> int:
+    """The largest group count <= ``preferred`` that divides ``channels``."""
+    for groups in range(min(preferred, channels), 0, -1):
+        if channels % groups == 0:
+            return groups
+    return 1
+
+
+def normalization(kind: str, channels: int, *, name: str | None = None) -> Any | None:
+    """Return a normalization layer for ``channels`` features, or None for ``"none"``.
+
+    ``group`` picks a group count that divides ``channels``; ``instance`` is group
+    normalization with one group per channel (meaningful on feature maps only).
+
+    Raises:
+        ValueError: ``kind`` is not one of :data:`NORMALIZATIONS`.
+    """
+    keras = _keras()
+    if kind == "none":
+        return None
+    if kind == "batch":
+        return keras.layers.BatchNormalization(name=name)
+    if kind == "layer":
+        return keras.layers.LayerNormalization(name=name)
+    if kind == "group":
+        return keras.layers.GroupNormalization(groups=group_count(channels), name=name)
+    if kind == "instance":
+        return keras.layers.GroupNormalization(groups=channels, name=name)
+    raise ValueError(
+        f"normalization: expected one of {', '.join(NORMALIZATIONS)}, received {kind!r}"
+    )
+
+
+def resolve_initializer(name: str, activation: str) -> str:
+    """``auto`` means He for ReLU-like activations and Glorot for tanh (and sigmoid)."""
+    if name != "auto":
+        return name
+    return "glorot_uniform" if activation in ("tanh", "sigmoid") else "he_normal"
+
+
+def dense_block(
+    x: Any,
+    units: int,
+    *,
+    activation: str,
+    normalization_kind: str,
+    dropout: float,
+    kernel_initializer: str,
+    l2: float | None,
+    residual: bool,
+    index: int,
+) -> Any:
+    """Dense -> normalization -> activation -> dropout, with an optional skip connection.
+
+    The skip connection adds the block input; a linear projection matches widths when they
+    differ (He et al., "Deep Residual Learning").
+    """
+    keras = _keras()
+    regularizer = keras.regularizers.L2(l2) if l2 else None
+    use_bias = normalization_kind in ("none", "layer", "group")
+    h = keras.layers.Dense(
+        units,
+        kernel_initializer=kernel_initializer,
+        kernel_regularizer=regularizer,
+        use_bias=use_bias,
+        name=f"dense_{index}",
+    )(x)
+    norm = normalization(normalization_kind, units, name=f"norm_{index}")
+    if norm is not None:
+        h = norm(h)
+    h = keras.layers.Activation(activation, name=f"act_{index}")(h)
+    if residual:
+        shortcut = x
+        if int(x.shape[-1]) != units:
+            shortcut = keras.layers.Dense(
+                units, use_bias=False, kernel_initializer="glorot_uniform",
+                kernel_regularizer=regularizer, name=f"projection_{index}",
+            )(x)
+        h = keras.layers.Add(name=f"skip_{index}")([h, shortcut])
+    if dropout > 0:
+        h = keras.layers.Dropout(dropout, name=f"dropout_{index}")(h)
+    return h
+

@@ -1,0 +1,176 @@
+"""Results files of a run directory: writing them atomically and reading them back.
+
+Owns: :class:`TrialRecord`, the leaderboard table (``leaderboard.csv``), the best configuration
+(``best_hyperparameters.json``), atomic file writes (temp file + rename, so a reader never sees a
+half-written file). Imports no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import io
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+LEADERBOARD = "leaderboard.csv"
+BEST_HYPERPARAMETERS = "best_hyperparameters.json"
+BEST_MODEL = "best_model.keras"
+RECORD_FILE = "kerastune_kit_trial.json"
+
+BASE_COLUMNS = (
+    "trial_id", "status", "score", "best_epoch", "epochs", "parent_trial_id",
+    "start_score", "wall_time_s", "message",
+)
+
+
+@dataclasses.dataclass
+class TrialRecord:
+    """What one trial did.
+
+    Attributes:
+        trial_id: KerasTuner's trial id.
+        status: ``COMPLETED``, ``FAILED`` (for example diverged), ``INVALID`` or ``RUNNING``.
+        score: Best objective value, None when the trial produced none.
+        best_epoch: Absolute index of the best epoch.
+        initial_epoch: First epoch trained (a promoted Hyperband trial starts above 0).
+        epochs: Epoch count the trial trained up to.
+        parent_trial_id: The Hyperband trial whose checkpoint this one continued.
+        start_score: The objective measured on the loaded weights before training
+            (equals the parent's score when the parent's checkpoint was really loaded).
+        wall_time_s: Seconds the trial took.
+        message: Why a trial failed.
+        hyperparameters: Its active hyperparameter values.
+    """
+
+    trial_id: str
+    status: str
+    score: float | None = None
+    best_epoch: int | None = None
+    initial_epoch: int = 0
+    epochs: int | None = None
+    parent_trial_id: str | None = None
+    start_score: float | None = None
+    wall_time_s: float | None = None
+    message: str | None = None
+    hyperparameters: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict (non-finite numbers become None)."""
+        out = dataclasses.asdict(self)
+        for key in ("score", "start_score"):
+            if out[key] is not None and not math.isfinite(out[key]):
+                out[key] = None
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> TrialRecord:
+        """Inverse of :meth:`to_json`; unknown keys are ignored."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def row(self, hp_names: Sequence[str]) -> dict[str, Any]:
+        """One leaderboard row."""
+        epochs = "" if self.epochs is None else f"{self.initial_epoch}-{self.epochs}"
+        row = {
+            "trial_id": self.trial_id, "status": self.status,
+            "score": _fmt(self.score), "best_epoch": _fmt(self.best_epoch),
+            "epochs": epochs, "parent_trial_id": self.parent_trial_id or "",
+            "start_score": _fmt(self.start_score), "wall_time_s": _fmt(self.wall_time_s, 2),
+            "message": (self.message or "").splitlines()[-1][:300] if self.message else "",
+        }
+        for name in hp_names:
+            row[name] = _fmt(self.hyperparameters.get(name))
+        return row
+
+
+def _fmt(value: Any, digits: int = 6) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def rank(records: Iterable[TrialRecord], direction: str) -> list[TrialRecord]:
+    """Records best first; trials without a score last, in id order."""
+    records = list(records)
+    scored = [r for r in records if r.status == "COMPLETED" and _finite(r.score)]
+    rest = sorted((r for r in records if r not in scored), key=lambda r: r.trial_id)
+    scored.sort(key=lambda r: (-r.score if direction == "max" else r.score, r.trial_id))
+    return scored + rest
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+# ---------------------------------------------------------------------- atomic writes
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it over ``path`` when the block succeeds.
+
+    The temporary name keeps the suffix (Keras needs ``.keras`` to save a model).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_umask())
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json_atomic(path: str | Path, data: Any) -> None:
+    """Write ``data`` as indented JSON, atomically."""
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def write_leaderboard(path: str | Path, records: Sequence[TrialRecord],
+                      hp_names: Sequence[str]) -> None:
+    """Write ``leaderboard.csv``: one row per trial (in the given order), every hyperparameter."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=[*BASE_COLUMNS, *hp_names], lineterminator="\n")
+    writer.writeheader()
+    for record in records:
+        writer.writerow(record.row(hp_names))
+    write_text_atomic(path, buffer.getvalue())
+
+
+def read_leaderboard(run_dir: str | Path) -> list[dict[str, str]]:
+    """Rows of ``RUN/leaderboard.csv`` as dicts of strings."""
+    with open(Path(run_dir) / LEADERBOARD, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def read_trial_records(tuner_dir: str | Path) -> list[TrialRecord]:
+    """Every trial record saved under KerasTuner's project directory."""
+    records = []
+    for path in sorted(Path(tuner_dir).glob(f"trial_*/{RECORD_FILE}")):
+        records.append(TrialRecord.from_json(json.loads(path.read_text(encoding="utf-8"))))
+    return records

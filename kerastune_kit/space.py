@@ -1,0 +1,448 @@
+"""The search space: knobs, their default domains, user overrides, registration on KerasTuner.
+
+Owns: the catalogue of knobs (:data:`KNOBS`), validated domains (:class:`IntRange`,
+:class:`FloatRange`, :class:`Choices`, :class:`Fixed`), turning overrides (``--set`` flags, the
+``[space]`` table of a TOML config, keyword arguments) into domains, and registering them on a
+``keras_tuner.HyperParameters`` with the right conditions so that only knobs that take effect
+carry a value. Does not own: building layers (``layers``/``hypermodels``).
+
+The domain logic imports no TensorFlow; ``keras_tuner`` is imported only by :meth:`SearchSpace.resolve`.
+
+Example:
+    >>> space = SearchSpace({"normalization": "batch", "learning_rate": {"min": 1e-4, "max": 1e-2}})
+    >>> space.domain("normalization")
+    Fixed(value='batch')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from collections.abc import Mapping
+from typing import Any, Union
+
+from kerastune_kit.errors import ConfigError
+
+# ---------------------------------------------------------------------- domains
+
+
+@dataclasses.dataclass(frozen=True)
+class IntRange:
+    """Integers in ``[min, max]``; ``log`` samples on a log scale."""
+
+    min: int
+    max: int
+    log: bool = False
+
+    def __post_init__(self) -> None:
+        _check_range(self.min, self.max, self.log)
+
+
+@dataclasses.dataclass(frozen=True)
+class FloatRange:
+    """Floats in ``[min, max]``; ``log`` samples on a log scale (use it for learning rates)."""
+
+    min: float
+    max: float
+    log: bool = False
+
+    def __post_init__(self) -> None:
+        _check_range(self.min, self.max, self.log)
+
+
+@dataclasses.dataclass(frozen=True)
+class Choices:
+    """One of a fixed list of values."""
+
+    values: tuple[Any, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Fixed:
+    """A single value: the knob is not tuned."""
+
+    value: Any
+
+
+Domain = Union[IntRange, FloatRange, Choices, Fixed]
+
+#: The value of an optional knob (``clipnorm``, ``l2``) that turns it off.
+OFF = "off"
+
+
+def _check_range(low: float, high: float, log: bool) -> None:
+    if low > high:
+        raise ConfigError(f"range: expected min <= max, but got (min={low}, max={high})")
+    if log and low <= 0:
+        raise ConfigError(
+            f"range: a log-scale range needs min > 0, but got (min={low}, max={high}); "
+            "raise min or set log = false"
+        )
+
+
+# ---------------------------------------------------------------------- knobs
+
+
+@dataclasses.dataclass(frozen=True)
+class Knob:
+    """One tunable aspect of a model.
+
+    Attributes:
+        name: The knob's name, as used in overrides.
+        kind: ``int``, ``float``, ``choice`` or ``bool``: what values it takes.
+        default: Its default domain.
+        help: One line for the README and ``--help``.
+        per_layer: Registered once per layer as ``<name>_<i>``, active only while ``i`` is
+            below the layer count.
+        optional: Can be turned off (``clipnorm = "off"``); tuned as an on/off switch
+            ``use_<name>`` with the value conditional on it.
+        vocabulary: For ``choice`` knobs, every value the factories understand.
+    """
+
+    name: str
+    kind: str
+    default: Domain
+    help: str
+    per_layer: bool = False
+    optional: bool = False
+    vocabulary: tuple[Any, ...] = ()
+
+
+KNOBS: dict[str, Knob] = {
+    k.name: k
+    for k in (
+        Knob("num_layers", "int", IntRange(1, 4), "number of hidden layers"),
+        Knob("units", "int", IntRange(16, 512, log=True), "width of hidden layer i",
+             per_layer=True),
+        Knob("dropout", "float", FloatRange(0.0, 0.5), "dropout rate after hidden layer i",
+             per_layer=True),
+        Knob("normalization", "choice", Choices(("none", "batch", "layer", "group")),
+             "normalization after each hidden layer",
+             vocabulary=("none", "batch", "layer", "group")),
+        Knob("residual", "bool", Choices((False, True)),
+             "skip connections around hidden layers (projection when widths differ)"),
+        Knob("learning_rate", "float", FloatRange(1e-5, 1e-1, log=True),
+             "optimizer learning rate (log scale)"),
+        Knob("optimizer", "choice", Choices(("adam", "adamw", "rmsprop", "sgd")),
+             "optimizer (sgd uses Nesterov momentum 0.9)",
+             vocabulary=("adam", "adamw", "rmsprop", "sgd")),
+        Knob("clipnorm", "float", FloatRange(0.01, 10.0, log=True),
+             "gradient clipping by norm, or off", optional=True),
+        Knob("activation", "choice", Choices(("relu", "gelu", "elu", "tanh", "swish")),
+             "hidden activation", vocabulary=("relu", "gelu", "elu", "tanh", "swish")),
+        Knob("kernel_initializer", "choice", Choices(("auto", "he_normal", "glorot_uniform")),
+             "weight init; auto = He for ReLU-like, Glorot for tanh",
+             vocabulary=("auto", "he_normal", "glorot_uniform")),
+        Knob("l2", "float", FloatRange(1e-6, 1e-2, log=True),
+             "L2 weight penalty, or off", optional=True),
+        Knob("batch_size", "int", Choices((32, 64, 128, 256)), "training batch size"),
+    )
+}
+
+
+def parse_domain(knob: Knob, spec: Any) -> tuple[Domain, bool | None]:
+    """Turn one override into a domain for ``knob``.
+
+    Returns:
+        ``(domain, enabled)``: ``enabled`` is None when an optional knob stays tuned on/off,
+        True when the override forces it on, False when it turns it off.
+
+    Raises:
+        ConfigError: The override does not fit the knob.
+    """
+    name = knob.name
+    if isinstance(spec, Mapping):
+        unknown = set(spec) - {"min", "max", "log"}
+        if unknown or not {"min", "max"} <= set(spec):
+            raise ConfigError(
+                f"{name}: a range needs keys min and max (and optionally log), received "
+                f"{dict(spec)!r}; write for example {{min = 1e-4, max = 1e-2, log = true}}"
+            )
+        if knob.kind not in ("int", "float"):
+            raise ConfigError(
+                f"{name}: takes one of {_vocab_text(knob)}, not a range; received {dict(spec)!r}"
+            )
+        low, high = (_number(knob, spec["min"]), _number(knob, spec["max"]))
+        default_log = getattr(knob.default, "log", False)
+        log = bool(spec.get("log", default_log and low > 0))
+        try:
+            if knob.kind == "int":
+                return IntRange(int(low), int(high), log=log), (True if knob.optional else None)
+            return FloatRange(float(low), float(high), log=log), (True if knob.optional else None)
+        except ConfigError as exc:
+            raise ConfigError(f"{name}: {exc}") from None
+    if isinstance(spec, (list, tuple)):
+        if not spec:
+            raise ConfigError(f"{name}: received an empty list of choices; give at least one")
+        values = tuple(_value(knob, v) for v in spec)
+        if knob.optional and any(v == OFF for v in values):
+            raise ConfigError(
+                f"{name}: 'off' cannot be mixed with values in a list, received {list(spec)!r}; "
+                f"use {name} = \"off\", a value, or a range"
+            )
+        if len(set(values)) == 1:
+            return Fixed(values[0]), (True if knob.optional else None)
+        return Choices(tuple(dict.fromkeys(values))), (True if knob.optional else None)
+    value = _value(knob, spec)
+    if knob.optional and value == OFF:
+        return knob.default, False
+    return Fixed(value), (True if knob.optional else None)
+
+
+def _vocab_text(knob: Knob) -> str:
+    if knob.vocabulary:
+        return ", ".join(map(str, knob.vocabulary))
+    return "true or false" if knob.kind == "bool" else f"a {knob.kind}"
+
+
+def _number(knob: Knob, raw: Any) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not math.isfinite(raw):
+        raise ConfigError(f"{knob.name}: expected a number for the range, received {raw!r}")
+    return raw
+
+
+def _value(knob: Knob, raw: Any) -> Any:
+    name = knob.name
+    if knob.optional and isinstance(raw, str) and raw.lower() in (OFF, "none", "false"):
+        return OFF
+    if knob.optional and raw is False:
+        return OFF
+    if knob.kind == "bool":
+        if isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and raw.lower() in ("true", "false"):
+            return raw.lower() == "true"
+        raise ConfigError(f"{name}: expected true or false, received {raw!r}")
+    if knob.kind == "choice":
+        if raw not in knob.vocabulary:
+            close = difflib.get_close_matches(str(raw), [str(v) for v in knob.vocabulary], n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(
+                f"{name}: expected one of {_vocab_text(knob)}, received {raw!r}{hint}"
+            )
+        return raw
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not math.isfinite(raw):
+        extra = " or 'off'" if knob.optional else ""
+        raise ConfigError(f"{name}: expected a number{extra}, received {raw!r}")
+    if knob.kind == "int":
+        if float(raw) != int(raw):
+            raise ConfigError(f"{name}: expected an integer, received {raw!r}")
+        raw = int(raw)
+        if raw < 1:
+            raise ConfigError(f"{name}: expected an integer >= 1, received {raw!r}")
+        return raw
+    raw = float(raw)
+    if knob.name == "dropout" and not 0.0 <= raw < 1.0:
+        raise ConfigError(f"dropout: expected a rate in [0, 1), received {raw!r}")
+    if knob.name != "dropout" and raw <= 0:
+        raise ConfigError(f"{name}: expected a positive number, received {raw!r}")
+    return raw
+
+
+# ---------------------------------------------------------------------- the space
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelParams:
+    """The concrete values one trial builds with (inactive knobs are None)."""
+
+    num_layers: int
+    units: tuple[int, ...]
+    dropout: tuple[float, ...]
+    normalization: str
+    residual: bool
+    learning_rate: float
+    optimizer: str
+    clipnorm: float | None
+    activation: str
+    kernel_initializer: str
+    l2: float | None
+    batch_size: int
+
+
+class SearchSpace:
+    """The knobs of a search, with the user's overrides applied.
+
+    Args:
+        overrides: Knob name to a fixed value, a list of choices, or a ``{min, max, log}``
+            range. Per-layer knobs accept ``units`` (every layer) or ``units_0`` (one layer).
+        **kwargs: More overrides, as keyword arguments.
+
+    Raises:
+        ConfigError: An unknown knob (with the closest name), a bad range, or a value outside
+            the knob's vocabulary.
+
+    Example:
+        >>> space = SearchSpace(optimizer=["adam", "sgd"], clipnorm="off")
+        >>> space.domain("optimizer")
+        Choices(values=('adam', 'sgd'))
+    """
+
+    def __init__(self, overrides: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+        merged = {**dict(overrides or {}), **kwargs}
+        self.overrides: dict[str, Any] = dict(merged)
+        self._domains: dict[str, Domain] = {}
+        self._enabled: dict[str, bool | None] = {}
+        layer_names = _layer_override_names()
+        for name, spec in merged.items():
+            if name in KNOBS:
+                knob = KNOBS[name]
+            elif name in layer_names:
+                knob = KNOBS[layer_names[name]]
+            else:
+                candidates = list(KNOBS)
+                close = difflib.get_close_matches(name, candidates, n=1)
+                hint = f"did you mean '{close[0]}'?" if close else f"knobs: {', '.join(KNOBS)}"
+                raise ConfigError(f"{name}: unknown knob; {hint}")
+            domain, enabled = parse_domain(knob, spec)
+            self._domains[name] = domain
+            self._enabled[name] = enabled
+        max_layers = self.max_layers()
+        for name in self._domains:
+            if name in layer_names:
+                index = int(name.rsplit("_", 1)[1])
+                if index >= max_layers:
+                    raise ConfigError(
+                        f"{name}: layer {index} never exists, num_layers is at most {max_layers};"
+                        f" override layers 0..{max_layers - 1}"
+                    )
+
+    # -------------------------------------------------------------- queries
+    def domain(self, name: str) -> Domain:
+        """The domain of a knob (or of one layer's ``units_<i>``), overrides applied."""
+        if name in self._domains:
+            return self._domains[name]
+        base = name.rsplit("_", 1)[0] if name not in KNOBS else name
+        if base in self._domains:
+            return self._domains[base]
+        return KNOBS[base].default
+
+    def enabled(self, name: str) -> bool | None:
+        """For an optional knob: None (tuned on/off), True (always on) or False (off)."""
+        return self._enabled.get(name)
+
+    def max_layers(self) -> int:
+        """The largest layer count the space allows."""
+        return max(_domain_values(self.domain("num_layers")))
+
+    def hparam_domains(self) -> dict[str, Domain]:
+        """Every hyperparameter name a trial may carry, with its domain (for HParams)."""
+        out: dict[str, Domain] = {}
+        for knob in KNOBS.values():
+            if knob.per_layer:
+                for i in range(self.max_layers()):
+                    out[f"{knob.name}_{i}"] = self.domain(f"{knob.name}_{i}")
+            elif knob.optional:
+                state = self.enabled(knob.name)
+                if state is None:
+                    out[f"use_{knob.name}"] = Choices((False, True))
+                if state is not False:
+                    out[knob.name] = self.domain(knob.name)
+            else:
+                out[knob.name] = self.domain(knob.name)
+        return out
+
+    # -------------------------------------------------------------- registration
+    def resolve(self, hp: Any) -> ModelParams:
+        """Register every knob on ``hp`` (a ``keras_tuner.HyperParameters``) and read its values.
+
+        Per-layer knobs are registered under a condition on ``num_layers`` and optional knobs
+        under a condition on their ``use_<name>`` switch, so inactive values never reach the
+        oracle or the HParams dashboard.
+        """
+        num_layers = self._register(hp, "num_layers", self.domain("num_layers"))
+        layer_counts = _domain_values(self.domain("num_layers"))
+        units, dropout = [], []
+        for i in range(self.max_layers()):
+            active_counts = [n for n in layer_counts if n > i]
+            values = []
+            for base in ("units", "dropout"):
+                name = f"{base}_{i}"
+                if len(active_counts) == len(layer_counts):
+                    values.append(self._register(hp, name, self.domain(name)))
+                else:
+                    with hp.conditional_scope("num_layers", active_counts):
+                        values.append(self._register(hp, name, self.domain(name)))
+            if i < num_layers:
+                units.append(int(values[0]))
+                dropout.append(float(values[1]))
+        return ModelParams(
+            num_layers=int(num_layers),
+            units=tuple(units),
+            dropout=tuple(dropout),
+            normalization=self._register(hp, "normalization", self.domain("normalization")),
+            residual=bool(self._register(hp, "residual", self.domain("residual"))),
+            learning_rate=float(
+                self._register(hp, "learning_rate", self.domain("learning_rate"))
+            ),
+            optimizer=self._register(hp, "optimizer", self.domain("optimizer")),
+            clipnorm=self._register_optional(hp, "clipnorm"),
+            activation=self._register(hp, "activation", self.domain("activation")),
+            kernel_initializer=self._register(
+                hp, "kernel_initializer", self.domain("kernel_initializer")
+            ),
+            l2=self._register_optional(hp, "l2"),
+            batch_size=int(self._register(hp, "batch_size", self.domain("batch_size"))),
+        )
+
+    def _register_optional(self, hp: Any, name: str) -> float | None:
+        state = self.enabled(name)
+        if state is False:
+            return None
+        if state is True:
+            return float(self._register(hp, name, self.domain(name)))
+        switch = f"use_{name}"
+        if not hp.Boolean(switch, default=False):
+            # Still declare the value under its condition so the oracle knows the space.
+            with hp.conditional_scope(switch, [True]):
+                self._register(hp, name, self.domain(name))
+            return None
+        with hp.conditional_scope(switch, [True]):
+            return float(self._register(hp, name, self.domain(name)))
+
+    @staticmethod
+    def _register(hp: Any, name: str, domain: Domain) -> Any:
+        if isinstance(domain, Fixed):
+            return hp.Fixed(name, domain.value)
+        if isinstance(domain, IntRange):
+            if domain.min == domain.max:
+                return hp.Fixed(name, domain.min)
+            return hp.Int(name, domain.min, domain.max,
+                          sampling="log" if domain.log else "linear")
+        if isinstance(domain, FloatRange):
+            if domain.min == domain.max:
+                return hp.Fixed(name, domain.min)
+            return hp.Float(name, domain.min, domain.max,
+                            sampling="log" if domain.log else "linear")
+        if domain.values == (False, True):
+            return hp.Boolean(name, default=False)
+        return hp.Choice(name, list(domain.values), ordered=False)
+
+
+def _domain_values(domain: Domain) -> list[Any]:
+    if isinstance(domain, Fixed):
+        return [domain.value]
+    if isinstance(domain, Choices):
+        return list(domain.values)
+    if isinstance(domain, IntRange):
+        return list(range(domain.min, domain.max + 1))
+    raise TypeError(f"not a discrete domain: {domain!r}")
+
+
+def _layer_override_names() -> dict[str, str]:
+    limit = 64
+    return {
+        f"{knob.name}_{i}": knob.name
+        for knob in KNOBS.values() if knob.per_layer for i in range(limit)
+    }
+
+
+def describe_domain(domain: Domain) -> str:
+    """A short human description of a domain, for tables and the README."""
+    if isinstance(domain, Fixed):
+        return f"fixed {domain.value!r}"
+    if isinstance(domain, Choices):
+        return " | ".join(str(v).lower() if isinstance(v, bool) else str(v) for v in domain.values)
+    kind = "int" if isinstance(domain, IntRange) else "float"
+    return f"{kind} {domain.min:g}..{domain.max:g}{' (log)' if domain.log else ''}"

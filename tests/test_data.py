@@ -1,0 +1,435 @@
+"""Tests for kerastune_kit.data: loading, splitting, scaling and error messages."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kerastune_kit.data import (
+    BUNDLED_DATASETS,
+    DEFAULT_DATASET,
+    Dataset,
+    list_datasets,
+    load_dataset,
+)
+from kerastune_kit.errors import DataError, KerastuneKitError
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list[object]]) -> Path:
+    lines = [",".join(header)] + [",".join(str(v) for v in row) for row in rows]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def _raise_one_line(match: str, *args: object, **kwargs: object) -> str:
+    """Call load_dataset expecting a DataError; check it is one line and matches."""
+    with pytest.raises(DataError, match=match) as info:
+        load_dataset(*args, **kwargs)  # type: ignore[arg-type]
+    message = str(info.value)
+    assert "\n" not in message
+    assert isinstance(info.value, ValueError)
+    assert isinstance(info.value, KerastuneKitError)
+    return message
+
+
+@pytest.fixture
+def blob_npz(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(1)
+    x = rng.normal(5.0, 3.0, size=(60, 4))
+    y = np.repeat([0, 1, 2], 20)
+    path = tmp_path / "blobs.npz"
+    np.savez(path, x=x, y=y)
+    return path
+
+
+# --------------------------------------------------------------------------- bundled
+
+BUNDLED_EXPECTED = [
+    ("digits", "multiclass", 10, 1797, (64,)),
+    ("iris", "multiclass", 3, 150, (4,)),
+    ("wine", "multiclass", 3, 178, (13,)),
+    ("breast_cancer", "binary", 2, 569, (30,)),
+    ("diabetes", "regression", None, 442, (10,)),
+]
+
+
+@pytest.mark.parametrize(("name", "task", "n_classes", "n_total", "shape"), BUNDLED_EXPECTED)
+def test_bundled_datasets_load(name, task, n_classes, n_total, shape):
+    ds = load_dataset(name)
+    assert isinstance(ds, Dataset)
+    assert ds.name == name
+    assert ds.task == task
+    assert ds.n_classes == n_classes
+    assert ds.input_shape == shape
+    assert not ds.is_image
+    assert len(ds.x_train) + len(ds.x_val) == n_total
+    assert len(ds.x_val) == pytest.approx(0.2 * n_total, abs=1)
+    assert ds.x_train.dtype == np.float32 and ds.x_val.dtype == np.float32
+    assert ds.feature_names is not None and len(ds.feature_names) == shape[0]
+    if task == "regression":
+        assert ds.y_train.dtype == np.float32 and ds.y_train.ndim == 1
+        assert ds.class_names is None
+    else:
+        assert ds.y_train.dtype == np.int32
+        assert set(np.unique(ds.y_train)) == set(range(n_classes))
+        assert ds.class_names is not None and len(ds.class_names) == n_classes
+
+
+def test_bundled_name_case_insensitive_and_metadata():
+    ds = load_dataset("IRIS")
+    assert ds.name == "iris"
+    assert ds.class_names == ("setosa", "versicolor", "virginica")
+    assert load_dataset("breast_cancer").class_names == ("malignant", "benign")
+
+
+def test_summary_line():
+    ds = load_dataset("digits")
+    assert ds.summary() == "digits: 1437 train / 360 val, 64 features, multiclass (10 classes)"
+    assert load_dataset("diabetes").summary().endswith("10 features, regression")
+
+
+def test_list_datasets_and_default():
+    names = [name for name, _ in list_datasets()]
+    assert names == ["digits", "iris", "wine", "breast_cancer", "diabetes"]
+    assert set(names) == set(BUNDLED_DATASETS)
+    assert DEFAULT_DATASET == "digits"
+    assert all(isinstance(desc, str) and desc and "\n" not in desc for _, desc in list_datasets())
+
+
+# --------------------------------------------------------------------------- splitting
+
+
+def test_split_is_seeded():
+    a = load_dataset("iris", seed=3, standardize=False)
+    b = load_dataset("iris", seed=3, standardize=False)
+    c = load_dataset("iris", seed=4, standardize=False)
+    np.testing.assert_array_equal(a.x_val, b.x_val)
+    np.testing.assert_array_equal(a.y_train, b.y_train)
+    assert not np.array_equal(a.x_val, c.x_val)
+
+
+def test_split_is_stratified():
+    ds = load_dataset("wine", seed=7)
+    full = np.concatenate([ds.y_train, ds.y_val])
+    overall = np.bincount(full) / len(full)
+    for part in (ds.y_train, ds.y_val):
+        np.testing.assert_allclose(np.bincount(part, minlength=3) / len(part), overall, atol=0.03)
+
+
+def test_validation_split_fraction_respected():
+    ds = load_dataset("digits", validation_split=0.5)
+    assert abs(len(ds.x_val) - len(ds.x_train)) <= 1
+
+
+# --------------------------------------------------------------------------- scaling
+
+
+def test_standardization_fitted_on_train_only():
+    raw = load_dataset("wine", seed=2, standardize=False)
+    scaled = load_dataset("wine", seed=2, standardize=True)
+    np.testing.assert_array_equal(raw.y_val, scaled.y_val)  # same split either way
+    mean = raw.x_train.astype(np.float64).mean(axis=0)
+    std = raw.x_train.astype(np.float64).std(axis=0)
+    np.testing.assert_allclose(scaled.x_train.mean(axis=0), 0.0, atol=1e-4)
+    np.testing.assert_allclose(scaled.x_train.std(axis=0), 1.0, atol=1e-3)
+    # Validation uses the *train* statistics, so it is not itself re-centred.
+    np.testing.assert_allclose(scaled.x_val, (raw.x_val - mean) / std, rtol=1e-4, atol=1e-4)
+    assert np.abs(scaled.x_val.mean(axis=0)).max() > 1e-3
+    val_mean = raw.x_val.astype(np.float64).mean(axis=0)
+    assert not np.allclose((raw.x_val - val_mean) / std, scaled.x_val, atol=1e-3)
+
+
+def test_standardize_false_keeps_raw_values():
+    from sklearn.datasets import load_iris
+
+    ds = load_dataset("iris", standardize=False)
+    raw = load_iris().data.astype(np.float32)
+    stacked = np.concatenate([ds.x_train, ds.x_val])
+    assert sorted(map(tuple, stacked)) == sorted(map(tuple, raw))
+
+
+def test_regression_targets_not_scaled():
+    from sklearn.datasets import load_diabetes
+
+    ds = load_dataset("diabetes")
+    full = np.sort(np.concatenate([ds.y_train, ds.y_val]))
+    np.testing.assert_allclose(full, np.sort(load_diabetes().target.astype(np.float32)))
+
+
+# --------------------------------------------------------------------------- npz
+
+
+def test_npz_with_x_y(blob_npz: Path):
+    ds = load_dataset(str(blob_npz), validation_split=0.25)
+    assert ds.name == "blobs"
+    assert ds.task == "multiclass" and ds.n_classes == 3
+    assert ds.class_names == ("0", "1", "2")
+    assert (len(ds.x_train), len(ds.x_val)) == (45, 15)
+    assert ds.feature_names is None
+    np.testing.assert_allclose(ds.x_train.mean(axis=0), 0.0, atol=1e-5)
+
+
+def test_npz_accepts_pathlike(blob_npz: Path):
+    assert load_dataset(blob_npz).n_classes == 3
+
+
+def test_npz_with_explicit_splits_used_as_given(tmp_path: Path):
+    rng = np.random.default_rng(0)
+    x_train, x_val = rng.normal(size=(30, 3)), rng.normal(size=(10, 3))
+    y_train, y_val = np.array([5, 9] * 15), np.array([9, 5] * 5)
+    path = tmp_path / "pre.npz"
+    np.savez(path, x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val)
+    ds = load_dataset(str(path), standardize=False)
+    assert ds.task == "binary" and ds.class_names == ("5", "9")
+    np.testing.assert_allclose(ds.x_train, x_train.astype(np.float32))
+    np.testing.assert_allclose(ds.x_val, x_val.astype(np.float32))
+    np.testing.assert_array_equal(ds.y_train, (y_train == 9).astype(np.int32))
+    np.testing.assert_array_equal(ds.y_val, (y_val == 9).astype(np.int32))
+    scaled = load_dataset(str(path))
+    mean, std = x_train.mean(axis=0), x_train.std(axis=0)
+    np.testing.assert_allclose(scaled.x_val, (x_val - mean) / std, rtol=1e-4, atol=1e-4)
+
+
+def test_npz_image_uint8_divided_by_255(tmp_path: Path):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(40, 8, 8), dtype=np.uint8)
+    y = np.arange(40) % 2
+    path = tmp_path / "img.npz"
+    np.savez(path, x=x, y=y)
+    ds = load_dataset(str(path))
+    assert ds.input_shape == (8, 8) and ds.is_image
+    assert ds.x_train.dtype == np.float32
+    assert ds.x_train.max() <= 1.0 and ds.x_train.min() >= 0.0
+    raw = load_dataset(str(path), standardize=False)
+    np.testing.assert_allclose(ds.x_train, raw.x_train / 255.0, rtol=1e-6)
+    assert "8x8 images" in ds.summary()
+
+
+def test_npz_image_with_channels_already_scaled_untouched(tmp_path: Path):
+    x = np.random.default_rng(0).random((20, 4, 4, 3)).astype(np.float32)
+    path = tmp_path / "rgb.npz"
+    np.savez(path, x=x, y=np.arange(20) % 2)
+    ds = load_dataset(str(path))
+    assert ds.input_shape == (4, 4, 3) and ds.is_image
+    stacked = np.concatenate([ds.x_train, ds.x_val])
+    assert sorted(stacked.ravel().tolist()) == sorted(x.ravel().tolist())
+
+
+def test_npz_one_dimensional_x_becomes_column(tmp_path: Path):
+    path = tmp_path / "line.npz"
+    x = np.linspace(0, 1, 50)
+    np.savez(path, x=x, y=3.0 * x + 0.5)
+    ds = load_dataset(str(path))
+    assert ds.input_shape == (1,)
+    assert ds.task == "regression" and ds.n_classes is None
+
+
+# --------------------------------------------------------------------------- csv
+
+
+def test_csv_with_string_labels(tmp_path: Path):
+    rows = [[i, i * 0.5, "cat" if i % 2 else "dog"] for i in range(20)]
+    path = _write_csv(tmp_path / "pets.csv", ["a", "b", "kind"], rows)
+    ds = load_dataset(str(path), target="kind")
+    assert ds.task == "binary" and ds.n_classes == 2
+    assert ds.class_names == ("cat", "dog")
+    assert ds.feature_names == ("a", "b")
+    assert ds.input_shape == (2,)
+    assert ds.y_train.dtype == np.int32
+
+
+def test_csv_with_numeric_regression_target(tmp_path: Path):
+    rng = np.random.default_rng(0)
+    rows = [[f"{v:.4f}", f"{2 * v + 1:.4f}"] for v in rng.normal(size=40)]
+    path = _write_csv(tmp_path / "reg.csv", ["x", "price"], rows)
+    ds = load_dataset(str(path), target="price")
+    assert ds.task == "regression" and ds.y_train.dtype == np.float32
+
+
+def test_csv_integer_target_inferred_multiclass(tmp_path: Path):
+    rows = [[i, i % 3] for i in range(30)]
+    path = _write_csv(tmp_path / "mc.csv", ["f", "label"], rows)
+    ds = load_dataset(str(path), target="label")
+    assert ds.task == "multiclass" and ds.class_names == ("0", "1", "2")
+
+
+# --------------------------------------------------------------------------- task override
+
+
+def test_task_override_to_regression():
+    ds = load_dataset("iris", task="regression")
+    assert ds.task == "regression" and ds.n_classes is None
+    assert ds.y_train.dtype == np.float32
+
+
+def test_task_override_many_integer_values_to_multiclass(tmp_path: Path):
+    path = tmp_path / "many.npz"
+    np.savez(path, x=np.arange(100.0), y=np.arange(100) % 25)
+    assert load_dataset(str(path)).task == "regression"
+    ds = load_dataset(str(path), task="multiclass")
+    assert ds.task == "multiclass" and ds.n_classes == 25
+
+
+# --------------------------------------------------------------------------- max_samples
+
+
+def test_max_samples_subsamples_before_split():
+    ds = load_dataset("digits", max_samples=100, seed=1)
+    assert len(ds.x_train) + len(ds.x_val) == 100
+    assert ds.n_classes == 10
+    again = load_dataset("digits", max_samples=100, seed=1)
+    assert ds.fingerprint() == again.fingerprint()
+
+
+def test_max_samples_with_presplit_npz(tmp_path: Path):
+    path = tmp_path / "pre.npz"
+    rng = np.random.default_rng(0)
+    np.savez(
+        path,
+        x_train=rng.normal(size=(80, 2)),
+        y_train=np.arange(80) % 2,
+        x_val=rng.normal(size=(20, 2)),
+        y_val=np.arange(20) % 2,
+    )
+    ds = load_dataset(str(path), max_samples=10)
+    assert (len(ds.x_train), len(ds.x_val)) == (8, 2)
+
+
+# --------------------------------------------------------------------------- fingerprint
+
+
+def test_fingerprint_stable_and_seed_sensitive():
+    a = load_dataset("iris", seed=0).fingerprint()
+    assert a == load_dataset("iris", seed=0).fingerprint()
+    assert a != load_dataset("iris", seed=1).fingerprint()
+    assert len(a) == 16 and int(a, 16) >= 0
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def test_unknown_name_suggests_closest():
+    msg = _raise_one_line("did you mean 'digits'", "digts")
+    assert "'digts'" in msg and "iris" in msg and msg.startswith("data:")
+
+
+def test_missing_file(tmp_path: Path):
+    missing = tmp_path / "nope.npz"
+    msg = _raise_one_line("does not exist", str(missing))
+    assert str(missing) in msg and ".npz/.csv" in msg
+
+
+def test_wrong_suffix(tmp_path: Path):
+    path = tmp_path / "data.txt"
+    path.write_text("1,2\n", encoding="utf-8")
+    msg = _raise_one_line(r"only \.npz and \.csv", str(path))
+    assert "data.txt" in msg
+
+
+def test_csv_without_target_lists_columns(tmp_path: Path):
+    path = _write_csv(tmp_path / "t.csv", ["a", "b", "c"], [[1, 2, 3], [4, 5, 6]])
+    msg = _raise_one_line("needs --target COLUMN", str(path))
+    assert msg == "target: a .csv dataset needs --target COLUMN; columns are: a, b, c"
+
+
+def test_csv_unknown_target_column(tmp_path: Path):
+    path = _write_csv(tmp_path / "t.csv", ["alpha", "label"], [[1, 0], [2, 1]])
+    msg = _raise_one_line("did you mean 'label'", str(path), target="lable")
+    assert "'lable'" in msg and "alpha, label" in msg and msg.startswith("target:")
+
+
+def test_csv_non_numeric_feature_column(tmp_path: Path):
+    rows = [[1, "red", 0], [2, "blue", 1]]
+    path = _write_csv(tmp_path / "t.csv", ["a", "color", "y"], rows)
+    msg = _raise_one_line("'color'", str(path), target="y")
+    assert "not numeric" in msg and "'red'" in msg
+
+
+def test_npz_wrong_keys(tmp_path: Path):
+    path = tmp_path / "bad.npz"
+    np.savez(path, features=np.zeros((4, 2)), labels=np.zeros(4))
+    msg = _raise_one_line("expected 'x' and 'y'", str(path))
+    assert "'features'" in msg and "'labels'" in msg and "x_train" in msg
+
+
+@pytest.mark.parametrize("value", [0, 1, 1.5, -0.1, 0.0])
+def test_bad_validation_split(value):
+    msg = _raise_one_line("validation_split", "iris", validation_split=value)
+    assert repr(value) in msg and "between 0 and 1" in msg
+
+
+def test_binary_override_with_three_classes():
+    msg = _raise_one_line("'binary' needs exactly 2 classes", "iris", task="binary")
+    assert "has 3" in msg and msg.startswith("task:")
+
+
+def test_unknown_task_value():
+    msg = _raise_one_line("task", "iris", task="clustering")
+    assert "'clustering'" in msg and "multiclass" in msg
+
+
+def test_classification_override_on_fractional_target(tmp_path: Path):
+    path = tmp_path / "frac.npz"
+    np.savez(path, x=np.arange(10.0), y=np.linspace(0, 1, 10))
+    msg = _raise_one_line("non-integer", str(path), task="multiclass")
+    assert "regression" in msg
+
+
+def test_nan_in_features(tmp_path: Path):
+    x = np.ones((10, 3))
+    x[4, 1] = np.nan
+    path = tmp_path / "holes.npz"
+    np.savez(path, x=x, y=np.arange(10) % 2)
+    msg = _raise_one_line("NaN", str(path))
+    assert "row 4" in msg and "'holes'" in msg
+
+
+def test_inf_in_csv_features(tmp_path: Path):
+    path = _write_csv(tmp_path / "inf.csv", ["a", "y"], [[1, 0], ["inf", 1], [2, 0]])
+    _raise_one_line("NaN/inf", str(path), target="y")
+
+
+def test_length_mismatch(tmp_path: Path):
+    path = tmp_path / "mismatch.npz"
+    np.savez(path, x=np.zeros((10, 2)), y=np.zeros(9))
+    msg = _raise_one_line("lengths must match", str(path))
+    assert "10" in msg and "9" in msg
+
+
+def test_empty_data(tmp_path: Path):
+    path = tmp_path / "empty.npz"
+    np.savez(path, x=np.zeros((0, 2)), y=np.zeros(0))
+    _raise_one_line("empty", str(path))
+
+
+@pytest.mark.parametrize("value", [1, 0, -5, True])
+def test_bad_max_samples(value):
+    msg = _raise_one_line("max_samples", "iris", max_samples=value)
+    assert repr(value) in msg
+
+
+# --------------------------------------------------------------------------- hygiene
+
+
+def test_module_does_not_import_tensorflow_or_keras_or_eager_sklearn():
+    import kerastune_kit.data as data_module
+
+    tree = ast.parse(Path(data_module.__file__).read_text(encoding="utf-8"))
+    imported: list[tuple[str, bool]] = []
+    top_level = set(map(id, tree.body))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names = [node.module or ""]
+        else:
+            continue
+        imported.extend((name, id(node) in top_level) for name in names)
+    roots = {name.split(".")[0] for name, _ in imported}
+    assert not roots & {"tensorflow", "keras", "keras_tuner"}
+    assert not [name for name, top in imported if top and name.startswith("sklearn")]
