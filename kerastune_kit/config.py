@@ -54,7 +54,7 @@ class SearchConfig:
         model: HyperModel family: ``mlp`` or ``auto`` (picked from the data's shape).
         tuner: ``hyperband``, ``bayesian``, ``random`` or ``grid``.
         max_trials: Upper bound on trials; None means the oracle's own budget
-            (a full Hyperband iteration, or 10 trials for the other oracles).
+            (one full Hyperband iteration, or 10 trials for the other oracles).
         max_epochs: Epochs of the longest trial (Hyperband's ``max_epochs``; every
             trial's epoch count for the other oracles).
         objective: Metric to optimize, such as ``val_accuracy``; None picks the task's default.
@@ -147,7 +147,7 @@ class SearchConfig:
         """``max_trials``, or the default budget of the chosen oracle."""
         if self.max_trials is not None:
             return self.max_trials
-        return None if self.tuner in ("hyperband", "grid") else 10
+        return None if self.tuner == "hyperband" else 10
 
     def to_dict(self) -> dict[str, Any]:
         """The configuration as plain values (None fields left out)."""

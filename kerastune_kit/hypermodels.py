@@ -159,6 +159,9 @@ class KitHyperModel(kt.HyperModel):
         model = self._build_network(params)
         model.compile(optimizer=make_optimizer(params), loss=self.head.loss(),
                       metrics=self.head.metrics())
+        # Create the optimizer's slots now, so that a checkpoint loaded into this model
+        # (a promoted Hyperband trial) restores its moments and iteration count too.
+        model.optimizer.build(model.trainable_variables)
         return model
 
     def _build_network(self, params: ModelParams) -> Any:

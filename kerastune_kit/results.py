@@ -44,6 +44,8 @@ class TrialRecord:
         parent_trial_id: The Hyperband trial whose checkpoint this one continued.
         start_score: The objective measured on the loaded weights before training
             (equals the parent's score when the parent's checkpoint was really loaded).
+        start_optimizer_step: The optimizer's iteration count when training started (a promoted
+            trial continues its parent's optimizer state, so it is above 0).
         wall_time_s: Seconds the trial took.
         message: Why a trial failed.
         hyperparameters: Its active hyperparameter values.
@@ -57,6 +59,7 @@ class TrialRecord:
     epochs: int | None = None
     parent_trial_id: str | None = None
     start_score: float | None = None
+    start_optimizer_step: int | None = None
     wall_time_s: float | None = None
     message: str | None = None
     hyperparameters: dict[str, Any] = dataclasses.field(default_factory=dict)

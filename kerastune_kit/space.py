@@ -98,6 +98,8 @@ class Knob:
         optional: Can be turned off (``clipnorm = "off"``); tuned as an on/off switch
             ``use_<name>`` with the value conditional on it.
         vocabulary: For ``choice`` knobs, every value the factories understand.
+        initial: The value a trial starts from when the oracle has not chosen one (KerasTuner's
+            ``default``), used when it lies in the domain.
     """
 
     name: str
@@ -107,36 +109,40 @@ class Knob:
     per_layer: bool = False
     optional: bool = False
     vocabulary: tuple[Any, ...] = ()
+    initial: Any = None
 
 
 KNOBS: dict[str, Knob] = {
     k.name: k
     for k in (
-        Knob("num_layers", "int", IntRange(1, 4), "number of hidden layers"),
+        Knob("num_layers", "int", IntRange(1, 4), "number of hidden layers", initial=2),
         Knob("units", "int", IntRange(16, 512, log=True), "width of hidden layer i",
-             per_layer=True),
+             per_layer=True, initial=128),
         Knob("dropout", "float", FloatRange(0.0, 0.5), "dropout rate after hidden layer i",
-             per_layer=True),
+             per_layer=True, initial=0.0),
         Knob("normalization", "choice", Choices(("none", "batch", "layer", "group")),
              "normalization after each hidden layer",
-             vocabulary=("none", "batch", "layer", "group")),
+             vocabulary=("none", "batch", "layer", "group"), initial="none"),
         Knob("residual", "bool", Choices((False, True)),
-             "skip connections around hidden layers (projection when widths differ)"),
+             "skip connections around hidden layers (projection when widths differ)", initial=False),
         Knob("learning_rate", "float", FloatRange(1e-5, 1e-1, log=True),
-             "optimizer learning rate (log scale)"),
+             "optimizer learning rate (log scale)", initial=1e-3),
         Knob("optimizer", "choice", Choices(("adam", "adamw", "rmsprop", "sgd")),
              "optimizer (sgd uses Nesterov momentum 0.9)",
-             vocabulary=("adam", "adamw", "rmsprop", "sgd")),
+             vocabulary=("adam", "adamw", "rmsprop", "sgd"), initial="adam"),
         Knob("clipnorm", "float", FloatRange(0.01, 10.0, log=True),
-             "gradient clipping by norm, or off", optional=True),
+             "gradient clipping by norm, or off", optional=True,
+             initial=1.0),
         Knob("activation", "choice", Choices(("relu", "gelu", "elu", "tanh", "swish")),
-             "hidden activation", vocabulary=("relu", "gelu", "elu", "tanh", "swish")),
+             "hidden activation", vocabulary=("relu", "gelu", "elu", "tanh", "swish"),
+             initial="relu"),
         Knob("kernel_initializer", "choice", Choices(("auto", "he_normal", "glorot_uniform")),
              "weight init; auto = He for ReLU-like, Glorot for tanh",
-             vocabulary=("auto", "he_normal", "glorot_uniform")),
+             vocabulary=("auto", "he_normal", "glorot_uniform"), initial="auto"),
         Knob("l2", "float", FloatRange(1e-6, 1e-2, log=True),
-             "L2 weight penalty, or off", optional=True),
-        Knob("batch_size", "int", Choices((32, 64, 128, 256)), "training batch size"),
+             "L2 weight penalty, or off", optional=True,
+             initial=1e-4),
+        Knob("batch_size", "int", Choices((32, 64, 128, 256)), "training batch size", initial=64),
     )
 }
 
@@ -403,21 +409,34 @@ class SearchSpace:
 
     @staticmethod
     def _register(hp: Any, name: str, domain: Domain) -> Any:
+        base = name if name in KNOBS else name.rsplit("_", 1)[0]
+        initial = _initial(KNOBS[base].initial, domain)
         if isinstance(domain, Fixed):
             return hp.Fixed(name, domain.value)
         if isinstance(domain, IntRange):
             if domain.min == domain.max:
                 return hp.Fixed(name, domain.min)
-            return hp.Int(name, domain.min, domain.max,
+            return hp.Int(name, domain.min, domain.max, default=initial,
                           sampling="log" if domain.log else "linear")
         if isinstance(domain, FloatRange):
             if domain.min == domain.max:
                 return hp.Fixed(name, domain.min)
-            return hp.Float(name, domain.min, domain.max,
+            return hp.Float(name, domain.min, domain.max, default=initial,
                             sampling="log" if domain.log else "linear")
         if domain.values == (False, True):
-            return hp.Boolean(name, default=False)
-        return hp.Choice(name, list(domain.values), ordered=False)
+            return hp.Boolean(name, default=bool(initial))
+        return hp.Choice(name, list(domain.values), ordered=False, default=initial)
+
+
+def _initial(value: Any, domain: Domain) -> Any:
+    """``value`` when it lies in ``domain``, else None (KerasTuner then starts at the minimum)."""
+    if value is None:
+        return None
+    if isinstance(domain, Choices):
+        return value if value in domain.values else None
+    if isinstance(domain, (IntRange, FloatRange)):
+        return value if domain.min <= value <= domain.max else None
+    return None
 
 
 def _domain_values(domain: Domain) -> list[Any]:

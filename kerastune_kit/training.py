@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -28,6 +29,18 @@ from kerastune_kit._backend import keras as _keras
 
 keras = _keras()
 import tensorflow as tf  # noqa: E402  (after the backend check)
+
+
+
+class _OncePerTrialRetracing(logging.Filter):
+    """Hide TensorFlow's retracing warning for our loops: each trial's new model traces once."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not ("TrainLoop" in message and "retracing" in message)
+
+
+tf.get_logger().addFilter(_OncePerTrialRetracing())
 
 _BATCH_HOOKS = (
     "on_batch_begin", "on_batch_end", "on_train_batch_begin", "on_train_batch_end",
@@ -59,12 +72,15 @@ class TrainingHistory(keras.callbacks.History):
         initial_logs: Validation metrics measured before the first epoch, when asked for
             (a promoted Hyperband trial uses them to prove it started from its parent).
         initial_epoch: The first epoch index trained.
+        initial_iterations: The optimizer's step count when training started (non-zero when
+            its state was restored from a checkpoint).
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.divergence: Divergence | None = None
         self.initial_logs: dict[str, float] | None = None
+        self.initial_iterations: int = 0
         self.initial_epoch: int = 0
 
 
@@ -117,7 +133,8 @@ class TrainLoop:
         self.train_metrics = [_clone_metric(m) for m in metrics]
         self.val_metrics = [_clone_metric(m) for m in metrics]
         self.trace_counts = {"train": 0, "eval": 0}
-        self.optimizer.build(model.trainable_variables)
+        if not self.optimizer.built:
+            self.optimizer.build(model.trainable_variables)
         if run_eagerly:
             self._train_fn = self._train_steps
             self._eval_fn = self._eval_steps
@@ -240,6 +257,7 @@ class TrainLoop:
         if evaluate_first and val is not None:
             history.initial_logs = self.evaluate(*val, batch_size=max(batch, 256))
 
+        history.initial_iterations = int(self.optimizer.iterations.numpy())
         batch_tensor = tf.constant(batch, tf.int64)
         model.stop_training = False
         callback_list.on_train_begin()

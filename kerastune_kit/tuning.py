@@ -167,10 +167,10 @@ def _tuner_classes() -> dict[str, type]:
                 if finite:
                     best = (max if objective.direction == "max" else min)(finite)
                     record.best_epoch = record.initial_epoch + best[1]
+                record.start_optimizer_step = history.initial_iterations
                 if history.initial_logs is not None:
-                    record.start_score = history.initial_logs.get(objective.name[4:]
-                                                                  if objective.name.startswith("val_")
-                                                                  else objective.name)
+                    key = objective.name.removeprefix("val_")
+                    record.start_score = history.initial_logs.get(key)
             if trial.message:
                 record.message = _last_line(trial.message)
             return record
