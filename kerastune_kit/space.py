@@ -6,7 +6,8 @@ Owns: the catalogue of knobs (:data:`KNOBS`), validated domains (:class:`IntRang
 ``keras_tuner.HyperParameters`` with the right conditions so that only knobs that take effect
 carry a value. Does not own: building layers (``layers``/``hypermodels``).
 
-The domain logic imports no TensorFlow; ``keras_tuner`` is imported only by :meth:`SearchSpace.resolve`.
+The domain logic imports no TensorFlow; only :meth:`SearchSpace.resolve` touches ``keras_tuner``
+(through the ``hp`` object it is given).
 
 Example:
     >>> space = SearchSpace({"normalization": "batch", "learning_rate": {"min": 1e-4, "max": 1e-2}})
@@ -20,7 +21,7 @@ import dataclasses
 import difflib
 import math
 from collections.abc import Mapping
-from typing import Any, Union
+from typing import Any
 
 from kerastune_kit.errors import ConfigError
 
@@ -65,7 +66,7 @@ class Fixed:
     value: Any
 
 
-Domain = Union[IntRange, FloatRange, Choices, Fixed]
+Domain = IntRange | FloatRange | Choices | Fixed
 
 #: The value of an optional knob (``clipnorm``, ``l2``) that turns it off.
 OFF = "off"
@@ -124,7 +125,8 @@ KNOBS: dict[str, Knob] = {
              "normalization after each hidden layer",
              vocabulary=("none", "batch", "layer", "group"), initial="none"),
         Knob("residual", "bool", Choices((False, True)),
-             "skip connections around hidden layers (projection when widths differ)", initial=False),
+             "skip connections around hidden layers (projection when widths differ)",
+             initial=False),
         Knob("learning_rate", "float", FloatRange(1e-5, 1e-1, log=True),
              "optimizer learning rate (log scale)", initial=1e-3),
         Knob("optimizer", "choice", Choices(("adam", "adamw", "rmsprop", "sgd")),

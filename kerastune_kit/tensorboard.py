@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from kerastune_kit._backend import keras as _keras
-from kerastune_kit.space import Choices, Domain, Fixed, FloatRange, IntRange
+from kerastune_kit.space import Domain, Fixed, FloatRange, IntRange
 
 _keras()
 import tensorflow as tf  # noqa: E402

@@ -31,7 +31,6 @@ keras = _keras()
 import tensorflow as tf  # noqa: E402  (after the backend check)
 
 
-
 class _OncePerTrialRetracing(logging.Filter):
     """Hide TensorFlow's retracing warning for our loops: each trial's new model traces once."""
 
@@ -167,7 +166,7 @@ class TrainLoop:
                 bad_step = step
                 break
             gradients = tape.gradient(loss, variables)
-            self.optimizer.apply_gradients(zip(gradients, variables))
+            self.optimizer.apply_gradients(zip(gradients, variables, strict=True))
             count = tf.cast(tf.shape(index)[0], tf.float32)
             self.train_loss.update_state(loss, sample_weight=count)
             for metric in self.train_metrics:
@@ -190,7 +189,7 @@ class TrainLoop:
 
     # -------------------------------------------------------------- public API
     def evaluate(self, x: Any, y: Any, *, batch_size: int = 256) -> dict[str, float]:
-        """Mean loss and metrics over ``(x, y)``, in inference mode, keyed like ``model.evaluate``."""
+        """Mean loss and metrics over ``(x, y)`` in inference mode, keyed as ``model.evaluate``."""
         for metric in [self.val_loss, *self.val_metrics]:
             metric.reset_state()
         self._eval_fn(tf.convert_to_tensor(x), tf.convert_to_tensor(y),

@@ -33,8 +33,17 @@ from kerastune_kit.config import RESUME_KEYS, SearchConfig, load_saved_config
 from kerastune_kit.data import Dataset, load_dataset
 from kerastune_kit.errors import ConfigError, RunDirError
 from kerastune_kit.results import (
-    BEST_HYPERPARAMETERS, BEST_MODEL, LEADERBOARD, RECORD_FILE, TrialRecord, atomic_path, rank,
-    read_trial_records, write_json_atomic, write_leaderboard, write_text_atomic,
+    BEST_HYPERPARAMETERS,
+    BEST_MODEL,
+    LEADERBOARD,
+    RECORD_FILE,
+    TrialRecord,
+    atomic_path,
+    rank,
+    read_trial_records,
+    write_json_atomic,
+    write_leaderboard,
+    write_text_atomic,
 )
 from kerastune_kit.space import SearchSpace
 
