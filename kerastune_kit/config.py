@@ -133,7 +133,7 @@ class SearchConfig:
             raise ConfigError(
                 f"overrides: expected a table of knob = value, received {self.overrides!r}"
             )
-        self.overrides = dict(self.overrides)
+        self.overrides = _plain(dict(self.overrides))
 
     # ------------------------------------------------------------------ derived values
     def effective_run_dir(self) -> Path:
@@ -191,6 +191,12 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config: '{path}' is not valid TOML ({exc}); fix the file") from None
+    for table in ("search", "space"):
+        if table in doc and not isinstance(doc[table], dict):
+            raise ConfigError(
+                f"config: {table} in '{path}' must be a table, received {doc[table]!r}; write "
+                f"[{table}] on its own line followed by key = value lines"
+            )
     unknown_tables = sorted(set(doc) - {"search", "space"})
     if unknown_tables:
         raise ConfigError(
@@ -276,6 +282,15 @@ def _parse_scalar(text: str) -> Any:
     except ValueError:
         return text
     return value if math.isfinite(value) else text
+
+
+def _plain(value: Any) -> Any:
+    """Tuples to lists and mappings to dicts, as they come back from TOML."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _looks_like_path(value: str) -> bool:

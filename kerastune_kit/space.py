@@ -171,9 +171,9 @@ def parse_domain(knob: Knob, spec: Any) -> tuple[Domain, bool | None]:
             raise ConfigError(
                 f"{name}: takes one of {_vocab_text(knob)}, not a range; received {dict(spec)!r}"
             )
-        low, high = (_number(knob, spec["min"]), _number(knob, spec["max"]))
-        default_log = getattr(knob.default, "log", False)
-        log = bool(spec.get("log", default_log and low > 0))
+        low = _value(knob, _number(knob, spec["min"]))
+        high = _value(knob, _number(knob, spec["max"]))
+        log = bool(spec.get("log", getattr(knob.default, "log", False)))
         try:
             if knob.kind == "int":
                 return IntRange(int(low), int(high), log=log), (True if knob.optional else None)

@@ -250,11 +250,6 @@ def test_load_toml_unknown_field_without_a_close_match_lists_fields(tmp_path: Pa
     assert_one_line(excinfo.value, "zzzz", "known fields:", "max_epochs")
 
 
-@pytest.mark.xfail(
-    reason="BUG: load_toml calls dict() on a [search]/[space] value that is not a table, "
-    "so `search = 3` raises TypeError and `space = \"x\"` a bare ValueError, not ConfigError",
-    strict=True,
-)
 @pytest.mark.parametrize("text", ["search = 3\n", 'space = "batch"\n'])
 def test_load_toml_rejects_non_table_sections(tmp_path: Path, text: str) -> None:
     path = write(tmp_path, text)
@@ -397,11 +392,6 @@ def test_to_toml_of_defaults_has_no_space_table(tmp_path: Path) -> None:
     assert loaded.resume_fingerprint() == SearchConfig().resume_fingerprint()
 
 
-@pytest.mark.xfail(
-    reason="BUG: overrides given as tuples (accepted by SearchSpace) come back from config.toml "
-    "as lists, so resume_fingerprint() differs and --resume refuses the run it just wrote",
-    strict=True,
-)
 def test_round_trip_of_tuple_overrides_keeps_fingerprint(tmp_path: Path) -> None:
     cfg = SearchConfig(overrides={"optimizer": ("adam", "sgd")})
     assert round_trip(cfg, tmp_path).resume_fingerprint() == cfg.resume_fingerprint()

@@ -248,11 +248,6 @@ def test_instance_normalization_is_rejected_for_dense_models() -> None:
         SearchSpace(normalization=["batch", "instance"])
 
 
-@pytest.mark.xfail(
-    reason="BUG: parse_domain checks range bounds only for being numbers, not with the knob's "
-    "value rules (_value), and drops log scale silently when min <= 0",
-    strict=True,
-)
 @pytest.mark.parametrize(
     ("overrides", "name"),
     [
