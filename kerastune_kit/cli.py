@@ -10,10 +10,12 @@ line ``error: ...`` and no traceback; 1 for an unexpected failure (``--debug`` s
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from kerastune_kit import __version__
@@ -94,11 +96,37 @@ def cmd_search(args: argparse.Namespace) -> int:
         overwrite=args.overwrite, resume=args.resume,
         overrides=parse_set_flags(args.set_flags),
     )
-    from kerastune_kit.tuning import run_search
+    with _native_stderr_silenced(enabled=not args.debug):
+        from kerastune_kit.tuning import run_search, warm_up_tensorflow
 
+        warm_up_tensorflow()
     result = run_search(config, on_trial=None if args.quiet else _print_trial)
     _print_summary(result)
     return EXIT_OK if result.best is not None else EXIT_FAILURE
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced(enabled: bool = True) -> Iterator[None]:
+    """Silence what TensorFlow's C++ runtime prints to stderr while it starts up.
+
+    TensorFlow writes start-up notices (oneDNN, CUDA probing) straight to file descriptor 2,
+    bypassing Python's logging and ``TF_CPP_MIN_LOG_LEVEL``. Python exceptions are unaffected:
+    they propagate and print after the descriptor is restored. ``--debug`` keeps everything.
+    """
+    if not enabled:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:

@@ -84,6 +84,19 @@ class SearchResult:
         return dict(self.best.hyperparameters) if self.best else {}
 
 
+def warm_up_tensorflow() -> list[str]:
+    """Import TensorFlow and initialise its devices now; returns the device names.
+
+    The CLI calls this while TensorFlow's start-up chatter is silenced.
+    """
+    from kerastune_kit._backend import keras
+
+    keras()
+    import tensorflow as tf
+
+    return [device.name for device in tf.config.list_logical_devices()]
+
+
 # ---------------------------------------------------------------------- tuners
 def _tuner_classes() -> dict[str, type]:
     import keras_tuner as kt
