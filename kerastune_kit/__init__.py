@@ -23,6 +23,8 @@ _LAZY = {
     "load_dataset": "kerastune_kit.data",
     "list_datasets": "kerastune_kit.data",
     "MLPHyperModel": "kerastune_kit.hypermodels",
+    "CNNHyperModel": "kerastune_kit.hypermodels",
+    "CNN_KNOBS": "kerastune_kit.space",
     "TrainLoop": "kerastune_kit.training",
     "run_search": "kerastune_kit.tuning",
     "SearchResult": "kerastune_kit.tuning",

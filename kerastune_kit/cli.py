@@ -22,8 +22,8 @@ from kerastune_kit import __version__
 from kerastune_kit.errors import KerastuneKitError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
-_MAIN_HPARAMS = ("num_layers", "units_0", "normalization", "learning_rate", "optimizer",
-                 "clipnorm", "batch_size")
+_MAIN_HPARAMS = ("num_layers", "num_blocks", "units_0", "filters_0", "normalization",
+                 "residual", "learning_rate", "optimizer", "clipnorm", "batch_size")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--data", help="bundled dataset name or .npz/.csv path (default: digits)")
     search.add_argument("--target", help="target column of a .csv dataset")
     search.add_argument("--task", help="binary, multiclass or regression (default: inferred)")
-    search.add_argument("--model", help="mlp or auto (default: auto)")
+    search.add_argument("--model", help="mlp, cnn, or auto: the CNN for images, the MLP for "
+                        "feature vectors (default: auto)")
     search.add_argument("--tuner", help="hyperband, bayesian, random or grid (default: hyperband)")
     search.add_argument("--max-trials", type=_positive_int, help="upper bound on trials")
     search.add_argument("--max-epochs", type=_positive_int,

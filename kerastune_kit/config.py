@@ -29,11 +29,11 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 TunerName = Literal["hyperband", "bayesian", "random", "grid"]
-ModelName = Literal["mlp", "auto"]
+ModelName = Literal["auto", "mlp", "cnn"]
 TaskName = Literal["binary", "multiclass", "regression"]
 
 TUNERS: tuple[str, ...] = ("hyperband", "bayesian", "random", "grid")
-MODELS: tuple[str, ...] = ("auto", "mlp")
+MODELS: tuple[str, ...] = ("auto", "mlp", "cnn")
 TASKS: tuple[str, ...] = ("binary", "multiclass", "regression")
 
 #: Fields that change what a search computes; ``--resume`` refuses a run whose saved values differ.
@@ -51,7 +51,8 @@ class SearchConfig:
         data: A bundled dataset name (``digits``, ``iris``, ...) or a path to ``.npz``/``.csv``.
         target: Target column of a ``.csv`` dataset.
         task: Force the task (``binary``, ``multiclass``, ``regression``); inferred when None.
-        model: HyperModel family: ``mlp`` or ``auto`` (picked from the data's shape).
+        model: HyperModel family: ``mlp``, ``cnn``, or ``auto`` (the CNN for image-shaped
+            samples, the MLP for feature vectors).
         tuner: ``hyperband``, ``bayesian``, ``random`` or ``grid``.
         max_trials: Upper bound on trials; None means the oracle's own budget
             (one full Hyperband iteration, or 10 trials for the other oracles).

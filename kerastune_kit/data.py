@@ -57,6 +57,8 @@ class Dataset:
         n_classes: Number of classes (2 for binary), ``None`` for regression.
         class_names: Original label of each class index, or ``None``.
         feature_names: Feature column names when known, else ``None``.
+        image_shape: For flattened pixel vectors (the bundled digits), the image layout
+            ``(H, W, C)`` they come from, so ``--model cnn`` can use them; else ``None``.
     """
 
     name: str
@@ -68,11 +70,22 @@ class Dataset:
     n_classes: int | None
     class_names: tuple[str, ...] | None = field(default=None, repr=False)
     feature_names: tuple[str, ...] | None = field(default=None, repr=False)
+    image_shape: tuple[int, ...] | None = field(default=None, repr=False)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         """Shape of one sample, i.e. ``x_train.shape[1:]``."""
         return tuple(int(d) for d in self.x_train.shape[1:])
+
+    @property
+    def image_input_shape(self) -> tuple[int, ...] | None:
+        """The ``(H, W, C)`` a CNN sees: the sample shape for image data (``(H, W)`` gains a
+        channel), the known image layout of flattened pixels (digits: 8x8x1), else None."""
+        if len(self.input_shape) == 3:
+            return self.input_shape
+        if len(self.input_shape) == 2:
+            return (*self.input_shape, 1)
+        return self.image_shape
 
     @property
     def is_image(self) -> bool:
@@ -114,6 +127,7 @@ class _Raw:
     feature_names: tuple[str, ...] | None = None
     target_names: tuple[str, ...] | None = None
     fixed_task: str | None = None
+    image_shape: tuple[int, ...] | None = None
 
 
 def list_datasets() -> list[tuple[str, str]]:
@@ -214,6 +228,7 @@ def load_dataset(
         n_classes=n_classes,
         class_names=class_names,
         feature_names=raw.feature_names,
+        image_shape=raw.image_shape,
     )
 
 
@@ -296,6 +311,7 @@ def _read_bundled(name: str) -> _Raw:
         feature_names=tuple(str(f) for f in features) if features is not None else None,
         target_names=tuple(str(t) for t in target_names) if target_names is not None else None,
         fixed_task=fixed,
+        image_shape=(8, 8, 1) if name == "digits" else None,
     )
 
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from kerastune_kit._backend import keras as _keras
 from kerastune_kit.errors import ConfigError
-from kerastune_kit.layers import dense_block, resolve_initializer
+from kerastune_kit.layers import conv_block, dense_block, resolve_initializer
 from kerastune_kit.space import ModelParams, SearchSpace
 
 keras = _keras()
@@ -57,7 +57,8 @@ class TaskHead:
             return [keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")]
         if self.task == "multiclass":
             return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
-        return [keras.metrics.MeanAbsoluteError(name="mae")]
+        return [keras.metrics.MeanAbsoluteError(name="mae"),
+                keras.metrics.MeanSquaredError(name="mse")]
 
     def prepare_targets(self, y: Any) -> np.ndarray:
         """Targets shaped for the head: class ids for multiclass, a column otherwise."""
@@ -82,7 +83,7 @@ def task_head(task: str, n_classes: int | None = None) -> TaskHead:
             )
         return TaskHead("multiclass", int(n_classes), None, ("loss", "accuracy"), "val_accuracy")
     if task == "regression":
-        return TaskHead("regression", 1, None, ("loss", "mae"), "val_loss")
+        return TaskHead("regression", 1, None, ("loss", "mae", "mse"), "val_loss")
     raise ConfigError(f"task: expected one of {', '.join(TASKS)}, received {task!r}")
 
 
@@ -138,7 +139,12 @@ class KitHyperModel(kt.HyperModel):
         name: str | None = None,
     ) -> None:
         super().__init__(name=name or self.family, tunable=True)
-        self.space = space if space is not None else SearchSpace()
+        self.space = space if space is not None else SearchSpace(family=self.family)
+        if self.space.family != self.family:
+            raise ConfigError(
+                f"space: a {self.family} factory needs SearchSpace(family={self.family!r}), "
+                f"received a {self.space.family} space"
+            )
         self.input_shape = tuple(int(d) for d in input_shape)
         self.head = task_head(task, n_classes)
         self.n_classes = n_classes
@@ -244,3 +250,86 @@ class MLPHyperModel(KitHyperModel):
                 residual=params.residual, index=i,
             )
         return keras.Model(inputs, self._output(h), name="mlp")
+
+
+class CNNHyperModel(KitHyperModel):
+    """A convolutional network over images: conv blocks, 2x2 pooling, global pooling, a head.
+
+    Input of shape ``(H, W, C)``, ``(H, W)`` (a channel axis is added), or flattened pixels with
+    a known ``image_shape`` (reshaped in the model). Knobs: ``num_blocks``, ``filters_{i}``,
+    ``dropout_{i}``, ``kernel_size``, ``pooling``, ``normalization`` (none, batch, layer, group,
+    instance), ``residual`` plus the shared optimizer knobs. See
+    :data:`kerastune_kit.space.CNN_KNOBS`.
+
+    Pooling halves the feature map after every block but the last while both sides are at
+    least 2, so small images (digits are 8x8) never pool away to nothing.
+
+    Example:
+        >>> hm = CNNHyperModel(input_shape=(28, 28, 1), task="multiclass", n_classes=10)
+        >>> model = hm.build(kt.HyperParameters())
+    """
+
+    family = "cnn"
+
+    def __init__(self, space: SearchSpace | None = None, *, input_shape: Sequence[int],
+                 task: str, n_classes: int | None = None, seed: int = 0,
+                 image_shape: Sequence[int] | None = None, name: str | None = None) -> None:
+        super().__init__(space, input_shape=input_shape, task=task, n_classes=n_classes,
+                         seed=seed, name=name)
+        shape = tuple(int(d) for d in (image_shape or ()))
+        if not shape:
+            if len(self.input_shape) == 3:
+                shape = self.input_shape
+            elif len(self.input_shape) == 2:
+                shape = (*self.input_shape, 1)
+        if len(shape) != 3 or int(np.prod(shape)) != int(np.prod(self.input_shape)):
+            raise ConfigError(
+                f"model: the CNN needs image-shaped input (H, W) or (H, W, C), received input "
+                f"shape {self.input_shape}; use --model mlp for feature vectors"
+            )
+        self.image_shape = shape
+
+    @classmethod
+    def for_dataset(cls, dataset: Any, space: SearchSpace | None = None, *, seed: int = 0
+                    ) -> CNNHyperModel:
+        """A CNN sized for a :class:`~kerastune_kit.data.Dataset` with image-shaped samples."""
+        shape = dataset.image_input_shape
+        if shape is None:
+            raise ConfigError(
+                f"model: cnn needs image-shaped data, but '{dataset.name}' has "
+                f"{int(np.prod(dataset.input_shape))} features per sample; use --model mlp"
+            )
+        return cls(space, input_shape=dataset.input_shape, task=dataset.task,
+                   n_classes=dataset.n_classes, seed=seed, image_shape=shape)
+
+    def _build_network(self, params: ModelParams) -> Any:
+        inputs = keras.Input(shape=self.input_shape, name="image")
+        h = inputs
+        if self.input_shape != self.image_shape:
+            h = keras.layers.Reshape(self.image_shape, name="to_image")(h)
+        initializer = resolve_initializer(params.kernel_initializer, params.activation)
+        height, width = self.image_shape[:2]
+        pool_layer = (keras.layers.MaxPooling2D if params.pooling == "max"
+                      else keras.layers.AveragePooling2D)
+        for i in range(params.num_layers):
+            h = conv_block(
+                h, params.units[i], kernel_size=int(params.kernel_size or 3),
+                activation=params.activation, normalization_kind=params.normalization,
+                dropout=params.dropout[i], kernel_initializer=initializer, l2=params.l2,
+                residual=params.residual, index=i,
+            )
+            if i < params.num_layers - 1 and min(height, width) >= 2:
+                h = pool_layer(2, name=f"pool_{i}")(h)
+                height, width = height // 2, width // 2
+        h = keras.layers.GlobalAveragePooling2D(name="global_pool")(h)
+        return keras.Model(inputs, self._output(h), name="cnn")
+
+
+FACTORIES: dict[str, type[KitHyperModel]] = {"mlp": MLPHyperModel, "cnn": CNNHyperModel}
+
+
+def factory_for(model: str, dataset: Any) -> type[KitHyperModel]:
+    """The factory for ``--model``: ``auto`` picks the CNN for image-shaped samples."""
+    if model == "auto":
+        return CNNHyperModel if dataset.is_image else MLPHyperModel
+    return FACTORIES[model]

@@ -96,3 +96,47 @@ def dense_block(
         h = keras.layers.Dropout(dropout, name=f"dropout_{index}")(h)
     return h
 
+
+
+def conv_block(
+    x: Any,
+    filters: int,
+    *,
+    kernel_size: int,
+    activation: str,
+    normalization_kind: str,
+    dropout: float,
+    kernel_initializer: str,
+    l2: float | None,
+    residual: bool,
+    index: int,
+) -> Any:
+    """Conv2D (same padding) -> normalization -> activation, optional skip, then dropout.
+
+    The skip connection adds the block input; a 1x1 convolution projects it when the channel
+    counts differ. Group normalization uses a group count that divides ``filters``; instance
+    normalization normalizes each channel of each sample on its own.
+    """
+    keras = _keras()
+    regularizer = keras.regularizers.L2(l2) if l2 else None
+    h = keras.layers.Conv2D(
+        filters, kernel_size, padding="same",
+        kernel_initializer=kernel_initializer, kernel_regularizer=regularizer,
+        use_bias=normalization_kind in ("none", "layer", "group", "instance"),
+        name=f"conv_{index}",
+    )(x)
+    norm = normalization(normalization_kind, filters, name=f"norm_{index}")
+    if norm is not None:
+        h = norm(h)
+    h = keras.layers.Activation(activation, name=f"act_{index}")(h)
+    if residual:
+        shortcut = x
+        if int(x.shape[-1]) != filters:
+            shortcut = keras.layers.Conv2D(
+                filters, 1, use_bias=False, kernel_initializer="glorot_uniform",
+                kernel_regularizer=regularizer, name=f"projection_{index}",
+            )(x)
+        h = keras.layers.Add(name=f"skip_{index}")([h, shortcut])
+    if dropout > 0:
+        h = keras.layers.Dropout(dropout, name=f"dropout_{index}")(h)
+    return h

@@ -1,10 +1,11 @@
 """The search space: knobs, their default domains, user overrides, registration on KerasTuner.
 
-Owns: the catalogue of knobs (:data:`KNOBS`), validated domains (:class:`IntRange`,
-:class:`FloatRange`, :class:`Choices`, :class:`Fixed`), turning overrides (``--set`` flags, the
-``[space]`` table of a TOML config, keyword arguments) into domains, and registering them on a
-``keras_tuner.HyperParameters`` with the right conditions so that only knobs that take effect
-carry a value. Does not own: building layers (``layers``/``hypermodels``).
+Owns: the catalogues of knobs (:data:`KNOBS` for the MLP, :data:`CNN_KNOBS`), validated
+domains (:class:`IntRange`, :class:`FloatRange`, :class:`Choices`, :class:`Fixed`), turning
+overrides (``--set`` flags, the ``[space]`` table of a TOML config, keyword arguments) into
+domains, and registering them on a ``keras_tuner.HyperParameters`` with the right conditions so
+that only knobs that take effect carry a value. Does not own: building layers (``layers``,
+``hypermodels``).
 
 The domain logic imports no TensorFlow; only :meth:`SearchSpace.resolve` touches ``keras_tuner``
 (through the ``hp`` object it is given).
@@ -113,40 +114,78 @@ class Knob:
     initial: Any = None
 
 
-KNOBS: dict[str, Knob] = {
-    k.name: k
-    for k in (
-        Knob("num_layers", "int", IntRange(1, 4), "number of hidden layers", initial=2),
-        Knob("units", "int", IntRange(16, 512, log=True), "width of hidden layer i",
-             per_layer=True, initial=128),
-        Knob("dropout", "float", FloatRange(0.0, 0.5), "dropout rate after hidden layer i",
-             per_layer=True, initial=0.0),
-        Knob("normalization", "choice", Choices(("none", "batch", "layer", "group")),
-             "normalization after each hidden layer",
-             vocabulary=("none", "batch", "layer", "group"), initial="none"),
-        Knob("residual", "bool", Choices((False, True)),
-             "skip connections around hidden layers (projection when widths differ)",
-             initial=False),
-        Knob("learning_rate", "float", FloatRange(1e-5, 1e-1, log=True),
-             "optimizer learning rate (log scale)", initial=1e-3),
-        Knob("optimizer", "choice", Choices(("adam", "adamw", "rmsprop", "sgd")),
-             "optimizer (sgd uses Nesterov momentum 0.9)",
-             vocabulary=("adam", "adamw", "rmsprop", "sgd"), initial="adam"),
-        Knob("clipnorm", "float", FloatRange(0.01, 10.0, log=True),
-             "gradient clipping by norm, or off", optional=True,
-             initial=1.0),
-        Knob("activation", "choice", Choices(("relu", "gelu", "elu", "tanh", "swish")),
-             "hidden activation", vocabulary=("relu", "gelu", "elu", "tanh", "swish"),
-             initial="relu"),
-        Knob("kernel_initializer", "choice", Choices(("auto", "he_normal", "glorot_uniform")),
-             "weight init; auto = He for ReLU-like, Glorot for tanh",
-             vocabulary=("auto", "he_normal", "glorot_uniform"), initial="auto"),
-        Knob("l2", "float", FloatRange(1e-6, 1e-2, log=True),
-             "L2 weight penalty, or off", optional=True,
-             initial=1e-4),
-        Knob("batch_size", "int", Choices((32, 64, 128, 256)), "training batch size", initial=64),
-    )
-}
+def _catalogue(*knobs: Knob) -> dict[str, Knob]:
+    return {k.name: k for k in knobs}
+
+
+_DENSE_NORMS = ("none", "batch", "layer", "group")
+_CONV_NORMS = ("none", "batch", "layer", "group", "instance")
+
+_SHARED = (
+    Knob("residual", "bool", Choices((False, True)),
+         "skip connections around each layer/block (projection when widths differ)",
+         initial=False),
+    Knob("learning_rate", "float", FloatRange(1e-5, 1e-1, log=True),
+         "optimizer learning rate (log scale)", initial=1e-3),
+    Knob("optimizer", "choice", Choices(("adam", "adamw", "rmsprop", "sgd")),
+         "optimizer (sgd uses Nesterov momentum 0.9)",
+         vocabulary=("adam", "adamw", "rmsprop", "sgd"), initial="adam"),
+    Knob("clipnorm", "float", FloatRange(0.01, 10.0, log=True),
+         "gradient clipping by norm, or off", optional=True, initial=1.0),
+    Knob("activation", "choice", Choices(("relu", "gelu", "elu", "tanh", "swish")),
+         "hidden activation", vocabulary=("relu", "gelu", "elu", "tanh", "swish"),
+         initial="relu"),
+    Knob("kernel_initializer", "choice", Choices(("auto", "he_normal", "glorot_uniform")),
+         "weight init; auto = He for ReLU-like, Glorot for tanh",
+         vocabulary=("auto", "he_normal", "glorot_uniform"), initial="auto"),
+    Knob("l2", "float", FloatRange(1e-6, 1e-2, log=True),
+         "L2 weight penalty, or off", optional=True, initial=1e-4),
+    Knob("batch_size", "int", Choices((32, 64, 128, 256)), "training batch size", initial=64),
+)
+
+#: The knobs of the MLP factory (``--model mlp``).
+KNOBS: dict[str, Knob] = _catalogue(
+    Knob("num_layers", "int", IntRange(1, 4), "number of hidden layers", initial=2),
+    Knob("units", "int", IntRange(16, 512, log=True), "width of hidden layer i",
+         per_layer=True, initial=128),
+    Knob("dropout", "float", FloatRange(0.0, 0.5), "dropout rate after layer/block i",
+         per_layer=True, initial=0.0),
+    Knob("normalization", "choice", Choices(_DENSE_NORMS),
+         "normalization after each hidden layer", vocabulary=_DENSE_NORMS, initial="none"),
+    *_SHARED,
+)
+
+#: The knobs of the CNN factory (``--model cnn``).
+CNN_KNOBS: dict[str, Knob] = _catalogue(
+    Knob("num_blocks", "int", IntRange(1, 4), "number of conv blocks", initial=2),
+    Knob("filters", "int", IntRange(16, 128, log=True), "filters of conv block i",
+         per_layer=True, initial=32),
+    Knob("dropout", "float", FloatRange(0.0, 0.5), "dropout rate after layer/block i",
+         per_layer=True, initial=0.0),
+    Knob("kernel_size", "int", Choices((3, 5)), "convolution kernel size", initial=3),
+    Knob("pooling", "choice", Choices(("max", "avg")), "2x2 pooling between blocks",
+         vocabulary=("max", "avg"), initial="max"),
+    Knob("normalization", "choice", Choices(_CONV_NORMS),
+         "normalization after each convolution", vocabulary=_CONV_NORMS, initial="none"),
+    *_SHARED,
+)
+
+FAMILIES: dict[str, dict[str, Knob]] = {"mlp": KNOBS, "cnn": CNN_KNOBS}
+_DEPTH_KNOB = {"mlp": "num_layers", "cnn": "num_blocks"}
+_WIDTH_KNOB = {"mlp": "units", "cnn": "filters"}
+
+
+def knobs_for(family: str) -> dict[str, Knob]:
+    """The knob catalogue of a model family (``mlp`` or ``cnn``).
+
+    Raises:
+        ConfigError: Unknown family.
+    """
+    if family not in FAMILIES:
+        raise ConfigError(
+            f"model: expected one of {', '.join(FAMILIES)}, received {family!r}"
+        )
+    return FAMILIES[family]
 
 
 def parse_domain(knob: Knob, spec: Any) -> tuple[Domain, bool | None]:
@@ -253,7 +292,12 @@ def _value(knob: Knob, raw: Any) -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class ModelParams:
-    """The concrete values one trial builds with (inactive knobs are None)."""
+    """The concrete values one trial builds with (inactive knobs are None).
+
+    ``num_layers``/``units`` are the depth and widths: hidden layers and their units for the
+    MLP, conv blocks and their filters for the CNN. ``kernel_size`` and ``pooling`` are set for
+    the CNN only.
+    """
 
     num_layers: int
     units: tuple[int, ...]
@@ -267,6 +311,8 @@ class ModelParams:
     kernel_initializer: str
     l2: float | None
     batch_size: int
+    kernel_size: int | None = None
+    pooling: str | None = None
 
 
 class SearchSpace:
@@ -275,34 +321,45 @@ class SearchSpace:
     Args:
         overrides: Knob name to a fixed value, a list of choices, or a ``{min, max, log}``
             range. Per-layer knobs accept ``units`` (every layer) or ``units_0`` (one layer).
+        family: ``mlp`` (:data:`KNOBS`) or ``cnn`` (:data:`CNN_KNOBS`).
         **kwargs: More overrides, as keyword arguments.
 
     Raises:
-        ConfigError: An unknown knob (with the closest name), a bad range, or a value outside
-            the knob's vocabulary.
+        ConfigError: An unknown knob (with the closest name), a knob of the other family, a bad
+            range, or a value outside the knob's vocabulary.
 
     Example:
         >>> space = SearchSpace(optimizer=["adam", "sgd"], clipnorm="off")
         >>> space.domain("optimizer")
         Choices(values=('adam', 'sgd'))
+        >>> SearchSpace({"normalization": "instance"}, family="cnn").domain("normalization")
+        Fixed(value='instance')
     """
 
-    def __init__(self, overrides: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+    def __init__(self, overrides: Mapping[str, Any] | None = None, *, family: str = "mlp",
+                 **kwargs: Any) -> None:
         merged = {**dict(overrides or {}), **kwargs}
+        self.family = family
+        self.knobs = knobs_for(family)
+        self.depth_knob = _DEPTH_KNOB[family]
+        self.width_knob = _WIDTH_KNOB[family]
         self.overrides: dict[str, Any] = dict(merged)
         self._domains: dict[str, Domain] = {}
         self._enabled: dict[str, bool | None] = {}
-        layer_names = _layer_override_names()
+        layer_names = _layer_override_names(self.knobs)
         for name, spec in merged.items():
-            if name in KNOBS:
-                knob = KNOBS[name]
+            if name in self.knobs:
+                knob = self.knobs[name]
             elif name in layer_names:
-                knob = KNOBS[layer_names[name]]
+                knob = self.knobs[layer_names[name]]
             else:
-                candidates = list(KNOBS)
-                close = difflib.get_close_matches(name, candidates, n=1)
-                hint = f"did you mean '{close[0]}'?" if close else f"knobs: {', '.join(KNOBS)}"
-                raise ConfigError(f"{name}: unknown knob; {hint}")
+                raise ConfigError(self._unknown_knob_message(name))
+            if name == "normalization" and family == "mlp" and _mentions(spec, "instance"):
+                raise ConfigError(
+                    f"normalization: instance normalization of a dense feature vector is "
+                    f"degenerate, received {spec!r}; it is for --model cnn only, use "
+                    f"{', '.join(_DENSE_NORMS)} for the MLP"
+                )
             domain, enabled = parse_domain(knob, spec)
             self._domains[name] = domain
             self._enabled[name] = enabled
@@ -312,32 +369,45 @@ class SearchSpace:
                 index = int(name.rsplit("_", 1)[1])
                 if index >= max_layers:
                     raise ConfigError(
-                        f"{name}: layer {index} never exists, num_layers is at most {max_layers};"
-                        f" override layers 0..{max_layers - 1}"
+                        f"{name}: layer {index} never exists, {self.depth_knob} is at most "
+                        f"{max_layers}; override layers 0..{max_layers - 1}"
                     )
+
+    def _unknown_knob_message(self, name: str) -> str:
+        base = name.rsplit("_", 1)[0] if name[-1:].isdigit() else name
+        for other, knobs in FAMILIES.items():
+            if other != self.family and (name in knobs or base in knobs):
+                mine = {"num_layers": "num_blocks", "num_blocks": "num_layers",
+                        "units": "filters", "filters": "units"}.get(base)
+                hint = f"; use {mine}" if mine else ""
+                return (f"{name}: a knob of the {other} model, not of the {self.family} model "
+                        f"(received {name}){hint}")
+        close = difflib.get_close_matches(name, list(self.knobs), n=1)
+        hint = f"did you mean '{close[0]}'?" if close else f"knobs: {', '.join(self.knobs)}"
+        return f"{name}: unknown knob; {hint}"
 
     # -------------------------------------------------------------- queries
     def domain(self, name: str) -> Domain:
         """The domain of a knob (or of one layer's ``units_<i>``), overrides applied."""
         if name in self._domains:
             return self._domains[name]
-        base = name.rsplit("_", 1)[0] if name not in KNOBS else name
+        base = name.rsplit("_", 1)[0] if name not in self.knobs else name
         if base in self._domains:
             return self._domains[base]
-        return KNOBS[base].default
+        return self.knobs[base].default
 
     def enabled(self, name: str) -> bool | None:
         """For an optional knob: None (tuned on/off), True (always on) or False (off)."""
         return self._enabled.get(name)
 
     def max_layers(self) -> int:
-        """The largest layer count the space allows."""
-        return max(_domain_values(self.domain("num_layers")))
+        """The largest layer (or block) count the space allows."""
+        return max(_domain_values(self.domain(self.depth_knob)))
 
     def hparam_domains(self) -> dict[str, Domain]:
         """Every hyperparameter name a trial may carry, with its domain (for HParams)."""
         out: dict[str, Domain] = {}
-        for knob in KNOBS.values():
+        for knob in self.knobs.values():
             if knob.per_layer:
                 for i in range(self.max_layers()):
                     out[f"{knob.name}_{i}"] = self.domain(f"{knob.name}_{i}")
@@ -355,26 +425,28 @@ class SearchSpace:
     def resolve(self, hp: Any) -> ModelParams:
         """Register every knob on ``hp`` (a ``keras_tuner.HyperParameters``) and read its values.
 
-        Per-layer knobs are registered under a condition on ``num_layers`` and optional knobs
+        Per-layer knobs are registered under a condition on the layer count and optional knobs
         under a condition on their ``use_<name>`` switch, so inactive values never reach the
         oracle or the HParams dashboard.
         """
-        num_layers = self._register(hp, "num_layers", self.domain("num_layers"))
-        layer_counts = _domain_values(self.domain("num_layers"))
+        depth_knob = self.depth_knob
+        num_layers = self._register(hp, depth_knob, self.domain(depth_knob))
+        layer_counts = _domain_values(self.domain(depth_knob))
         units, dropout = [], []
         for i in range(self.max_layers()):
             active_counts = [n for n in layer_counts if n > i]
             values = []
-            for base in ("units", "dropout"):
+            for base in (self.width_knob, "dropout"):
                 name = f"{base}_{i}"
                 if len(active_counts) == len(layer_counts):
                     values.append(self._register(hp, name, self.domain(name)))
                 else:
-                    with hp.conditional_scope("num_layers", active_counts):
+                    with hp.conditional_scope(depth_knob, active_counts):
                         values.append(self._register(hp, name, self.domain(name)))
             if i < num_layers:
                 units.append(int(values[0]))
                 dropout.append(float(values[1]))
+        cnn = self.family == "cnn"
         return ModelParams(
             num_layers=int(num_layers),
             units=tuple(units),
@@ -392,6 +464,9 @@ class SearchSpace:
             ),
             l2=self._register_optional(hp, "l2"),
             batch_size=int(self._register(hp, "batch_size", self.domain("batch_size"))),
+            kernel_size=(int(self._register(hp, "kernel_size", self.domain("kernel_size")))
+                         if cnn else None),
+            pooling=self._register(hp, "pooling", self.domain("pooling")) if cnn else None,
         )
 
     def _register_optional(self, hp: Any, name: str) -> float | None:
@@ -409,10 +484,9 @@ class SearchSpace:
         with hp.conditional_scope(switch, [True]):
             return float(self._register(hp, name, self.domain(name)))
 
-    @staticmethod
-    def _register(hp: Any, name: str, domain: Domain) -> Any:
-        base = name if name in KNOBS else name.rsplit("_", 1)[0]
-        initial = _initial(KNOBS[base].initial, domain)
+    def _register(self, hp: Any, name: str, domain: Domain) -> Any:
+        base = name if name in self.knobs else name.rsplit("_", 1)[0]
+        initial = _initial(self.knobs[base].initial, domain)
         if isinstance(domain, Fixed):
             return hp.Fixed(name, domain.value)
         if isinstance(domain, IntRange):
@@ -428,6 +502,12 @@ class SearchSpace:
         if domain.values == (False, True):
             return hp.Boolean(name, default=bool(initial))
         return hp.Choice(name, list(domain.values), ordered=False, default=initial)
+
+
+def _mentions(spec: Any, value: str) -> bool:
+    if isinstance(spec, (list, tuple)):
+        return value in spec
+    return spec == value
 
 
 def _initial(value: Any, domain: Domain) -> Any:
@@ -451,11 +531,11 @@ def _domain_values(domain: Domain) -> list[Any]:
     raise TypeError(f"not a discrete domain: {domain!r}")
 
 
-def _layer_override_names() -> dict[str, str]:
+def _layer_override_names(knobs: Mapping[str, Knob]) -> dict[str, str]:
     limit = 64
     return {
         f"{knob.name}_{i}": knob.name
-        for knob in KNOBS.values() if knob.per_layer for i in range(limit)
+        for knob in knobs.values() if knob.per_layer for i in range(limit)
     }
 
 

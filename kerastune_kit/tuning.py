@@ -286,9 +286,10 @@ def prepare(config: SearchConfig) -> tuple[Dataset, SearchSpace, Any, str]:
     """
     dataset = load_dataset(config.data, target=config.target, task=config.task,
                            validation_split=config.validation_split, seed=config.seed)
-    space = SearchSpace(config.overrides)
-    from kerastune_kit.hypermodels import MLPHyperModel, available_objectives, task_head
+    from kerastune_kit.hypermodels import available_objectives, factory_for, task_head
 
+    factory = factory_for(config.model, dataset)
+    space = SearchSpace(config.overrides, family=factory.family)
     head = task_head(dataset.task, dataset.n_classes)
     objective = config.objective or head.default_objective
     choices = available_objectives(dataset.task)
@@ -297,7 +298,7 @@ def prepare(config: SearchConfig) -> tuple[Dataset, SearchSpace, Any, str]:
             f"objective: {dataset.task} models report {', '.join(choices)}; received "
             f"{objective!r}; pass one of those to --objective"
         )
-    hypermodel = MLPHyperModel.for_dataset(dataset, space, seed=config.seed)
+    hypermodel = factory.for_dataset(dataset, space, seed=config.seed)
     _check_run_dir(config, dataset)
     return dataset, space, hypermodel, objective
 

@@ -142,3 +142,23 @@ def test_npz_dataset_from_the_cli(tmp_path):
     with open(run / "leaderboard.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 1 and rows[0]["status"] == "COMPLETED"
+
+
+def test_cnn_on_feature_vectors_is_refused(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["search", "--data", "iris", "--model", "cnn", "--run-dir", str(run)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--model mlp" in err[0] and "iris" in err[0]
+    assert not run.exists()
+
+
+@pytest.mark.slow
+def test_cnn_search_with_group_normalization_on_digits(tmp_path, capsys):
+    run = tmp_path / "run"
+    code = main(["search", "--model", "cnn", "--set", "normalization=group", "--tuner", "random",
+                 "--max-trials", "2", "--max-epochs", "1", "--run-dir", str(run)])
+    assert code == 0
+    with open(run / "leaderboard.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 2 and {row["normalization"] for row in rows} == {"group"}
+    assert all(row["filters_0"] for row in rows) and "units_0" not in rows[0]

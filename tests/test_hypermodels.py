@@ -1,0 +1,181 @@
+"""HyperModel factories: golden defaults, a contract over factory x normalization x task, heads."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kerastune_kit.errors import ConfigError
+from kerastune_kit.space import SearchSpace
+
+keras = pytest.importorskip("keras")
+kt = pytest.importorskip("keras_tuner")
+from kerastune_kit.hypermodels import (  # noqa: E402
+    CNNHyperModel,
+    MLPHyperModel,
+    available_objectives,
+    factory_for,
+    task_head,
+)
+
+SHARED_DEFAULTS = {
+    "normalization": "none", "residual": False, "learning_rate": 0.001, "optimizer": "adam",
+    "use_clipnorm": False, "activation": "relu", "kernel_initializer": "auto",
+    "use_l2": False, "batch_size": 64,
+}
+
+
+def test_mlp_golden_default_values():
+    hp = kt.HyperParameters()
+    MLPHyperModel(input_shape=(64,), task="multiclass", n_classes=10).build(hp)
+    assert hp.values == {
+        "num_layers": 2, "units_0": 128, "dropout_0": 0.0, "units_1": 128, "dropout_1": 0.0,
+        **SHARED_DEFAULTS,
+    }
+
+
+def test_cnn_golden_default_values():
+    hp = kt.HyperParameters()
+    CNNHyperModel(input_shape=(8, 8, 1), task="multiclass", n_classes=10).build(hp)
+    assert hp.values == {
+        "num_blocks": 2, "filters_0": 32, "dropout_0": 0.0, "filters_1": 32, "dropout_1": 0.0,
+        **SHARED_DEFAULTS, "kernel_size": 3, "pooling": "max",
+    }
+
+
+def _targets(task: str, n: int) -> np.ndarray:
+    if task == "regression":
+        return np.linspace(-1, 1, n).astype("float32")
+    classes = 2 if task == "binary" else 3
+    return (np.arange(n) % classes).astype("int32")
+
+
+CASES = (
+    [("mlp", norm, task) for norm in ("none", "batch", "layer", "group")
+     for task in ("binary", "multiclass", "regression")]
+    + [("cnn", norm, task) for norm in ("none", "batch", "layer", "group", "instance")
+       for task in ("binary", "multiclass", "regression")]
+)
+
+
+@pytest.mark.parametrize(("family", "normalization", "task"), CASES)
+def test_contract_build_and_one_training_step(family, normalization, task):
+    """Every factory x normalization x task builds, trains one step on two samples, stays finite."""
+    space = SearchSpace({"normalization": normalization, "residual": True,
+                         "clipnorm": 1.0, "l2": 1e-4, "dropout": 0.1}, family=family)
+    shape = (64,) if family == "mlp" else (6, 6, 2)
+    n_classes = {"binary": 2, "multiclass": 3, "regression": None}[task]
+    factory = MLPHyperModel if family == "mlp" else CNNHyperModel
+    hypermodel = factory(space, input_shape=shape, task=task, n_classes=n_classes)
+    hp = kt.HyperParameters()
+    model = hypermodel.build(hp)
+    x = np.random.default_rng(0).normal(size=(2, *shape)).astype("float32")
+    out = model(x, training=False)
+    assert tuple(out.shape) == (2, 3 if task == "multiclass" else 1)
+    history = hypermodel.fit(hp, model, x, _targets(task, 2), epochs=1, batch_size=2)
+    assert np.isfinite(history.history["loss"][0])
+    assert int(model.optimizer.iterations.numpy()) == 1
+    norm_layers = [layer for layer in model.layers if layer.name.startswith("norm_")]
+    assert bool(norm_layers) == (normalization != "none")
+    assert any(layer.name.startswith("skip_") for layer in model.layers)
+
+
+def test_instance_and_group_normalization_divide_the_channels():
+    space = SearchSpace({"normalization": "instance", "num_blocks": 1, "filters": 24},
+                        family="cnn")
+    model = CNNHyperModel(space, input_shape=(8, 8), task="binary").build(kt.HyperParameters())
+    assert model.get_layer("norm_0").groups == 24
+    space = SearchSpace({"normalization": "group", "num_blocks": 1, "filters": 20},
+                        family="cnn")
+    model = CNNHyperModel(space, input_shape=(8, 8), task="binary").build(kt.HyperParameters())
+    assert 20 % model.get_layer("norm_0").groups == 0 and model.get_layer("norm_0").groups > 1
+
+
+def test_residual_projection_when_widths_differ():
+    space = SearchSpace({"residual": True, "num_layers": 2, "units_0": 32, "units_1": 32})
+    model = MLPHyperModel(space, input_shape=(10,), task="binary").build(kt.HyperParameters())
+    names = {layer.name for layer in model.layers}
+    assert "projection_0" in names  # 10 -> 32 needs a projection
+    assert "projection_1" not in names and "skip_1" in names  # 32 -> 32 adds the identity
+
+
+def test_initializer_auto_follows_activation():
+    for activation, expected in (("relu", "HeNormal"), ("tanh", "GlorotUniform")):
+        space = SearchSpace({"activation": activation, "num_layers": 1})
+        model = MLPHyperModel(space, input_shape=(4,), task="binary").build(kt.HyperParameters())
+        assert type(model.get_layer("dense_0").kernel_initializer).__name__ == expected
+
+
+def test_heads_and_objectives_follow_the_task():
+    assert task_head("binary").metric_names == ("loss", "accuracy", "auc")
+    assert task_head("multiclass", 4).units == 4
+    assert task_head("regression").default_objective == "val_loss"
+    assert "val_mae" in available_objectives("regression")
+    assert "val_auc" not in available_objectives("multiclass")
+
+
+def test_sgd_uses_nesterov_momentum_and_clipnorm_reaches_the_optimizer():
+    space = SearchSpace({"optimizer": "sgd", "clipnorm": 0.5})
+    model = MLPHyperModel(space, input_shape=(4,), task="binary").build(kt.HyperParameters())
+    assert model.optimizer.nesterov and model.optimizer.momentum == pytest.approx(0.9)
+    assert model.optimizer.clipnorm == pytest.approx(0.5)
+
+
+def test_cnn_needs_image_shaped_input():
+    with pytest.raises(ConfigError, match="--model mlp"):
+        CNNHyperModel(input_shape=(13,), task="multiclass", n_classes=3)
+
+
+def test_flattened_digits_reshape_for_the_cnn():
+    from kerastune_kit.data import load_dataset
+
+    digits = load_dataset("digits", max_samples=60)
+    hypermodel = CNNHyperModel.for_dataset(digits)
+    model = hypermodel.build(kt.HyperParameters())
+    assert model.get_layer("to_image").output.shape[1:] == (8, 8, 1)
+    assert factory_for("auto", digits) is MLPHyperModel
+
+
+def test_auto_picks_the_cnn_for_images(tmp_path):
+    from kerastune_kit.data import load_dataset
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "images.npz"
+    np.savez(path, x=rng.integers(0, 255, size=(40, 6, 6), dtype=np.uint8),
+             y=np.arange(40) % 2)
+    images = load_dataset(str(path))
+    assert factory_for("auto", images) is CNNHyperModel
+    model = CNNHyperModel.for_dataset(images).build(kt.HyperParameters())
+    assert model.input_shape[1:] == (6, 6)
+
+
+def test_space_of_the_other_family_is_refused():
+    with pytest.raises(ConfigError, match="family='cnn'"):
+        CNNHyperModel(SearchSpace(), input_shape=(8, 8, 1), task="binary")
+
+
+@pytest.mark.parametrize(
+    ("family", "overrides", "expected"),
+    [
+        ("mlp", {"normalization": "instance"}, "--model cnn"),
+        ("mlp", {"filters": 32}, "use units"),
+        ("cnn", {"num_layers": 2}, "use num_blocks"),
+        ("cnn", {"kernel_size": "big"}, "kernel_size"),
+        ("cnn", {"pooling": "min"}, "max, avg"),
+    ],
+)
+def test_family_specific_override_errors(family, overrides, expected):
+    with pytest.raises(ConfigError) as info:
+        SearchSpace(overrides, family=family)
+    message = str(info.value)
+    assert expected in message and "\n" not in message
+
+
+def test_cnn_inactive_blocks_carry_no_values():
+    hp = kt.HyperParameters()
+    hp.values = {"num_blocks": 1}  # what the oracle hands a one-block trial
+    model = CNNHyperModel(SearchSpace({"num_blocks": [1, 2]}, family="cnn"),
+                          input_shape=(8, 8, 1), task="binary").build(hp)
+    assert "filters_0" in hp.values and "filters_1" not in hp.values
+    assert "dropout_1" not in hp.values
+    assert [layer.name for layer in model.layers if layer.name.startswith("conv_")] == ["conv_0"]
