@@ -162,3 +162,17 @@ def test_cnn_search_with_group_normalization_on_digits(tmp_path, capsys):
         rows = list(csv.DictReader(handle))
     assert len(rows) == 2 and {row["normalization"] for row in rows} == {"group"}
     assert all(row["filters_0"] for row in rows) and "units_0" not in rows[0]
+
+
+@pytest.mark.slow
+def test_image_npz_gets_the_cnn_automatically(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "images.npz"
+    np.savez(path, x=rng.integers(0, 255, size=(60, 10, 10), dtype=np.uint8),
+             y=np.arange(60) % 3)
+    run = tmp_path / "run"
+    assert main(["search", "--data", str(path), "--tuner", "random", "--max-trials", "1",
+                 "--max-epochs", "1", "--run-dir", str(run), "--quiet"]) == 0
+    with open(run / "leaderboard.csv", newline="") as handle:
+        row = next(csv.DictReader(handle))
+    assert row["status"] == "COMPLETED" and row["num_blocks"] and row["kernel_size"]
