@@ -21,7 +21,7 @@ from typing import Any
 from kerastune_kit import __version__
 from kerastune_kit.errors import KerastuneKitError
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 _MAIN_HPARAMS = ("num_layers", "num_blocks", "units_0", "filters_0", "normalization",
                  "residual", "learning_rate", "optimizer", "clipnorm", "batch_size")
 
@@ -71,6 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="replace an existing run directory")
     group.add_argument("--resume", action="store_true", default=None,
                        help="continue the search saved in the run directory")
+    search.add_argument("--pruner", help="none, median, percentile or asha: stop bad trials "
+                        "early (random, bayesian, grid; default: none)")
+    search.add_argument("--max-time", metavar="DURATION",
+                        help="wall-clock budget such as 90s, 30m or 2h")
+    search.add_argument("--max-retries", type=_positive_int,
+                        help="retries of a trial that crashed (default: 0)")
+    search.add_argument("--trials-per-worker", type=_positive_int, metavar="N",
+                        help="replace the worker process every N trials to keep memory flat "
+                        "(default: 50; 0 runs everything in one process)")
     search.add_argument("--set", action="append", metavar="KNOB=VALUE", dest="set_flags",
                         help="fix (normalization=batch), restrict (optimizer=adam,sgd) or "
                         "range (learning_rate=1e-4..1e-2) a knob; repeatable")
@@ -86,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
 # ---------------------------------------------------------------------- commands
 def cmd_search(args: argparse.Namespace) -> int:
     """``search``: validate, run, print one line per trial and a closing summary."""
-    from kerastune_kit.config import build_config, load_toml, parse_set_flags
+    from kerastune_kit.config import build_config, load_toml, parse_duration, parse_set_flags
 
     file_values = load_toml(args.config) if args.config else None
     config = build_config(
@@ -95,7 +104,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         tuner=args.tuner, max_trials=args.max_trials, max_epochs=args.max_epochs,
         objective=args.objective, run_dir=args.run_dir, seed=args.seed,
         overwrite=args.overwrite, resume=args.resume,
-        overrides=parse_set_flags(args.set_flags),
+        overrides=parse_set_flags(args.set_flags), pruner=args.pruner,
+        max_time=parse_duration(args.max_time) if args.max_time else None,
+        max_retries=args.max_retries, trials_per_worker=args.trials_per_worker,
     )
     with _native_stderr_silenced(enabled=not args.debug):
         from kerastune_kit.tuning import run_search, warm_up_tensorflow
@@ -103,6 +114,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         warm_up_tensorflow()
     result = run_search(config, on_trial=None if args.quiet else _print_trial)
     _print_summary(result)
+    if result.stopped and result.stopped.startswith("interrupted"):
+        return EXIT_INTERRUPTED
     return EXIT_OK if result.best is not None else EXIT_FAILURE
 
 
@@ -168,7 +181,11 @@ def _print_summary(result: Any) -> None:
     for record in result.trials:
         counts[record.status.lower()] = counts.get(record.status.lower(), 0) + 1
     status = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-    print(f"search finished in {result.wall_time_s:.1f}s: {len(result.trials)} trials ({status})")
+    ended = f"search stopped ({result.stopped})" if result.stopped else "search finished"
+    print(f"{ended} in {result.wall_time_s:.1f}s: {len(result.trials)} trials ({status})")
+    if result.stopped:
+        print(f"continue it with: python -m kerastune_kit search --run-dir {result.run_dir} "
+              "--resume")
     if result.best is None:
         print(f"no trial completed; see {result.run_dir / 'leaderboard.csv'} for the reasons")
         return
@@ -211,7 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("error: interrupted; continue with --resume", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence
         if debug:
             traceback.print_exc()

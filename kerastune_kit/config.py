@@ -35,6 +35,7 @@ TaskName = Literal["binary", "multiclass", "regression"]
 TUNERS: tuple[str, ...] = ("hyperband", "bayesian", "random", "grid")
 MODELS: tuple[str, ...] = ("auto", "mlp", "cnn")
 TASKS: tuple[str, ...] = ("binary", "multiclass", "regression")
+PRUNERS: tuple[str, ...] = ("none", "median", "percentile", "asha")
 
 #: Fields that change what a search computes; ``--resume`` refuses a run whose saved values differ.
 RESUME_KEYS: tuple[str, ...] = (
@@ -67,7 +68,19 @@ class SearchConfig:
             or a ``{min, max, log}`` range.
         validation_split: Share of the data held out when the dataset has no validation split.
         factor: Hyperband's reduction factor.
-        max_consecutive_failures: Stop the search after this many failed trials in a row.
+        max_consecutive_failures: Stop the search after this many failed trials in a row
+            (diverged and pruned trials never count).
+        max_retries: Times a trial that crashed is retried before it is recorded as FAILED.
+        max_time: Wall-clock budget in seconds: no trial starts after it, and the running
+            trial stops at its next epoch end and is left to ``--resume``.
+        pruner: ``none``, ``median``, ``percentile`` or ``asha``: stops trials early from their
+            per-epoch objective (random, Bayesian and grid search; Hyperband prunes by itself).
+        pruner_warmup_trials: Finished trials a median/percentile pruner waits for.
+        pruner_min_epoch: No trial is pruned before this epoch index (ASHA's first rung).
+        pruner_percentile: Share of trials the percentile pruner keeps, in percent.
+        trials_per_worker: Run trials in a worker process replaced after this many trials, so
+            memory stays flat over long searches; 0 runs everything in this process. Searches
+            of at most this many trials always run in this process.
     """
 
     data: str = "digits"
@@ -86,6 +99,13 @@ class SearchConfig:
     validation_split: float = 0.2
     factor: int = 3
     max_consecutive_failures: int = 10
+    max_retries: int = 0
+    max_time: float | None = None
+    pruner: str = "none"
+    pruner_warmup_trials: int = 3
+    pruner_min_epoch: int = 1
+    pruner_percentile: float = 25.0
+    trials_per_worker: int = 50
 
     def __post_init__(self) -> None:
         self.validate()
@@ -110,6 +130,33 @@ class SearchConfig:
         _check_int("factor", self.factor, minimum=2, fix="use a Hyperband factor of 2 or more")
         _check_int("max_consecutive_failures", self.max_consecutive_failures, minimum=1,
                    fix="use 1 or more")
+        _check_int("max_retries", self.max_retries, minimum=0, fix="pass --max-retries 0 or more")
+        _check_int("trials_per_worker", self.trials_per_worker, minimum=0,
+                   fix="pass --trials-per-worker 0 (no workers) or more")
+        _check_int("pruner_warmup_trials", self.pruner_warmup_trials, minimum=0, fix="use 0+")
+        _check_int("pruner_min_epoch", self.pruner_min_epoch, minimum=0, fix="use 0 or more")
+        _check_choice("pruner", self.pruner, PRUNERS)
+        if self.pruner != "none" and self.tuner == "hyperband":
+            raise ConfigError(
+                f"pruner: Hyperband prunes through its own brackets, received "
+                f"--pruner {self.pruner} with --tuner hyperband; use --tuner random, bayesian or "
+                "grid, or --pruner none"
+            )
+        if self.max_time is not None and (
+            isinstance(self.max_time, bool) or not isinstance(self.max_time, (int, float))
+            or not math.isfinite(self.max_time) or self.max_time <= 0
+        ):
+            raise ConfigError(
+                f"max_time: expected a positive duration, received {self.max_time!r}; pass for "
+                "example --max-time 90s, 30m or 2h"
+            )
+        if (isinstance(self.pruner_percentile, bool)
+                or not isinstance(self.pruner_percentile, (int, float))
+                or not 0 < self.pruner_percentile <= 100):
+            raise ConfigError(
+                f"pruner_percentile: expected a share in (0, 100], received "
+                f"{self.pruner_percentile!r}"
+            )
         if (
             isinstance(self.validation_split, bool)
             or not isinstance(self.validation_split, (int, float))
@@ -155,8 +202,13 @@ class SearchConfig:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         return {k: v for k, v in out.items() if v is not None}
 
-    def to_toml(self) -> str:
-        """The effective configuration as TOML, in the layout :func:`load_toml` reads."""
+    def to_toml(self, fingerprint: Mapping[str, str] | None = None) -> str:
+        """The effective configuration as TOML, in the layout :func:`load_toml` reads.
+
+        Args:
+            fingerprint: Hashes of the data and the search space, written as a
+                ``[fingerprint]`` table that ``--resume`` checks.
+        """
         import tomli_w
 
         search = {
@@ -167,6 +219,8 @@ class SearchConfig:
         doc: dict[str, Any] = {"search": search}
         if self.overrides:
             doc["space"] = self.overrides
+        if fingerprint:
+            doc["fingerprint"] = dict(fingerprint)
         return tomli_w.dumps(doc)
 
     def resume_fingerprint(self) -> dict[str, Any]:
@@ -198,7 +252,7 @@ def load_toml(path: str | Path) -> dict[str, Any]:
                 f"config: {table} in '{path}' must be a table, received {doc[table]!r}; write "
                 f"[{table}] on its own line followed by key = value lines"
             )
-    unknown_tables = sorted(set(doc) - {"search", "space"})
+    unknown_tables = sorted(set(doc) - {"search", "space", "fingerprint"})
     if unknown_tables:
         raise ConfigError(
             f"config: unknown table [{unknown_tables[0]}] in '{path}'; "
@@ -266,6 +320,17 @@ def load_saved_config(run_dir: str | Path) -> dict[str, Any]:
     return load_toml(Path(run_dir) / "config.toml")
 
 
+def load_saved_fingerprint(run_dir: str | Path) -> dict[str, str]:
+    """The ``[fingerprint]`` table of ``RUN/config.toml`` (empty when absent)."""
+    path = Path(run_dir) / "config.toml"
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
+        return {}
+    table = doc.get("fingerprint", {})
+    return {str(k): str(v) for k, v in table.items()} if isinstance(table, dict) else {}
+
+
 # ---------------------------------------------------------------------- helpers
 def _parse_scalar(text: str) -> Any:
     text = text.strip()
@@ -283,6 +348,26 @@ def _parse_scalar(text: str) -> Any:
     except ValueError:
         return text
     return value if math.isfinite(value) else text
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``90``, ``90s``, ``30m``, ``2h`` or ``1.5h``.
+
+    Raises:
+        ConfigError: Not a positive duration.
+    """
+    raw = str(text).strip().lower()
+    scale = {"s": 1.0, "m": 60.0, "h": 3600.0}.get(raw[-1:], None)
+    number = raw[:-1] if scale else raw
+    try:
+        value = float(number) * (scale or 1.0)
+    except ValueError:
+        value = float("nan")
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(
+            f"max_time: expected a duration such as 90s, 30m or 2h, received {text!r}"
+        )
+    return value
 
 
 def _plain(value: Any) -> Any:

@@ -186,11 +186,13 @@ class KitHyperModel(kt.HyperModel):
         """Train ``model`` with :class:`TrainLoop`, following KerasTuner's ``fit`` protocol.
 
         The batch size is the trial's ``batch_size`` hyperparameter unless passed explicitly.
-        A promoted Hyperband trial (``tuner/trial_id`` in ``hp``) measures its validation
-        metrics before training, to show it starts from its parent's weights.
+        Validation metrics are measured once before training (``history.initial_logs``): for a
+        promoted Hyperband trial they show it starts from its parent's weights; for a new trial
+        they are the untrained model's score.
 
         Raises:
-            keras_tuner.errors.FailedTrialError: The loss diverged before any finite epoch.
+            DivergedTrialError: The loss diverged before any finite epoch (a
+                ``keras_tuner.errors.FailedTrialError``, so plain KerasTuner records it as failed).
         """
         from kerastune_kit.training import TrainLoop
 
@@ -210,11 +212,19 @@ class KitHyperModel(kt.HyperModel):
             np.asarray(x, dtype="float32"), self.head.prepare_targets(y),
             batch_size=batch_size, epochs=epochs, initial_epoch=initial_epoch,
             validation_data=val, callbacks=callbacks, shuffle=shuffle, seed=self.seed,
-            evaluate_first="tuner/trial_id" in hp.values,
+            evaluate_first=True,
         )
         if history.divergence is not None and not _has_finite_epoch(history):
-            raise kt.errors.FailedTrialError(history.divergence.reason())
+            raise DivergedTrialError(history)
         return history
+
+
+class DivergedTrialError(kt.errors.FailedTrialError):
+    """The loss became non-finite before any epoch finished; carries the loop's history."""
+
+    def __init__(self, history: Any) -> None:
+        super().__init__(history.divergence.reason())
+        self.history = history
 
 
 def _has_finite_epoch(history: Any) -> bool:

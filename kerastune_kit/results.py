@@ -36,7 +36,10 @@ class TrialRecord:
 
     Attributes:
         trial_id: KerasTuner's trial id.
-        status: ``COMPLETED``, ``FAILED`` (for example diverged), ``INVALID`` or ``RUNNING``.
+        status: ``COMPLETED``; ``PRUNED`` (stopped early by the pruner, keeps its best score so
+            far); ``DIVERGED`` (a non-finite loss; scored as the worst finite score of the
+            search so that no oracle mistakes it for a good value); ``FAILED`` (crashed after
+            its retries); ``RUNNING`` (unfinished, resumable).
         score: Best objective value, None when the trial produced none.
         best_epoch: Absolute index of the best epoch.
         initial_epoch: First epoch trained (a promoted Hyperband trial starts above 0).
@@ -47,7 +50,9 @@ class TrialRecord:
         start_optimizer_step: The optimizer's iteration count when training started (a promoted
             trial continues its parent's optimizer state, so it is above 0).
         wall_time_s: Seconds the trial took.
-        message: Why a trial failed.
+        message: Why a trial failed, diverged or was pruned.
+        seed: The seed its weights, dropout and shuffles were drawn with.
+        curve: The objective after each epoch (epoch index as a string -> value).
         hyperparameters: Its active hyperparameter values.
     """
 
@@ -62,6 +67,8 @@ class TrialRecord:
     start_optimizer_step: int | None = None
     wall_time_s: float | None = None
     message: str | None = None
+    seed: int | None = None
+    curve: dict[str, float | None] = dataclasses.field(default_factory=dict)
     hyperparameters: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -70,7 +77,13 @@ class TrialRecord:
         for key in ("score", "start_score"):
             if out[key] is not None and not math.isfinite(out[key]):
                 out[key] = None
+        out["curve"] = {k: (v if _finite(v) else None) for k, v in self.curve.items()}
         return out
+
+    @property
+    def has_model(self) -> bool:
+        """Whether a checkpoint of a finite epoch exists (completed or pruned trials)."""
+        return self.status in ("COMPLETED", "PRUNED") and _finite(self.score)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> TrialRecord:
@@ -106,14 +119,15 @@ def _fmt(value: Any, digits: int = 6) -> str:
 def rank(records: Iterable[TrialRecord], direction: str) -> list[TrialRecord]:
     """Records best first; trials without a score last, in id order."""
     records = list(records)
-    scored = [r for r in records if r.status == "COMPLETED" and _finite(r.score)]
+    scored = [r for r in records
+              if r.status in ("COMPLETED", "PRUNED", "DIVERGED") and _finite(r.score)]
     rest = sorted((r for r in records if r not in scored), key=lambda r: r.trial_id)
     scored.sort(key=lambda r: (-r.score if direction == "max" else r.score, r.trial_id))
     return scored + rest
 
 
 def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 # ---------------------------------------------------------------------- atomic writes

@@ -70,6 +70,13 @@ def test_defaults_describe_a_quick_hyperband_search_on_digits() -> None:
         "validation_split": 0.2,
         "factor": 3,
         "max_consecutive_failures": 10,
+        "max_retries": 0,
+        "max_time": None,
+        "pruner": "none",
+        "pruner_warmup_trials": 3,
+        "pruner_min_epoch": 1,
+        "pruner_percentile": 25.0,
+        "trials_per_worker": 50,
     }
 
 

@@ -1,0 +1,367 @@
+"""Our KerasTuner tuners: KerasTuner's own oracles plus logging, records, pruning and budgets.
+
+Owns: ``KitTunerMixin`` and the ``Kit*`` classes that extend KerasTuner's ``Hyperband``,
+``BayesianOptimization``, ``RandomSearch`` and ``GridSearch``; :func:`build_tuner`. Per trial the
+mixin writes a TensorBoard HParams session and epoch scalars, reports each epoch's objective to
+the pruner, stops cleanly at the time budget or on SIGINT/SIGTERM (the running trial is left
+unfinished for ``--resume``), scores diverged trials as the worst finite score of the search,
+records every trial (``kerastune_kit_trial.json``) and rewrites the leaderboard.
+Does not own: loading data or the run directory (``tuning``), the training loop (``training``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kerastune_kit.config import SearchConfig
+from kerastune_kit.pruning import Pruner, make_pruner
+from kerastune_kit.results import (
+    LEADERBOARD,
+    RECORD_FILE,
+    TrialRecord,
+    rank,
+    read_trial_records,
+    write_json_atomic,
+    write_leaderboard,
+)
+from kerastune_kit.space import SearchSpace
+
+TUNER_DIR = "tuner"
+TENSORBOARD_DIR = "tensorboard"
+
+
+def trial_seed(seed: int, trial_id: str) -> int:
+    """The seed of one trial: stable for a search seed and a trial id."""
+    digits = "".join(ch for ch in str(trial_id) if ch.isdigit()) or "0"
+    return (int(seed) * 1_000_003 + int(digits)) % (2**31 - 1)
+
+
+def _classes() -> dict[str, type]:
+    import keras_tuner as kt
+
+    from kerastune_kit.hypermodels import DivergedTrialError
+    from kerastune_kit.tensorboard import TrialWriter, write_experiment_config
+
+    class SearchStopped(kt.errors.FatalError):
+        """Ends ``tuner.search`` without ending the running trial (it stays resumable)."""
+
+        def __init__(self, reason: str) -> None:
+            super().__init__(reason)
+            self.reason = reason
+
+    class KitTunerMixin:
+        """TensorBoard sessions, trial records, pruning, budgets and the failure policy."""
+
+        def __init__(self, *args: Any, kit_run_dir: Path, kit_space: SearchSpace,
+                     kit_metric_names: Sequence[str],
+                     kit_on_trial: Callable[[TrialRecord], None] | None = None,
+                     kit_pruner: Pruner | None = None, kit_seed: int = 0,
+                     kit_deadline: float | None = None, kit_trial_budget: int | None = None,
+                     **kwargs: Any) -> None:
+            self.kit_run_dir = Path(kit_run_dir)
+            self.kit_space = kit_space
+            self.kit_metric_names = tuple(kit_metric_names)
+            self.kit_on_trial = kit_on_trial
+            self.kit_pruner = kit_pruner
+            self.kit_seed = kit_seed
+            self.kit_deadline = kit_deadline
+            self.kit_trial_budget = kit_trial_budget
+            self.kit_stop_reason: str | None = None
+            self._kit_trials_started = 0
+            self._kit_writers: dict[str, Any] = {}
+            self._kit_started: dict[str, float] = {}
+            self._kit_histories: dict[str, Any] = {}
+            self._kit_outcomes: dict[str, tuple[str, str]] = {}
+            super().__init__(*args, **kwargs)
+            self._kit_curves: dict[str, dict[int, float]] = {
+                r.trial_id: {int(e): v for e, v in r.curve.items() if v is not None}
+                for r in read_trial_records(self.project_dir)
+            }
+
+        # -- paths
+        @property
+        def kit_tensorboard_dir(self) -> Path:
+            return self.kit_run_dir / TENSORBOARD_DIR
+
+        def kit_hp_names(self) -> list[str]:
+            return list(self.kit_space.hparam_domains())
+
+        def kit_request_stop(self, reason: str) -> None:
+            """Stop at the next epoch end (signal handlers call this)."""
+            self.kit_stop_reason = reason
+
+        def _kit_check_stop(self) -> None:
+            if self.kit_stop_reason is None and self.kit_deadline is not None \
+                    and time.time() >= self.kit_deadline:
+                self.kit_stop_reason = "time budget"
+            if self.kit_stop_reason is not None:
+                raise SearchStopped(self.kit_stop_reason)
+
+        # -- search hooks
+        def on_search_begin(self) -> None:
+            super().on_search_begin()
+            write_experiment_config(self.kit_tensorboard_dir, self.kit_space.hparam_domains(),
+                                    self.kit_metric_names)
+
+        def pre_create_trial(self) -> None:
+            super().pre_create_trial()
+            self._kit_check_stop()
+            if self.kit_trial_budget is not None \
+                    and self._kit_trials_started >= self.kit_trial_budget:
+                raise SearchStopped("worker budget")
+
+        def on_trial_begin(self, trial: Any) -> None:
+            super().on_trial_begin(trial)
+            self._kit_trials_started += 1
+            trial_id = trial.trial_id
+            self._kit_started[trial_id] = time.perf_counter()
+            self._kit_curves[trial_id] = {}
+            # An earlier, unfinished attempt (a killed search) leaves a partial session: replace it.
+            session = self.kit_tensorboard_dir / trial_id
+            record = Path(self.get_trial_dir(trial_id)) / RECORD_FILE
+            if session.exists() and not record.exists():
+                shutil.rmtree(session, ignore_errors=True)
+            self.hypermodel.seed = trial_seed(self.kit_seed, trial_id)
+            writer = TrialWriter(self.kit_tensorboard_dir, trial_id)
+            writer.write_hparams(trial.hyperparameters.values)
+            self._kit_writers[trial_id] = writer
+
+        def run_trial(self, trial: Any, *args: Any, **kwargs: Any) -> Any:
+            try:
+                histories = super().run_trial(trial, *args, **kwargs)
+            except DivergedTrialError as exc:
+                self._kit_histories[trial.trial_id] = exc.history
+                worst = self._kit_worst_score(exc.history)
+                self._kit_outcomes[trial.trial_id] = (
+                    "DIVERGED", f"{exc} (scored as the worst finite score, {worst:.4g})")
+                return {self.oracle.objective.name: worst}
+            history = histories[-1] if histories else None
+            self._kit_histories[trial.trial_id] = history
+            divergence = getattr(history, "divergence", None)
+            if divergence is not None and trial.trial_id not in self._kit_outcomes:
+                self._kit_outcomes[trial.trial_id] = ("DIVERGED", divergence.reason())
+            return histories
+
+        def on_epoch_end(self, trial: Any, model: Any, epoch: int, logs: Any = None) -> None:
+            super().on_epoch_end(trial, model, epoch, logs=logs)
+            trial_id = trial.trial_id
+            writer = self._kit_writers.get(trial_id)
+            if writer is not None and logs:
+                writer.write_epoch(epoch, logs)
+            value = (logs or {}).get(self.oracle.objective.name)
+            if value is not None and math.isfinite(float(value)):
+                self._kit_curves.setdefault(trial_id, {})[int(epoch)] = float(value)
+            self._kit_check_stop()
+            if self.kit_pruner is not None and not model.stop_training:
+                finished = {tid for tid, t in self.oracle.trials.items()
+                            if tid != trial_id and t.status != "RUNNING"}
+                decision = self.kit_pruner.check(trial_id, int(epoch), self._kit_curves,
+                                                 finished)
+                if decision.prune:
+                    model.stop_training = True
+                    self._kit_outcomes[trial_id] = ("PRUNED", decision.reason)
+
+        def on_trial_end(self, trial: Any) -> None:
+            super().on_trial_end(trial)  # the oracle scores the trial here
+            ended = self.oracle.get_trial(trial.trial_id)
+            record = self._kit_record(ended)
+            writer = self._kit_writers.pop(trial.trial_id, None)
+            if writer is not None:
+                writer.write_scalar("trial/wall_time_s", record.wall_time_s or 0.0,
+                                    step=record.epochs or 0)
+                writer.close(record.status)
+            write_json_atomic(Path(self.get_trial_dir(trial.trial_id)) / RECORD_FILE,
+                              record.to_json())
+            self.kit_write_leaderboard()
+            if self.kit_on_trial is not None:
+                self.kit_on_trial(record)
+
+        def kit_abandon_running(self) -> None:
+            """Close the writers of trials left unfinished by a stop."""
+            for writer in self._kit_writers.values():
+                writer.close()
+            self._kit_writers.clear()
+
+        # -- records
+        def _kit_worst_score(self, history: Any) -> float:
+            direction = self.oracle.objective.direction
+            values = [r.score for r in read_trial_records(self.project_dir)
+                      if r.status in ("COMPLETED", "PRUNED") and r.score is not None
+                      and math.isfinite(r.score)]
+            start = (history.initial_logs or {}).get(
+                self.oracle.objective.name.removeprefix("val_"))
+            if start is not None and math.isfinite(start):
+                values.append(float(start))
+            if not values:
+                return 0.0 if direction == "max" else float(np.finfo(np.float32).max)
+            return float(min(values) if direction == "max" else max(values))
+
+        def _kit_record(self, trial: Any) -> TrialRecord:
+            values = dict(trial.hyperparameters.values)
+            trial_id = trial.trial_id
+            history = self._kit_histories.pop(trial_id, None)
+            started = self._kit_started.pop(trial_id, time.perf_counter())
+            objective = self.oracle.objective
+            record = TrialRecord(
+                trial_id=trial_id, status=str(trial.status),
+                wall_time_s=round(time.perf_counter() - started, 3),
+                parent_trial_id=values.get("tuner/trial_id"),
+                initial_epoch=int(values.get("tuner/initial_epoch", 0)),
+                seed=trial_seed(self.kit_seed, trial_id),
+                curve={str(e): v for e, v in sorted(self._kit_curves.get(trial_id, {}).items())},
+                hyperparameters={k: _plain(v) for k, v in values.items()
+                                 if not k.startswith("tuner/")},
+            )
+            if trial.status == "COMPLETED" and trial.score is not None:
+                record.score = float(trial.score)
+            if history is not None:
+                series = history.history.get(objective.name, [])
+                record.epochs = record.initial_epoch + len(series)
+                finite = [(v, i) for i, v in enumerate(series) if math.isfinite(v)]
+                if finite:
+                    best = (max if objective.direction == "max" else min)(finite)
+                    record.best_epoch = record.initial_epoch + best[1]
+                record.start_optimizer_step = history.initial_iterations
+                if history.initial_logs is not None:
+                    record.start_score = history.initial_logs.get(
+                        objective.name.removeprefix("val_"))
+            if trial.message:
+                record.message = _last_line(trial.message)
+            outcome = self._kit_outcomes.pop(trial_id, None)
+            if outcome is not None and trial.status == "COMPLETED":
+                record.status, record.message = outcome
+            return record
+
+        def kit_records(self) -> list[TrialRecord]:
+            saved = {r.trial_id: r for r in read_trial_records(self.project_dir)}
+            for trial_id, trial in self.oracle.trials.items():
+                if trial_id not in saved:
+                    saved[trial_id] = TrialRecord(
+                        trial_id=trial_id, status=str(trial.status),
+                        hyperparameters={k: _plain(v) for k, v in
+                                         trial.hyperparameters.values.items()
+                                         if not k.startswith("tuner/")})
+            return rank(saved.values(), self.oracle.objective.direction)
+
+        def kit_write_leaderboard(self) -> list[TrialRecord]:
+            records = self.kit_records()
+            write_leaderboard(self.kit_run_dir / LEADERBOARD, records, self.kit_hp_names())
+            return records
+
+    class KitHyperband(KitTunerMixin, kt.Hyperband):
+        """KerasTuner's Hyperband with kerastune_kit's logging and records."""
+
+    class KitBayesianOptimization(KitTunerMixin, kt.BayesianOptimization):
+        """KerasTuner's Bayesian optimization with kerastune_kit's logging, records, pruning."""
+
+    class KitRandomSearch(KitTunerMixin, kt.RandomSearch):
+        """KerasTuner's random search with kerastune_kit's logging, records and pruning."""
+
+    class KitGridSearch(KitTunerMixin, kt.GridSearch):
+        """KerasTuner's grid search with kerastune_kit's logging, records and pruning."""
+
+    return {"hyperband": KitHyperband, "bayesian": KitBayesianOptimization,
+            "random": KitRandomSearch, "grid": KitGridSearch, "stopped": SearchStopped}
+
+
+_CLASSES: dict[str, type] | None = None
+
+
+def tuner_class(name: str) -> type:
+    """The Tuner class for ``hyperband``, ``bayesian``, ``random`` or ``grid``
+    (``stopped`` gives the exception that ends a search early)."""
+    global _CLASSES
+    if _CLASSES is None:
+        _CLASSES = _classes()
+    return _CLASSES[name]
+
+
+def build_tuner(config: SearchConfig, hypermodel: Any, *, objective: str,
+                on_trial: Callable[[TrialRecord], None] | None = None,
+                deadline: float | None = None, trial_budget: int | None = None) -> Any:
+    """Construct the tuner for ``config`` around ``hypermodel``.
+
+    The oracle is seeded with ``config.seed``; the project directory is ``RUN/tuner`` and an
+    existing one is reloaded (that is how ``--resume`` continues).
+
+    Args:
+        config: The search configuration.
+        hypermodel: One of our factories.
+        objective: The objective's name.
+        on_trial: Called with each finished trial's record.
+        deadline: ``time.time()`` after which no trial starts.
+        trial_budget: Trials this process may start (a recycled worker's share).
+    """
+    import keras_tuner as kt
+
+    from kerastune_kit.hypermodels import objective_direction
+
+    run_dir = config.effective_run_dir()
+    direction = objective_direction(objective)
+    kwargs: dict[str, Any] = dict(
+        hypermodel=hypermodel,
+        objective=kt.Objective(objective, direction=direction),
+        seed=config.seed,
+        directory=str(run_dir),
+        project_name=TUNER_DIR,
+        overwrite=False,
+        max_retries_per_trial=config.max_retries,
+        max_consecutive_failed_trials=config.max_consecutive_failures,
+        kit_run_dir=run_dir,
+        kit_space=hypermodel.space,
+        kit_metric_names=hypermodel.head.metric_names,
+        kit_on_trial=on_trial,
+        kit_seed=config.seed,
+        kit_deadline=deadline,
+        kit_trial_budget=trial_budget,
+        kit_pruner=make_pruner(config.pruner, direction,
+                               warmup_trials=config.pruner_warmup_trials,
+                               min_epoch=config.pruner_min_epoch,
+                               percentile=config.pruner_percentile, factor=config.factor),
+    )
+    if config.tuner == "hyperband":
+        kwargs.update(max_epochs=config.max_epochs, factor=config.factor)
+    else:
+        kwargs["max_trials"] = config.effective_max_trials()
+    with contextlib.redirect_stdout(io.StringIO()):  # KerasTuner prints "Reloading Tuner"
+        tuner = tuner_class(config.tuner)(**kwargs)
+    if config.tuner == "hyperband" and config.max_trials is not None:
+        tuner.oracle.max_trials = config.max_trials
+    return tuner
+
+
+def expected_trials(config: SearchConfig) -> int:
+    """How many trials the search will run at most (Hyperband: one full iteration)."""
+    if config.tuner != "hyperband":
+        return int(config.effective_max_trials() or 0)
+    max_epochs, factor = config.max_epochs, config.factor
+    brackets, epochs = 0, float(max_epochs)
+    while epochs >= 1:
+        epochs /= factor
+        brackets += 1
+    end_size = math.ceil(1 + math.log(max_epochs, factor))
+    total = 0
+    for bracket in range(brackets):
+        for round_num in range(bracket + 1):
+            total += math.ceil(end_size / (bracket + 1) * factor ** (bracket - round_num))
+    return min(total, config.max_trials) if config.max_trials else total
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _last_line(message: str) -> str:
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else message
