@@ -285,6 +285,9 @@ class TrainLoop:
             logs = self._train_logs()
             if bad_step >= 0:
                 logs["loss"] = float("nan")
+                if val is not None:  # keep every history series one value per epoch
+                    logs.update({f"val_{m.name}": float("nan")
+                                 for m in [self.val_loss, *self.val_metrics]})
                 history.divergence = Divergence(epoch, bad_step, self.learning_rate())
                 model.stop_training = True
             elif val is not None:

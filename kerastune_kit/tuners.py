@@ -146,7 +146,19 @@ def _classes() -> dict[str, type]:
                 return {self.oracle.objective.name: worst}
             history = histories[-1] if histories else None
             self._kit_histories[trial.trial_id] = history
+            if history is None or not hasattr(history, "history"):
+                return histories
             divergence = getattr(history, "divergence", None)
+            series = history.history.get(self.oracle.objective.name, [])
+            if not any(math.isfinite(v) for v in series):
+                # No finite objective at all (for example the validation loss overflowed):
+                # never hand NaN/inf to the oracle.
+                worst = self._kit_worst_score(history)
+                reason = divergence.reason() if divergence is not None else (
+                    f"{self.oracle.objective.name} was never finite")
+                self._kit_outcomes[trial.trial_id] = (
+                    "DIVERGED", f"{reason} (scored as the worst finite score, {worst:.4g})")
+                return {self.oracle.objective.name: worst}
             if divergence is not None and trial.trial_id not in self._kit_outcomes:
                 self._kit_outcomes[trial.trial_id] = ("DIVERGED", divergence.reason())
             return histories
@@ -310,7 +322,7 @@ def build_tuner(config: SearchConfig, hypermodel: Any, *, objective: str,
     kwargs: dict[str, Any] = dict(
         hypermodel=hypermodel,
         objective=kt.Objective(objective, direction=direction),
-        seed=config.seed,
+        seed=config.seed + 1,  # KerasTuner reads seed 0 as "no seed" and draws a random one
         directory=str(run_dir),
         project_name=TUNER_DIR,
         overwrite=False,
