@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--max-trials", type=_positive_int, help="upper bound on trials")
     search.add_argument("--max-epochs", type=_positive_int,
                         help="epochs of the longest trial (default: 9)")
+    search.add_argument("--factor", type=_positive_int,
+                        help="Hyperband's and ASHA's reduction factor (default: 3)")
     search.add_argument("--objective", help="metric to optimize (default: val_accuracy, "
                         "or val_loss for regression)")
     search.add_argument("--run-dir", help="results directory (default: runs/<data>-<tuner>)")
@@ -79,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="retries of a trial that crashed (default: 0)")
     search.add_argument("--trials-per-worker", type=_positive_int, metavar="N",
                         help="replace the worker process every N trials to keep memory flat "
-                        "(default: 50; 0 runs everything in one process)")
+                        "(default: 25; 0 runs everything in one process)")
     search.add_argument("--set", action="append", metavar="KNOB=VALUE", dest="set_flags",
                         help="fix (normalization=batch), restrict (optimizer=adam,sgd) or "
                         "range (learning_rate=1e-4..1e-2) a knob; repeatable")
@@ -107,6 +109,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         overrides=parse_set_flags(args.set_flags), pruner=args.pruner,
         max_time=parse_duration(args.max_time) if args.max_time else None,
         max_retries=args.max_retries, trials_per_worker=args.trials_per_worker,
+        factor=args.factor,
     )
     with _native_stderr_silenced(enabled=not args.debug):
         from kerastune_kit.tuning import run_search, warm_up_tensorflow
