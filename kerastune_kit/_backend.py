@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
+from collections.abc import Iterator
 from typing import Any
 
 from kerastune_kit.errors import BackendError
@@ -31,3 +34,35 @@ def keras() -> Any:
             f"{backend!r} (see ~/.keras/keras.json); set KERAS_BACKEND=tensorflow"
         )
     return keras_module
+
+
+@contextlib.contextmanager
+def native_stderr_silenced(enabled: bool = True) -> Iterator[None]:
+    """Silence what TensorFlow's C++ runtime prints to stderr while it starts up.
+
+    TensorFlow writes start-up notices (oneDNN, CUDA probing) straight to file descriptor 2,
+    bypassing Python's logging and ``TF_CPP_MIN_LOG_LEVEL``. Python exceptions are unaffected:
+    they propagate and print after the descriptor is restored.
+    """
+    if not enabled:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def warm_up_tensorflow() -> list[str]:
+    """Import TensorFlow and initialise its devices now; returns the device names."""
+    keras()
+    import tensorflow as tf
+
+    return [device.name for device in tf.config.list_logical_devices()]

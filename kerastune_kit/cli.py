@@ -10,15 +10,14 @@ line ``error: ...`` and no traceback; 1 for an unexpected failure (``--debug`` s
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
-import os
 import sys
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from kerastune_kit import __version__
+from kerastune_kit._backend import native_stderr_silenced
 from kerastune_kit.errors import KerastuneKitError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -81,7 +80,20 @@ def build_parser() -> argparse.ArgumentParser:
                         help="retries of a trial that crashed (default: 0)")
     search.add_argument("--trials-per-worker", type=_positive_int, metavar="N",
                         help="replace the worker process every N trials to keep memory flat "
-                        "(default: 25; 0 runs everything in one process)")
+                        "(default: 20; 0 runs everything in one process)")
+    search.add_argument("--workers", type=_positive_int, metavar="N",
+                        help="run N trials at once in worker processes on this machine")
+    search.add_argument("--role", choices=("chief", "worker"),
+                        help="distributed search: the chief serves the oracle at --oracle; "
+                        "workers on other machines run trials (shared --run-dir)")
+    search.add_argument("--oracle", metavar="HOST:PORT",
+                        help="the chief's address (KERASTUNER_ORACLE_IP/PORT)")
+    search.add_argument("--worker-id", metavar="ID",
+                        help="this worker's name (KERASTUNER_TUNER_ID), unique per worker")
+    search.add_argument("--worker-timeout", type=float, default=600.0, metavar="SECONDS",
+                        help="re-queue the trial of a worker silent this long (default: 600)")
+    search.add_argument("--connect-timeout", type=float, default=30.0, metavar="SECONDS",
+                        help="how long a worker waits for its chief (default: 30)")
     search.add_argument("--set", action="append", metavar="KNOB=VALUE", dest="set_flags",
                         help="fix (normalization=batch), restrict (optimizer=adam,sgd) or "
                         "range (learning_rate=1e-4..1e-2) a knob; repeatable")
@@ -98,6 +110,17 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_search(args: argparse.Namespace) -> int:
     """``search``: validate, run, print one line per trial and a closing summary."""
     from kerastune_kit.config import build_config, load_toml, parse_duration, parse_set_flags
+    from kerastune_kit.errors import ConfigError
+
+    if args.role == "worker":
+        return _cmd_worker(args)
+    if args.oracle and args.role != "chief":
+        raise ConfigError("oracle: --oracle needs --role chief or --role worker")
+    if args.worker_id:
+        raise ConfigError("worker_id: --worker-id goes with --role worker")
+    if args.role == "chief" and not args.oracle:
+        raise ConfigError("oracle: --role chief needs --oracle HOST:PORT to listen on, "
+                          "for example --oracle 0.0.0.0:8000")
 
     file_values = load_toml(args.config) if args.config else None
     config = build_config(
@@ -111,39 +134,38 @@ def cmd_search(args: argparse.Namespace) -> int:
         max_retries=args.max_retries, trials_per_worker=args.trials_per_worker,
         factor=args.factor,
     )
-    with _native_stderr_silenced(enabled=not args.debug):
+    with native_stderr_silenced(enabled=not args.debug):
         from kerastune_kit.tuning import run_search, warm_up_tensorflow
 
         warm_up_tensorflow()
-    result = run_search(config, on_trial=None if args.quiet else _print_trial)
+    result = run_search(config, on_trial=None if args.quiet else _print_trial,
+                        workers=args.workers or 0, role=args.role, oracle=args.oracle,
+                        worker_timeout=args.worker_timeout)
     _print_summary(result)
     if result.stopped and result.stopped.startswith("interrupted"):
         return EXIT_INTERRUPTED
     return EXIT_OK if result.best is not None else EXIT_FAILURE
 
 
-@contextlib.contextmanager
-def _native_stderr_silenced(enabled: bool = True) -> Iterator[None]:
-    """Silence what TensorFlow's C++ runtime prints to stderr while it starts up.
+def _cmd_worker(args: argparse.Namespace) -> int:
+    """``search --role worker``: run trials for a chief until it has none left."""
+    from kerastune_kit.errors import ConfigError
 
-    TensorFlow writes start-up notices (oneDNN, CUDA probing) straight to file descriptor 2,
-    bypassing Python's logging and ``TF_CPP_MIN_LOG_LEVEL``. Python exceptions are unaffected:
-    they propagate and print after the descriptor is restored. ``--debug`` keeps everything.
-    """
-    if not enabled:
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+    if not args.oracle or not args.worker_id or not args.run_dir:
+        raise ConfigError(
+            "role: --role worker needs --oracle HOST:PORT, --worker-id ID and the chief's "
+            "--run-dir (on a shared file system)"
+        )
+    with native_stderr_silenced(enabled=not args.debug):
+        from kerastune_kit.tuning import run_worker, warm_up_tensorflow
+
+        warm_up_tensorflow()
+    records = run_worker(args.run_dir, args.oracle, worker_id=args.worker_id,
+                         on_trial=None if args.quiet else _print_trial,
+                         connect_timeout=args.connect_timeout)
+    print(f"worker {args.worker_id} finished: {len(records)} trials; the chief writes the "
+          f"results to {args.run_dir}")
+    return EXIT_OK
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:

@@ -105,7 +105,7 @@ class SearchConfig:
     pruner_warmup_trials: int = 3
     pruner_min_epoch: int = 1
     pruner_percentile: float = 25.0
-    trials_per_worker: int = 25
+    trials_per_worker: int = 20
 
     def __post_init__(self) -> None:
         self.validate()

@@ -48,8 +48,11 @@ def trial_seed(seed: int, trial_id: str) -> int:
 def _classes() -> dict[str, type]:
     import keras_tuner as kt
 
+    from kerastune_kit.distributed import patch_keras_tuner_protos
     from kerastune_kit.hypermodels import DivergedTrialError
-    from kerastune_kit.tensorboard import TrialWriter, write_experiment_config
+    from kerastune_kit.tensorboard import TrialWriter
+
+    patch_keras_tuner_protos()
 
     class SearchStopped(kt.errors.FatalError):
         """Ends ``tuner.search`` without ending the running trial (it stays resumable)."""
@@ -109,8 +112,17 @@ def _classes() -> dict[str, type]:
         # -- search hooks
         def on_search_begin(self) -> None:
             super().on_search_begin()
-            write_experiment_config(self.kit_tensorboard_dir, self.kit_space.hparam_domains(),
-                                    self.kit_metric_names)
+            # The oracle answers IDLE while Hyperband waits on other workers' trials, and
+            # KerasTuner asks again at once: pace those requests.
+            create_trial = self.oracle.create_trial
+
+            def paced_create_trial(tuner_id: str) -> Any:
+                trial = create_trial(tuner_id)
+                if trial.status == "IDLE":
+                    time.sleep(0.5)
+                return trial
+
+            self.oracle.create_trial = paced_create_trial
 
         def pre_create_trial(self) -> None:
             super().pre_create_trial()
@@ -172,10 +184,12 @@ def _classes() -> dict[str, type]:
             value = (logs or {}).get(self.oracle.objective.name)
             if value is not None and math.isfinite(float(value)):
                 self._kit_curves.setdefault(trial_id, {})[int(epoch)] = float(value)
+            if self._is_worker():  # heartbeat: the chief re-queues trials of silent workers
+                self.oracle.get_trial(trial_id)
             self._kit_check_stop()
             if self.kit_pruner is not None and not model.stop_training:
-                finished = {tid for tid, t in self.oracle.trials.items()
-                            if tid != trial_id and t.status != "RUNNING"}
+                finished = self._kit_finished_curves()
+                finished.discard(trial_id)
                 decision = self.kit_pruner.check(trial_id, int(epoch), self._kit_curves,
                                                  finished)
                 if decision.prune:
@@ -204,6 +218,15 @@ def _classes() -> dict[str, type]:
             self._kit_writers.clear()
 
         # -- records
+        def _kit_finished_curves(self) -> set[str]:
+            """Load the curves of finished trials (other workers' too); return their ids."""
+            finished = set()
+            for record in read_trial_records(self.project_dir):
+                finished.add(record.trial_id)
+                self._kit_curves[record.trial_id] = {
+                    int(e): v for e, v in record.curve.items() if v is not None}
+            return finished
+
         def _kit_worst_score(self, history: Any) -> float:
             direction = self.oracle.objective.direction
             values = [r.score for r in read_trial_records(self.project_dir)
@@ -255,10 +278,12 @@ def _classes() -> dict[str, type]:
 
         def kit_records(self) -> list[TrialRecord]:
             saved = {r.trial_id: r for r in read_trial_records(self.project_dir)}
-            for trial_id, trial in self.oracle.trials.items():
+            trials = {} if self._is_worker() else self.oracle.trials  # workers see the disk
+            for trial_id, trial in trials.items():
                 if trial_id not in saved:
                     saved[trial_id] = TrialRecord(
                         trial_id=trial_id, status=str(trial.status),
+                        message=_last_line(trial.message) if trial.message else None,
                         hyperparameters={k: _plain(v) for k, v in
                                          trial.hyperparameters.values.items()
                                          if not k.startswith("tuner/")})

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from kerastune_kit import __version__
+from kerastune_kit._backend import warm_up_tensorflow  # noqa: F401 - re-exported for the CLI
 from kerastune_kit._logging import get_logger
 from kerastune_kit.config import (
     RESUME_KEYS,
@@ -51,6 +52,7 @@ from kerastune_kit.space import SearchSpace
 logger = get_logger("tuning")
 
 RUN_MARKER = "run.json"
+TENSORBOARD_DIR = "tensorboard"
 
 
 @dataclasses.dataclass
@@ -84,19 +86,6 @@ class SearchResult:
     def best_hyperparameters(self) -> dict[str, Any]:
         """The best trial's hyperparameters (empty when no trial completed)."""
         return dict(self.best.hyperparameters) if self.best else {}
-
-
-def warm_up_tensorflow() -> list[str]:
-    """Import TensorFlow and initialise its devices now; returns the device names.
-
-    The CLI calls this while TensorFlow's start-up chatter is silenced.
-    """
-    from kerastune_kit._backend import keras
-
-    keras()
-    import tensorflow as tf
-
-    return [device.name for device in tf.config.list_logical_devices()]
 
 
 # ---------------------------------------------------------------------- run_search
@@ -194,7 +183,24 @@ def _init_run_dir(config: SearchConfig, dataset: Dataset, space: SearchSpace,
     marker.update(version=__version__, dataset=dataset.summary(),
                   data_fingerprint=dataset.fingerprint(), objective=objective)
     write_json_atomic(run_dir / RUN_MARKER, marker)
+    _write_experiment_once(run_dir, space, hypermodel_metrics(dataset))
     return run_dir
+
+
+def hypermodel_metrics(dataset: Dataset) -> tuple[str, ...]:
+    """The metric names a model for ``dataset`` reports."""
+    from kerastune_kit.hypermodels import task_head
+
+    return task_head(dataset.task, dataset.n_classes).metric_names
+
+
+def _write_experiment_once(run_dir: Path, space: SearchSpace, metrics: Sequence[str]) -> None:
+    """The HParams experiment config, written once per run directory (not per worker)."""
+    from kerastune_kit.tensorboard import write_experiment_config
+
+    root = run_dir / TENSORBOARD_DIR
+    if not any(root.glob("events.out.tfevents.*")):
+        write_experiment_config(root, space.hparam_domains(), metrics)
 
 
 def _fingerprint(dataset: Dataset, space: SearchSpace) -> dict[str, str]:
@@ -265,6 +271,10 @@ def run_search(
     *,
     callbacks: Sequence[Any] | None = None,
     on_trial: Callable[[TrialRecord], None] | None = None,
+    workers: int = 0,
+    role: str | None = None,
+    oracle: str | None = None,
+    worker_timeout: float = 600.0,
 ) -> SearchResult:
     """Run a complete search and write the results into the run directory.
 
@@ -280,10 +290,23 @@ def run_search(
         callbacks: Keras callbacks added to every trial (deep-copied per trial by KerasTuner;
             pickled when the trials run in worker processes).
         on_trial: Called with each finished trial's record (the CLI prints progress with it).
+        workers: Run this many trials at once in worker processes on this machine, served by
+            KerasTuner's chief/worker engine on 127.0.0.1.
+        role: ``chief`` to serve the oracle at ``oracle`` to workers on other machines (the
+            run directory must be on a file system they share); ``worker`` is
+            :func:`run_worker`.
+        oracle: ``HOST:PORT`` the chief listens on.
+        worker_timeout: Seconds without a heartbeat after which a worker's trial is re-queued.
 
     Returns:
         The :class:`SearchResult`.
     """
+    if role not in (None, "chief"):
+        raise ConfigError(f"role: expected chief (or use run_worker), received {role!r}")
+    if workers < 0:
+        raise ConfigError(f"workers: expected 0 or more, received {workers!r}")
+    if role == "chief" and not oracle:
+        raise ConfigError("oracle: --role chief needs --oracle HOST:PORT to listen on")
     started = time.perf_counter()
     deadline = time.time() + config.max_time if config.max_time else None
     dataset, space, hypermodel, objective = prepare(config)
@@ -292,8 +315,11 @@ def run_search(
                 dataset.summary(), config.tuner, objective, run_dir)
     from kerastune_kit.tuners import expected_trials
 
-    per_worker = config.trials_per_worker
-    if per_worker and expected_trials(config) > per_worker:
+    if workers or role == "chief":
+        reason = _search_as_chief(config, hypermodel, objective, workers=workers, oracle=oracle,
+                                  callbacks=callbacks, on_trial=on_trial, deadline=deadline,
+                                  worker_timeout=worker_timeout)
+    elif config.trials_per_worker and expected_trials(config) > config.trials_per_worker:
         from kerastune_kit.workers import search_in_workers
 
         reason = search_in_workers(config, callbacks=callbacks, on_trial=on_trial,
@@ -303,6 +329,73 @@ def run_search(
                                    deadline=deadline)
     return finish_search(config, hypermodel, objective, started=started,
                          stopped=None if reason == "finished" else reason)
+
+
+def _search_as_chief(config: SearchConfig, hypermodel: Any, objective: str, *, workers: int,
+                     oracle: str | None, callbacks: Sequence[Any] | None,
+                     on_trial: Callable[[TrialRecord], None] | None, deadline: float | None,
+                     worker_timeout: float) -> str:
+    from kerastune_kit.distributed import free_port, parse_oracle_address, serve_and_wait
+    from kerastune_kit.tuners import build_tuner
+
+    host, port = parse_oracle_address(oracle) if oracle else ("127.0.0.1", free_port())
+    tuner = build_tuner(config, hypermodel, objective=objective)
+    tuner.save()  # the chief's state on disk: finish_search and --resume reload it
+    stop: list[str] = []
+    with _stop_on_signals(stop.append):
+        reason = serve_and_wait(tuner, host, port, config=config, n_workers=workers,
+                                callbacks=callbacks, on_trial=on_trial, deadline=deadline,
+                                stop_requested=lambda: bool(stop),
+                                worker_timeout=worker_timeout)
+    tuner.save()
+    return stop[0] if stop else reason
+
+
+def run_worker(run_dir: str | Path, oracle: str, *, worker_id: str,
+               on_trial: Callable[[TrialRecord], None] | None = None,
+               connect_timeout: float = 30.0) -> list[TrialRecord]:
+    """Run trials for the chief at ``oracle`` until it has none left (``--role worker``).
+
+    The search settings come from ``RUN/config.toml``, written by the chief; the run directory
+    must be the chief's, on a shared file system.
+
+    Returns:
+        The records of the trials this worker ran.
+
+    Raises:
+        ConfigError: No chief answers at ``oracle`` within ``connect_timeout`` seconds.
+        RunDirError: ``run_dir`` holds no search started by a chief.
+    """
+    import os
+
+    from kerastune_kit.distributed import parse_oracle_address, wait_for_chief, worker_environment
+
+    host, port = parse_oracle_address(oracle)
+    if not worker_id or not str(worker_id).replace("-", "").replace("_", "").isalnum():
+        raise ConfigError(
+            f"worker_id: expected letters, digits, - or _, received {worker_id!r}"
+        )
+    wait_for_chief(host, port, connect_timeout)
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.toml").is_file():
+        raise RunDirError(
+            f"run_dir: '{run_dir}' holds no search; give the chief's --run-dir (it must be on "
+            "a file system the workers share)"
+        )
+    saved = load_saved_config(run_dir)
+    config = SearchConfig(**{**saved, "run_dir": str(run_dir), "overwrite": False,
+                             "resume": True, "trials_per_worker": 0})
+    os.environ.update(worker_environment(f"worker-{worker_id}", host, port, index=0,
+                                         n_workers=1, n_gpus=0))
+    mine: list[TrialRecord] = []
+
+    def collect(record: TrialRecord) -> None:
+        mine.append(record)
+        if on_trial is not None:
+            on_trial(record)
+
+    search_in_process(config, on_trial=collect)
+    return mine
 
 
 def finish_search(config: SearchConfig, hypermodel: Any, objective: str, *, started: float,

@@ -20,6 +20,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from kerastune_kit._backend import native_stderr_silenced, warm_up_tensorflow
 from kerastune_kit._logging import get_logger
 from kerastune_kit.config import SearchConfig
 from kerastune_kit.errors import ConfigError, KerastuneKitError
@@ -33,6 +34,8 @@ def _worker_main(config: SearchConfig, callbacks: Sequence[Any], messages: Any,
     """Entry point of one worker process."""
     from kerastune_kit.tuning import search_in_process
 
+    with native_stderr_silenced():
+        warm_up_tensorflow()
     try:
         reason = search_in_process(
             config, callbacks=callbacks, deadline=deadline,

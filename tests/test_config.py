@@ -76,7 +76,7 @@ def test_defaults_describe_a_quick_hyperband_search_on_digits() -> None:
         "pruner_warmup_trials": 3,
         "pruner_min_epoch": 1,
         "pruner_percentile": 25.0,
-        "trials_per_worker": 25,
+        "trials_per_worker": 20,
     }
 
 

@@ -1,0 +1,124 @@
+"""Parallel search on KerasTuner's chief/worker engine, over loopback."""
+
+from __future__ import annotations
+
+import csv
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kerastune_kit.cli import main
+from kerastune_kit.config import SearchConfig
+from kerastune_kit.distributed import free_port, parse_oracle_address, worker_environment
+from kerastune_kit.errors import ConfigError
+from tests.conftest import REPO
+from tests.tb_read import session_hparams
+
+pytest.importorskip("keras_tuner")
+from kerastune_kit.tuning import run_search  # noqa: E402
+
+
+def _config(tmp_path: Path, name: str = "run", **kwargs) -> SearchConfig:
+    values = dict(data="iris", tuner="random", max_trials=4, max_epochs=2,
+                  run_dir=str(tmp_path / name), seed=7)
+    values.update(kwargs)
+    return SearchConfig(**values)
+
+
+def _files(run: Path) -> set[str]:
+    return {p.name for p in run.iterdir() if p.is_file()}
+
+
+@pytest.mark.slow
+def test_two_workers_run_exactly_the_requested_trials(tmp_path):
+    seen = []
+    result = run_search(_config(tmp_path), workers=2, on_trial=seen.append)
+    ids = [r.trial_id for r in result.trials]
+    assert len(ids) == 4 == len(set(ids)) == len(seen)
+    assert all(r.status == "COMPLETED" for r in result.trials)
+    for trial_id in ids:  # one HParams session per trial
+        assert session_hparams(result.run_dir / "tensorboard" / trial_id)
+    roots = list((result.run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    assert len(roots) == 1  # one experiment config, not one per worker
+    single = run_search(_config(tmp_path, "single"))
+    assert _files(result.run_dir) == _files(single.run_dir)
+    # Same seed, same oracle: the same configurations were tried, in any order.
+    assert sorted(str(sorted(r.hyperparameters.items())) for r in result.trials) == \
+        sorted(str(sorted(r.hyperparameters.items())) for r in single.trials)
+
+
+@pytest.mark.slow
+def test_a_killed_worker_does_not_hang_the_search(tmp_path):
+    killed: list[int] = []
+
+    def kill_one_worker(record) -> None:
+        if killed:
+            return
+        workers = [p for p in multiprocessing.active_children()
+                   if p.name.startswith("kerastune-kit-worker")]
+        if workers:
+            killed.append(workers[0].pid)
+            os.kill(workers[0].pid, signal.SIGKILL)
+
+    result = run_search(_config(tmp_path, max_trials=5, max_epochs=3), workers=2,
+                        on_trial=kill_one_worker)
+    assert killed
+    assert len(result.trials) == 5 and len({r.trial_id for r in result.trials}) == 5
+    assert all(r.status in ("COMPLETED", "FAILED") for r in result.trials)
+    assert (result.run_dir / "best_model.keras").is_file()
+
+
+def test_worker_without_a_chief_fails_with_one_line(tmp_path, capsys):
+    port = free_port()
+    code = main(["search", "--role", "worker", "--worker-id", "w1", "--oracle",
+                 f"127.0.0.1:{port}", "--run-dir", str(tmp_path), "--connect-timeout", "1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert f"no chief answers at 127.0.0.1:{port}" in err[0]
+
+
+@pytest.mark.parametrize("bad", ["localhost", "host:0", ":80", "h:99999", "h:x"])
+def test_bad_oracle_addresses(bad):
+    with pytest.raises(ConfigError, match="HOST:PORT"):
+        parse_oracle_address(bad)
+
+
+def test_workers_get_keras_tuner_variables_a_gpu_each_or_a_share_of_the_cores():
+    env = worker_environment("worker1", "127.0.0.1", 8000, index=3, n_workers=2, n_gpus=2)
+    assert env["KERASTUNER_TUNER_ID"] == "worker1"
+    assert env["KERASTUNER_ORACLE_IP"] == "127.0.0.1"
+    assert env["KERASTUNER_ORACLE_PORT"] == "8000"
+    assert env["CUDA_VISIBLE_DEVICES"] == "1"
+    cpu = worker_environment("worker0", "127.0.0.1", 8000, index=0, n_workers=2, n_gpus=0)
+    assert "CUDA_VISIBLE_DEVICES" not in cpu
+    assert int(cpu["TF_NUM_INTRAOP_THREADS"]) == max(1, (os.cpu_count() or 1) // 2)
+
+
+@pytest.mark.slow
+def test_chief_and_worker_roles_as_separate_programs(tmp_path):
+    run = tmp_path / "shared-run"
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    base = [sys.executable, "-m", "kerastune_kit", "search"]
+    chief = subprocess.Popen(
+        [*base, "--role", "chief", "--oracle", f"127.0.0.1:{port}", "--data", "iris",
+         "--tuner", "random", "--max-trials", "3", "--max-epochs", "2", "--run-dir", str(run)],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    worker = subprocess.Popen(
+        [*base, "--role", "worker", "--worker-id", "remote1", "--oracle", f"127.0.0.1:{port}",
+         "--run-dir", str(run)],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    worker_out, worker_err = worker.communicate(timeout=300)
+    chief_out, chief_err = chief.communicate(timeout=120)
+    assert worker.returncode == 0, worker_err[-2000:]
+    assert chief.returncode == 0, chief_err[-2000:]
+    assert "worker remote1 finished: 3 trials" in worker_out
+    with open(run / "leaderboard.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 3 and all(row["status"] == "COMPLETED" for row in rows)
+    assert (run / "best_model.keras").is_file()
