@@ -53,6 +53,23 @@ def resolve_initializer(name: str, activation: str) -> str:
     return "glorot_uniform" if activation in ("tanh", "sigmoid") else "he_normal"
 
 
+def _block(x: Any, width: int, layer: Any, projection: Any, *, activation: str,
+           normalization_kind: str, dropout: float, residual: bool, index: int) -> Any:
+    """``layer`` -> normalization -> activation, the optional skip, then dropout."""
+    keras = _keras()
+    h = layer(x)
+    norm = normalization(normalization_kind, width, name=f"norm_{index}")
+    if norm is not None:
+        h = norm(h)
+    h = keras.layers.Activation(activation, name=f"act_{index}")(h)
+    if residual:
+        shortcut = projection(x) if int(x.shape[-1]) != width else x
+        h = keras.layers.Add(name=f"skip_{index}")([h, shortcut])
+    if dropout > 0:
+        h = keras.layers.Dropout(dropout, name=f"dropout_{index}")(h)
+    return h
+
+
 def dense_block(
     x: Any,
     units: int,
@@ -68,34 +85,22 @@ def dense_block(
     """Dense -> normalization -> activation -> dropout, with an optional skip connection.
 
     The skip connection adds the block input; a linear projection matches widths when they
-    differ (He et al., "Deep Residual Learning").
+    differ (He et al., "Deep Residual Learning"). The dense layer has no bias when a
+    normalization layer follows (its offset would be cancelled).
     """
     keras = _keras()
     regularizer = keras.regularizers.L2(l2) if l2 else None
-    use_bias = normalization_kind in ("none", "layer", "group")
-    h = keras.layers.Dense(
-        units,
-        kernel_initializer=kernel_initializer,
-        kernel_regularizer=regularizer,
-        use_bias=use_bias,
-        name=f"dense_{index}",
-    )(x)
-    norm = normalization(normalization_kind, units, name=f"norm_{index}")
-    if norm is not None:
-        h = norm(h)
-    h = keras.layers.Activation(activation, name=f"act_{index}")(h)
-    if residual:
-        shortcut = x
-        if int(x.shape[-1]) != units:
-            shortcut = keras.layers.Dense(
-                units, use_bias=False, kernel_initializer="glorot_uniform",
-                kernel_regularizer=regularizer, name=f"projection_{index}",
-            )(x)
-        h = keras.layers.Add(name=f"skip_{index}")([h, shortcut])
-    if dropout > 0:
-        h = keras.layers.Dropout(dropout, name=f"dropout_{index}")(h)
-    return h
-
+    layer = keras.layers.Dense(
+        units, kernel_initializer=kernel_initializer, kernel_regularizer=regularizer,
+        use_bias=normalization_kind == "none", name=f"dense_{index}",
+    )
+    projection = keras.layers.Dense(
+        units, use_bias=False, kernel_initializer="glorot_uniform",
+        kernel_regularizer=regularizer, name=f"projection_{index}",
+    )
+    return _block(x, units, layer, projection, activation=activation,
+                  normalization_kind=normalization_kind, dropout=dropout, residual=residual,
+                  index=index)
 
 
 def conv_block(
@@ -119,24 +124,15 @@ def conv_block(
     """
     keras = _keras()
     regularizer = keras.regularizers.L2(l2) if l2 else None
-    h = keras.layers.Conv2D(
-        filters, kernel_size, padding="same",
-        kernel_initializer=kernel_initializer, kernel_regularizer=regularizer,
-        use_bias=normalization_kind in ("none", "layer", "group", "instance"),
+    layer = keras.layers.Conv2D(
+        filters, kernel_size, padding="same", kernel_initializer=kernel_initializer,
+        kernel_regularizer=regularizer, use_bias=normalization_kind == "none",
         name=f"conv_{index}",
-    )(x)
-    norm = normalization(normalization_kind, filters, name=f"norm_{index}")
-    if norm is not None:
-        h = norm(h)
-    h = keras.layers.Activation(activation, name=f"act_{index}")(h)
-    if residual:
-        shortcut = x
-        if int(x.shape[-1]) != filters:
-            shortcut = keras.layers.Conv2D(
-                filters, 1, use_bias=False, kernel_initializer="glorot_uniform",
-                kernel_regularizer=regularizer, name=f"projection_{index}",
-            )(x)
-        h = keras.layers.Add(name=f"skip_{index}")([h, shortcut])
-    if dropout > 0:
-        h = keras.layers.Dropout(dropout, name=f"dropout_{index}")(h)
-    return h
+    )
+    projection = keras.layers.Conv2D(
+        filters, 1, use_bias=False, kernel_initializer="glorot_uniform",
+        kernel_regularizer=regularizer, name=f"projection_{index}",
+    )
+    return _block(x, filters, layer, projection, activation=activation,
+                  normalization_kind=normalization_kind, dropout=dropout, residual=residual,
+                  index=index)
