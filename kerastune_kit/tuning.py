@@ -4,7 +4,9 @@ Owns: :func:`run_search` (config -> validated inputs -> KerasTuner search -> res
 :func:`build_tuner`, and the ``Kit*`` tuners, which extend KerasTuner's own
 ``Hyperband``/``BayesianOptimization``/``RandomSearch``/``GridSearch`` with per-trial TensorBoard
 sessions, trial records, a leaderboard rewritten after every trial and one progress line per
-trial. Does not own: the training loop (``training``) or reading results back (``results``).
+trial, a live leaderboard and best-configuration panel in TensorBoard, and hyperparameter
+importance at the end. Does not own: the training loop (``training``) or reading results back
+(``results``).
 
 Example:
     >>> from kerastune_kit import SearchConfig, run_search
@@ -37,6 +39,9 @@ from kerastune_kit.results import (
     BEST_MODEL,
     LEADERBOARD,
     RECORD_FILE,
+    RUN_MARKER,
+    TENSORBOARD_DIR,
+    TUNER_DIR,
     TrialRecord,
     atomic_path,
     rank,
@@ -48,10 +53,6 @@ from kerastune_kit.results import (
 from kerastune_kit.space import SearchSpace
 
 logger = get_logger("tuning")
-
-RUN_MARKER = "run.json"
-TUNER_DIR = "tuner"
-TENSORBOARD_DIR = "tensorboard"
 
 
 @dataclasses.dataclass
@@ -101,7 +102,7 @@ def warm_up_tensorflow() -> list[str]:
 def _tuner_classes() -> dict[str, type]:
     import keras_tuner as kt
 
-    from kerastune_kit.tensorboard import TrialWriter, write_experiment_config
+    from kerastune_kit.tensorboard import SearchSummaryWriter, TrialWriter, write_experiment_config
 
     class KitTunerMixin:
         """Per-trial TensorBoard sessions, trial records, leaderboard and progress lines."""
@@ -117,6 +118,7 @@ def _tuner_classes() -> dict[str, type]:
             self._kit_writers: dict[str, Any] = {}
             self._kit_started: dict[str, float] = {}
             self._kit_histories: dict[str, Any] = {}
+            self._kit_summary: Any = None
             super().__init__(*args, **kwargs)
 
         # -- paths
@@ -130,14 +132,26 @@ def _tuner_classes() -> dict[str, type]:
         # -- search hooks
         def on_search_begin(self) -> None:
             super().on_search_begin()
+            objective = self.oracle.objective
             write_experiment_config(self.kit_tensorboard_dir, self.kit_space.hparam_domains(),
-                                    self.kit_metric_names)
+                                    self.kit_metric_names, objective=objective.name,
+                                    direction=objective.direction,
+                                    with_parent=isinstance(self, kt.Hyperband))
+            self._kit_summary = SearchSummaryWriter(self.kit_tensorboard_dir)
+
+        def on_search_end(self) -> None:
+            super().on_search_end()
+            self.kit_write_importance()
+            if self._kit_summary is not None:
+                self._kit_summary.close()
 
         def on_trial_begin(self, trial: Any) -> None:
             super().on_trial_begin(trial)
             self._kit_started[trial.trial_id] = time.perf_counter()
             writer = TrialWriter(self.kit_tensorboard_dir, trial.trial_id)
-            writer.write_hparams(trial.hyperparameters.values)
+            writer.write_hparams(trial.hyperparameters.values,
+                                 parent_trial_id=trial.hyperparameters.values.get("tuner/trial_id"),
+                                 with_parent=isinstance(self, kt.Hyperband))
             self._kit_writers[trial.trial_id] = writer
 
         def run_trial(self, trial: Any, *args: Any, **kwargs: Any) -> Any:
@@ -157,12 +171,10 @@ def _tuner_classes() -> dict[str, type]:
             record = self._kit_record(ended)
             writer = self._kit_writers.pop(trial.trial_id, None)
             if writer is not None:
-                writer.write_scalar("trial/wall_time_s", record.wall_time_s or 0.0,
-                                    step=record.epochs or 0)
-                writer.close(record.status)
+                writer.write_result(record)
             write_json_atomic(Path(self.get_trial_dir(trial.trial_id)) / RECORD_FILE,
                               record.to_json())
-            self.kit_write_leaderboard()
+            self.kit_write_summary(self.kit_write_leaderboard())
             if self.kit_on_trial is not None:
                 self.kit_on_trial(record)
 
@@ -212,6 +224,26 @@ def _tuner_classes() -> dict[str, type]:
             records = self.kit_records()
             write_leaderboard(self.kit_run_dir / LEADERBOARD, records, self.kit_hp_names())
             return records
+
+        def kit_write_summary(self, records: list[TrialRecord]) -> None:
+            """The TensorBoard text panels with the leaderboard and the best configuration
+            (step = finished trials)."""
+            if self._kit_summary is not None:
+                self._kit_summary.write_leaderboard(
+                    records, self.kit_hp_names(), objective=self.oracle.objective.name,
+                    step=sum(r.status not in ("RUNNING", "IDLE") for r in records))
+
+        def kit_write_importance(self) -> None:
+            """Hyperparameter importance of the finished trials, as text and a chart."""
+            if self._kit_summary is None:
+                return
+            from kerastune_kit.importance import hyperparameter_importance
+
+            records = self.kit_records()
+            self._kit_summary.write_importance(
+                hyperparameter_importance(records, self.kit_hp_names(),
+                                          direction=self.oracle.objective.direction),
+                step=sum(r.status not in ("RUNNING", "IDLE") for r in records))
 
     class KitHyperband(KitTunerMixin, kt.Hyperband):
         """KerasTuner's Hyperband with kerastune_kit's logging and records."""
@@ -374,8 +406,11 @@ def run_search(
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run_dir / "config.toml", config.to_toml())
     marker = _read_marker(run_dir) if config.resume else {}
+    from kerastune_kit.hypermodels import objective_direction
+
     marker.update(version=__version__, dataset=dataset.summary(),
-                  data_fingerprint=dataset.fingerprint(), objective=objective)
+                  data_fingerprint=dataset.fingerprint(), objective=objective,
+                  direction=objective_direction(objective))
     write_json_atomic(run_dir / RUN_MARKER, marker)
     logger.info("search: %s, %s tuner, objective %s, run directory %s",
                 dataset.summary(), config.tuner, objective, run_dir)
