@@ -103,8 +103,8 @@ def hyperparameter_importance(
         {name for r in finished for name in r.hyperparameters})
     if len(finished) < min_trials:
         return Importance({}, len(finished), message=(
-            f"importance: need at least {min_trials} completed trials, have {len(finished)}; "
-            "run more trials"))
+            f"importance: need at least {min_trials} completed trials with distinct "
+            f"hyperparameters, have {len(finished)}; run more trials"))
     columns, used = [], []
     for name in names:
         column = _encode([r.hyperparameters.get(name) for r in finished])
