@@ -137,7 +137,8 @@ class HParamsCallback(keras.callbacks.Callback):
         elif self._last_epoch is None:
             record.status = "FAILED"
             record.message = "no epoch finished"
-        self._writer.write_result(record)
+        objective = self.objective or "val_loss"
+        self._writer.write_result(record, objective=objective, direction=direction_of(objective))
         self._writer = None
         self.record = record
 

@@ -112,25 +112,19 @@ def results_from_events(run_dir: str | Path) -> RunResults:
     run_dir = Path(run_dir)
     events = EventRun(tensorboard_dir(run_dir))
     content = events.plugin_content(metadata.PLUGIN_NAME)
-    objective, direction, int_names, names = None, None, set(), []
-    for tags in content.values():
-        if metadata.EXPERIMENT_TAG in tags:
-            experiment = metadata.parse_experiment_plugin_data(tags[metadata.EXPERIMENT_TAG])
-            names = [h.name for h in experiment.hparam_infos if h.name != PARENT_HPARAM]
-            int_names = {h.name for h in experiment.hparam_infos
-                         if h.description.startswith("int")}
-            for info in experiment.metric_infos:
-                found = _OBJECTIVE.match(info.description or "")
-                if info.name.tag == "trial/score" and found:
-                    objective, direction = found.group(1), found.group(2)
-            break
+    names, int_names, objective, direction = _experiment_info(content)
+    sessions = sorted(run for run, tags in content.items()
+                      if metadata.SESSION_START_INFO_TAG in tags)
     if objective is None:
         objective = saved_objective(run_dir)
+    if objective is None:  # sessions of HParamsCallback runs name theirs
+        found = next(filter(None, (_OBJECTIVE.match(events.last_text(run, "trial/objective")
+                                                    or "") for run in sessions)), None)
+        objective, direction = (found.group(1), found.group(2)) if found else (None, None)
     direction = direction or direction_of(objective or "val_loss")
     records = []
-    for run, tags in content.items():
-        if metadata.SESSION_START_INFO_TAG not in tags:
-            continue
+    for run in sessions:
+        tags = content[run]
         start = metadata.parse_session_start_info_plugin_data(
             tags[metadata.SESSION_START_INFO_TAG])
         status = "RUNNING"
@@ -152,6 +146,25 @@ def results_from_events(run_dir: str | Path) -> RunResults:
                                   if name in record.hyperparameters}
     return RunResults(run_dir=run_dir, objective=objective, direction=direction,
                       trials=rank(records, direction), hp_names=used, source="tensorboard")
+
+
+def _experiment_info(content: Mapping[str, Mapping[str, bytes]]
+                     ) -> tuple[list[str], set[str], str | None, str | None]:
+    """From the experiment config: hparam names, integer hparams, objective and direction."""
+    from tensorboard.plugins.hparams import metadata
+
+    for tags in content.values():
+        if metadata.EXPERIMENT_TAG not in tags:
+            continue
+        experiment = metadata.parse_experiment_plugin_data(tags[metadata.EXPERIMENT_TAG])
+        names = [h.name for h in experiment.hparam_infos if h.name != PARENT_HPARAM]
+        int_names = {h.name for h in experiment.hparam_infos if h.description.startswith("int")}
+        for info in experiment.metric_infos:
+            found = _OBJECTIVE.match(info.description or "")
+            if info.name.tag == "trial/score" and found:
+                return names, int_names, found.group(1), found.group(2)
+        return names, int_names, None, None
+    return [], set(), None, None
 
 
 def _record(events: EventRun, run: str, status: str, hparams: Mapping[str, Any],

@@ -208,10 +208,14 @@ class TrialWriter:
         with self._writer("").as_default():
             tf.summary.text(tag, text, step=int(step))
 
-    def write_result(self, record: TrialRecord) -> None:
-        """Log the trial-level results (:data:`TRIAL_METRICS`, the ``trial/outcome`` text) and
-        end the session with the trial's status."""
+    def write_result(self, record: TrialRecord, *, objective: str | None = None,
+                     direction: str | None = None) -> None:
+        """Log the trial-level results (:data:`TRIAL_METRICS`, the ``trial/outcome`` text and,
+        when given, the ``trial/objective`` text ``"val_accuracy (max)"``) and end the session
+        with the trial's status."""
         step = int(record.epochs or 0)
+        if objective:
+            self.write_text("trial/objective", f"{objective} ({direction or 'max'})", step=step)
         values = {"trial/score": record.score, "trial/best_epoch": record.best_epoch,
                   "trial/epochs": record.epochs, "trial/wall_time_s": record.wall_time_s,
                   "trial/peak_memory_mb": _memory.memory_mb().get("peak_rss_mb")}

@@ -171,7 +171,8 @@ def _tuner_classes() -> dict[str, type]:
             record = self._kit_record(ended)
             writer = self._kit_writers.pop(trial.trial_id, None)
             if writer is not None:
-                writer.write_result(record)
+                writer.write_result(record, objective=self.oracle.objective.name,
+                                    direction=self.oracle.objective.direction)
             write_json_atomic(Path(self.get_trial_dir(trial.trial_id)) / RECORD_FILE,
                               record.to_json())
             self.kit_write_summary(self.kit_write_leaderboard())

@@ -216,3 +216,4 @@ def test_callback_marks_a_diverged_run_failed_and_filters_metrics(tmp_path):
     assert "diverged" in texts(log_dir)["trial/outcome"][-1][1]
     results = load_results(tmp_path)  # a bare log directory works too
     assert [(r.trial_id, r.outcome) for r in results] == [("diverging", "diverged")]
+    assert (results.objective, results.direction) == ("loss", "min")
