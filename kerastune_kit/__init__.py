@@ -32,6 +32,13 @@ _LAZY = {
     "ConfigError": "kerastune_kit.errors",
     "DataError": "kerastune_kit.errors",
     "RunDirError": "kerastune_kit.errors",
+    "HParamsCallback": "kerastune_kit.callbacks",
+    "load_results": "kerastune_kit.runs",
+    "export_best": "kerastune_kit.runs",
+    "RunResults": "kerastune_kit.runs",
+    "TrialRecord": "kerastune_kit.results",
+    "load_curves": "kerastune_kit.inspection",
+    "hyperparameter_importance": "kerastune_kit.importance",
     "get_logger": "kerastune_kit._logging",
     "set_verbosity": "kerastune_kit._logging",
 }

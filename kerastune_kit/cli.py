@@ -103,7 +103,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     datasets = sub.add_parser("datasets", help="list the bundled datasets")
     datasets.set_defaults(handler=cmd_datasets)
+    _add_inspect_parsers(sub)
     return parser
+
+
+def _add_inspect_parsers(sub: Any) -> None:
+    inspect = sub.add_parser("inspect", help="show a run's leaderboard, best configuration and "
+                             "hyperparameter importance", description=(
+                                 "Show the leaderboard, the best configuration and the "
+                                 "hyperparameter importance of a run directory; works while "
+                                 "its search runs, and on a directory with only tensorboard/ "
+                                 "event files."))
+    inspect.add_argument("run", metavar="RUN", help="the search's run directory")
+    inspect.add_argument("--top", type=_positive_int, default=10,
+                         help="rows to show, best first (default: 10; 0: all)")
+    inspect.add_argument("--format", choices=("table", "csv", "json"), default="table",
+                         help="table (default), csv or json")
+    inspect.add_argument("--debug", action="store_true", help="show tracebacks")
+    inspect.set_defaults(handler=cmd_inspect)
+
+    export = sub.add_parser("export", help="write a run's best model and its hyperparameters",
+                            description="Copy RUN/best_model.keras to PATH and write its "
+                            "hyperparameters beside it (PATH with .json), atomically.")
+    export.add_argument("run", metavar="RUN", help="the search's run directory")
+    export.add_argument("--output", required=True, metavar="PATH",
+                        help="where to write the model (ending in .keras)")
+    export.add_argument("--debug", action="store_true", help="show tracebacks")
+    export.set_defaults(handler=cmd_export)
 
 
 # ---------------------------------------------------------------------- commands
@@ -177,6 +203,86 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_inspect(args: argparse.Namespace) -> int:
+    """``inspect``: leaderboard, best configuration and importances as a table, CSV or JSON."""
+    import json
+
+    from kerastune_kit.errors import ConfigError
+    from kerastune_kit.runs import load_results
+
+    if args.top < 0:
+        raise ConfigError(f"top: expected 0 (all) or a positive count, received {args.top}; "
+                          "pass for example --top 10")
+    with native_stderr_silenced(enabled=not args.debug):
+        results = load_results(args.run)
+        importance = results.importance()
+    shown = results.trials if args.top == 0 else results.trials[: args.top]
+    if args.format == "json":
+        best = results.best
+        print(json.dumps({
+            "run_dir": str(results.run_dir), "source": results.source,
+            "objective": results.objective, "direction": results.direction,
+            "counts": results.counts(), "hp_names": results.hp_names,
+            "trials": [{**r.to_json(), "outcome": r.outcome} for r in shown],
+            "best": None if best is None else {**best.to_json(), "outcome": best.outcome},
+            "importance": importance.to_json(),
+        }, indent=2, default=str))
+        return EXIT_OK
+    if args.format == "csv":
+        _print_csv(shown, results.hp_names)
+        return EXIT_OK
+    _print_inspection(results, shown, importance)
+    return EXIT_OK
+
+
+def _print_csv(records: Sequence[Any], hp_names: Sequence[str]) -> None:
+    import csv
+
+    from kerastune_kit.results import BASE_COLUMNS
+
+    columns = ["rank", "trial_id", "status", "outcome", *BASE_COLUMNS[2:], *hp_names]
+    writer = csv.DictWriter(sys.stdout, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for rank, record in enumerate(records, start=1):
+        scored = record.status == "COMPLETED" and record.score is not None
+        writer.writerow({"rank": rank if scored else "", "outcome": record.outcome,
+                         **record.row(hp_names)})
+
+
+def _print_inspection(results: Any, shown: Sequence[Any], importance: Any) -> None:
+    from kerastune_kit.report import best_lines, text_table
+
+    source = ("TensorBoard event files" if results.source == "tensorboard"
+              else "leaderboard.csv and trial records")
+    objective = results.objective or "score"
+    print(f"run {results.run_dir} (read from {source}); objective {objective} "
+          f"({results.direction})")
+    counts = ", ".join(f"{n} {outcome}" for outcome, n in sorted(results.counts().items()))
+    print(f"{len(results)} trials: {counts}")
+    print()
+    for line in text_table(shown, results.hp_names):
+        print(line)
+    if len(shown) < len(results):
+        print(f"(top {len(shown)} of {len(results)}; --top 0 shows all)")
+    print()
+    for line in best_lines(results.best, objective=objective):
+        print(line)
+    print()
+    print(f"hyperparameter importance ({importance.method}, {importance.n_trials} "
+          "configurations):" if importance else "hyperparameter importance:")
+    for line in importance.bars():
+        print(f"  {line}")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """``export``: the best model (.keras) and its hyperparameters (.json), atomically."""
+    from kerastune_kit.runs import export_best
+
+    model, sidecar = export_best(args.run, args.output)
+    print(f"wrote {model} and {sidecar}")
+    return EXIT_OK
+
+
 def _print_trial(record: Any) -> None:
     score = "-" if record.score is None else f"{record.score:.4f}"
     parent = f" from {record.parent_trial_id}" if record.parent_trial_id else ""
@@ -227,6 +333,8 @@ def _print_summary(result: Any) -> None:
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "search": cmd_search,
     "datasets": cmd_datasets,
+    "inspect": cmd_inspect,
+    "export": cmd_export,
 }
 
 

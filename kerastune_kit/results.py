@@ -2,7 +2,8 @@
 
 Owns: :class:`TrialRecord`, the leaderboard table (``leaderboard.csv``), the best configuration
 (``best_hyperparameters.json``), atomic file writes (temp file + rename, so a reader never sees a
-half-written file). Imports no TensorFlow.
+half-written file), and leaderboard rows read back as records. Imports no TensorFlow.
+Reading a whole run directory back is :func:`kerastune_kit.runs.load_results`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,12 @@ LEADERBOARD = "leaderboard.csv"
 BEST_HYPERPARAMETERS = "best_hyperparameters.json"
 BEST_MODEL = "best_model.keras"
 RECORD_FILE = "kerastune_kit_trial.json"
+
+RUN_MARKER = "run.json"
+TUNER_DIR = "tuner"
+TENSORBOARD_DIR = "tensorboard"
+#: The HParams hparam naming a promoted Hyperband trial's parent.
+PARENT_HPARAM = "parent_trial_id"
 
 BASE_COLUMNS = (
     "trial_id", "status", "score", "best_epoch", "epochs", "parent_trial_id",
@@ -70,6 +77,27 @@ class TrialRecord:
     seed: int | None = None
     curve: dict[str, float | None] = dataclasses.field(default_factory=dict)
     hyperparameters: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def outcome(self) -> str:
+        """``completed``, ``diverged``, ``pruned``, ``failed`` or ``running``.
+
+        A finer reading of :attr:`status`: a ``FAILED`` trial whose message says it diverged is
+        ``diverged``; a trial stopped early by a pruner is ``pruned``.
+        """
+        status = self.status.upper()
+        message = (self.message or "").lower()
+        if status == "DIVERGED":
+            return "diverged"
+        if status in ("PRUNED", "STOPPED") or "pruned" in message:
+            return "pruned"
+        if status == "COMPLETED":
+            return "completed"
+        if status in ("FAILED", "INVALID"):
+            return "diverged" if "diverged" in message else "failed"
+        if status in ("RUNNING", "IDLE", "NEW"):
+            return "running"
+        return status.lower()
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict (non-finite numbers become None)."""
@@ -191,3 +219,51 @@ def read_trial_records(tuner_dir: str | Path) -> list[TrialRecord]:
     for path in sorted(Path(tuner_dir).glob(f"trial_*/{RECORD_FILE}")):
         records.append(TrialRecord.from_json(json.loads(path.read_text(encoding="utf-8"))))
     return records
+
+
+# ---------------------------------------------------------------------- reading rows back
+def direction_of(objective: str) -> str:
+    """``max`` for accuracy-like objectives, ``min`` for losses and errors."""
+    base = objective.removeprefix("val_")
+    return "max" if base in ("accuracy", "auc") or base.endswith(("accuracy", "auc")) else "min"
+
+
+def record_from_row(row: Mapping[str, str], hp_names: Sequence[str]) -> TrialRecord:
+    """A :class:`TrialRecord` from one ``leaderboard.csv`` row (the inverse of ``row``)."""
+    record = TrialRecord(trial_id=row["trial_id"], status=row.get("status") or "RUNNING")
+    record.score = _number(row.get("score"), float)
+    record.best_epoch = _number(row.get("best_epoch"), int)
+    record.start_score = _number(row.get("start_score"), float)
+    record.wall_time_s = _number(row.get("wall_time_s"), float)
+    record.parent_trial_id = row.get("parent_trial_id") or None
+    record.message = row.get("message") or None
+    first, _, last = (row.get("epochs") or "").partition("-")
+    if last:
+        record.initial_epoch, record.epochs = int(first), int(last)
+    for name in hp_names:
+        text = row.get(name, "")
+        if text != "":
+            record.hyperparameters[name] = parse_value(text)
+    return record
+
+
+def _number(text: str | None, kind: type) -> Any:
+    if not text:
+        return None
+    try:
+        return kind(float(text)) if kind is int else kind(text)
+    except ValueError:
+        return None
+
+
+def parse_value(text: str) -> bool | int | float | str:
+    """A hyperparameter value from its leaderboard text (``"true"``, ``"64"``, ``"0.001"``)."""
+    if text in ("true", "false"):
+        return text == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+

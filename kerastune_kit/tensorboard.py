@@ -1,10 +1,13 @@
-"""TensorBoard logging: the HParams experiment, one session per trial, epoch scalars.
+"""TensorBoard logging: the HParams experiment, one session per trial, epoch scalars, summaries.
 
 Owns: the HParams experiment config written once at ``RUN/tensorboard`` (domains from the
-search space, the objective and metrics), and :class:`TrialWriter`, which writes a trial's
-hparams, its session status and its epoch scalars split into ``train/`` and ``validation/`` like
-Keras's TensorBoard callback (``epoch_loss``, ``epoch_accuracy``, ``epoch_learning_rate``).
-Does not own: choosing trials or training.
+search space, the objective and metrics, trial-level metrics), :class:`TrialWriter`, which
+writes a trial's hparams, its session status, its epoch scalars split into ``train/`` and
+``validation/`` like Keras's TensorBoard callback (``epoch_loss``, ``epoch_accuracy``,
+``epoch_learning_rate``), memory readings and its trial-level results (``trial/score``,
+``trial/best_epoch``, ...); :class:`SearchSummaryWriter` (text panels with the leaderboard, the
+best configuration and hyperparameter importance); and :class:`HParamsCallback`, which puts a
+plain ``model.fit`` run into the same dashboard. Does not own: choosing trials or training.
 
 Open the result with ``tensorboard --logdir RUN/tensorboard``.
 """
@@ -17,31 +20,58 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from kerastune_kit import _memory
 from kerastune_kit._backend import keras as _keras
+from kerastune_kit.results import PARENT_HPARAM, TrialRecord
 from kerastune_kit.space import Domain, Fixed, FloatRange, IntRange
 
-_keras()
+keras = _keras()
 import tensorflow as tf  # noqa: E402
 from tensorboard.plugins.hparams import api as hp_api  # noqa: E402
 from tensorboard.plugins.hparams import api_pb2  # noqa: E402
 from tensorboard.plugins.hparams import summary as hp_summary_v1  # noqa: E402
 
-#: Trial status -> HParams session status.
+#: Trial status -> HParams session status (a pruned trial ends normally, with a score).
 SESSION_STATUS = {
     "COMPLETED": api_pb2.STATUS_SUCCESS,
+    "PRUNED": api_pb2.STATUS_SUCCESS,
+    "STOPPED": api_pb2.STATUS_SUCCESS,
+    "DIVERGED": api_pb2.STATUS_FAILURE,
     "FAILED": api_pb2.STATUS_FAILURE,
     "INVALID": api_pb2.STATUS_FAILURE,
+    "RUNNING": api_pb2.STATUS_RUNNING,
+}
+
+#: Trial-level metrics, written once per trial in its session run (group ``""``), shown as
+#: columns of the HParams dashboard: tag -> display name.
+TRIAL_METRICS = {
+    "trial/score": "score",
+    "trial/best_epoch": "best epoch",
+    "trial/epochs": "epochs",
+    "trial/wall_time_s": "wall time (s)",
+    "trial/peak_memory_mb": "peak memory (MB)",
 }
 
 
 def hparam(name: str, domain: Domain) -> Any:
-    """An HParams-plugin ``HParam`` for one knob's domain."""
+    """An HParams-plugin ``HParam`` for one knob's domain.
+
+    The plugin stores every number as a float; the description says ``int`` for integer knobs
+    so that readers (``inspect`` on event files) can restore the type.
+    """
     if isinstance(domain, IntRange):
-        return hp_api.HParam(name, hp_api.IntInterval(domain.min, domain.max))
+        return hp_api.HParam(name, hp_api.IntInterval(domain.min, domain.max),
+                             description=f"int {domain.min}..{domain.max}"
+                             f"{', log' if domain.log else ''}")
     if isinstance(domain, FloatRange):
-        return hp_api.HParam(name, hp_api.RealInterval(float(domain.min), float(domain.max)))
-    values = [domain.value] if isinstance(domain, Fixed) else list(domain.values)
-    values = [hparam_value(v) for v in values]
+        return hp_api.HParam(name, hp_api.RealInterval(float(domain.min), float(domain.max)),
+                             description=f"float {domain.min:g}..{domain.max:g}"
+                             f"{', log' if domain.log else ''}")
+    raw = [domain.value] if isinstance(domain, Fixed) else list(domain.values)
+    if raw and all(isinstance(v, int) and not isinstance(v, bool) for v in raw):
+        return hp_api.HParam(name, hp_api.Discrete([float(v) for v in raw], dtype=float),
+                             description="int")
+    values = [hparam_value(v) for v in raw]
     if all(isinstance(v, bool) for v in values):
         return hp_api.HParam(name, hp_api.Discrete(values, dtype=bool))
     if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
@@ -68,15 +98,45 @@ def metric_tags(metric_names: Sequence[str]) -> list[Any]:
     return metrics
 
 
+def trial_metric_tags(objective: str | None = None, direction: str | None = None) -> list[Any]:
+    """HParams metrics for the trial-level results; ``trial/score``'s description names the
+    objective and its direction (``val_accuracy (max): ...``), which readers parse back."""
+    metrics = []
+    for tag, display in TRIAL_METRICS.items():
+        description = None
+        if tag == "trial/score" and objective:
+            description = (f"{objective} ({direction or 'max'}): the trial's best "
+                           f"{objective}, the objective of the search")
+            display = f"score ({objective})"
+        metrics.append(hp_api.Metric(tag, group="", display_name=display,
+                                     description=description))
+    return metrics
+
+
 def write_experiment_config(
-    root: str | Path, domains: Mapping[str, Domain], metric_names: Sequence[str]
+    root: str | Path, domains: Mapping[str, Domain], metric_names: Sequence[str], *,
+    objective: str | None = None, direction: str | None = None, with_parent: bool = False,
 ) -> None:
-    """Write the HParams experiment config (hparams and metrics) at ``root``."""
+    """Write the HParams experiment config at ``root``.
+
+    Args:
+        root: The TensorBoard log directory of the search (``RUN/tensorboard``).
+        domains: Each hyperparameter's domain.
+        metric_names: The model's metrics (``loss``, ``accuracy``): each becomes a
+            ``validation`` and a ``train`` metric column.
+        objective: The search's objective; with ``direction``, described on ``trial/score``.
+        direction: ``max`` or ``min``.
+        with_parent: Declare the :data:`PARENT_HPARAM` hparam (Hyperband promotions).
+    """
+    hparams = [hparam(name, domain) for name, domain in domains.items()]
+    if with_parent:
+        hparams.append(hp_api.HParam(PARENT_HPARAM, description=(
+            "the Hyperband trial this one continued from (empty: trained from scratch)")))
     writer = tf.summary.create_file_writer(str(root))
     with writer.as_default():
         hp_api.hparams_config(
-            hparams=[hparam(name, domain) for name, domain in domains.items()],
-            metrics=metric_tags(metric_names),
+            hparams=hparams,
+            metrics=[*trial_metric_tags(objective, direction), *metric_tags(metric_names)],
         )
     writer.flush()
     writer.close()
@@ -96,9 +156,10 @@ class TrialWriter:
         >>> writer.close("COMPLETED")
     """
 
-    def __init__(self, root: str | Path, trial_id: str) -> None:
+    def __init__(self, root: str | Path, trial_id: str, *,
+                 run_dir: str | Path | None = None) -> None:
         self.trial_id = str(trial_id)
-        self.run_dir = Path(root) / self.trial_id
+        self.run_dir = Path(run_dir) if run_dir is not None else Path(root) / self.trial_id
         self._writers: dict[str, Any] = {}
 
     def _writer(self, sub: str) -> Any:
@@ -107,14 +168,24 @@ class TrialWriter:
             self._writers[sub] = tf.summary.create_file_writer(str(path))
         return self._writers[sub]
 
-    def write_hparams(self, values: Mapping[str, Any]) -> None:
-        """Start the HParams session: the trial's active hyperparameter values."""
+    def write_hparams(self, values: Mapping[str, Any], *, parent_trial_id: str | None = None,
+                      with_parent: bool = False) -> None:
+        """Start the HParams session: the trial's active hyperparameter values.
+
+        With ``with_parent``, the :data:`PARENT_HPARAM` hparam carries ``parent_trial_id``
+        (empty for a trial trained from scratch). Starts a new memory peak.
+        """
         clean = {k: hparam_value(v) for k, v in values.items() if not k.startswith("tuner/")}
+        if with_parent:
+            clean[PARENT_HPARAM] = str(parent_trial_id or "")
+        _memory.reset_peak()
         with self._writer("").as_default():
             hp_api.hparams(clean, trial_id=self.trial_id, start_time_secs=int(time.time()))
 
-    def write_epoch(self, epoch: int, logs: Mapping[str, Any]) -> None:
-        """Log one epoch's metrics as ``epoch_<name>`` scalars."""
+    def write_epoch(self, epoch: int, logs: Mapping[str, Any], *, memory: bool = True) -> None:
+        """Log one epoch's metrics as ``epoch_<name>`` scalars, and memory readings
+        (``memory/rss_mb``, ``memory/peak_rss_mb``, ``memory/gpu_peak_mb`` on GPU) in the
+        session run."""
         for key, value in logs.items():
             try:
                 number = float(value)
@@ -124,11 +195,43 @@ class TrialWriter:
             with self._writer(sub).as_default():
                 tf.summary.scalar(f"epoch_{tag}", number if math.isfinite(number) else math.nan,
                                   step=int(epoch))
+        if memory:
+            with self._writer("").as_default():
+                for name, value in _memory.memory_mb().items():
+                    tf.summary.scalar(f"memory/{name}", value, step=int(epoch))
 
     def write_scalar(self, tag: str, value: float, step: int, *, sub: str = "") -> None:
         """Log any scalar (for example ``trial/wall_time_s``) in the session run."""
         with self._writer(sub).as_default():
             tf.summary.scalar(tag, float(value), step=int(step))
+
+    def write_text(self, tag: str, text: str, step: int = 0) -> None:
+        """Log markdown text (TensorBoard's TEXT tab) in the session run."""
+        with self._writer("").as_default():
+            tf.summary.text(tag, text, step=int(step))
+
+    def write_result(self, record: TrialRecord, *, objective: str | None = None,
+                     direction: str | None = None) -> None:
+        """Log the trial-level results (:data:`TRIAL_METRICS`, the ``trial/outcome`` text and,
+        when given, the ``trial/objective`` text ``"val_accuracy (max)"``) and end the session
+        with the trial's status."""
+        step = int(record.epochs or 0)
+        if objective:
+            self.write_text("trial/objective", f"{objective} ({direction or 'max'})", step=step)
+        values = {"trial/score": record.score, "trial/best_epoch": record.best_epoch,
+                  "trial/epochs": record.epochs, "trial/wall_time_s": record.wall_time_s,
+                  "trial/peak_memory_mb": _memory.memory_mb().get("peak_rss_mb")}
+        for tag, value in values.items():
+            if value is not None and math.isfinite(float(value)):
+                self.write_scalar(tag, float(value), step=step)
+        lines = [f"**{record.outcome}**"]
+        if record.parent_trial_id:
+            lines.append(f"continued from trial {record.parent_trial_id} at epoch "
+                         f"{record.initial_epoch}")
+        if record.message:
+            lines.append(record.message)
+        self.write_text("trial/outcome", "  \n".join(lines), step=step)
+        self.close(record.status)
 
     def close(self, status: str | None = None) -> None:
         """End the session with the trial's status and flush every writer."""
@@ -142,3 +245,63 @@ class TrialWriter:
             writer.flush()
             writer.close()
         self._writers.clear()
+
+
+class SearchSummaryWriter:
+    """Text panels (and a chart) summarizing the whole search, at the search's log directory.
+
+    Tags: ``search/leaderboard`` and ``search/best_configuration`` (markdown, rewritten as trials
+    finish; step = finished trials), ``search/importance`` (markdown) and
+    ``search/importance_chart`` (an image). Open TensorBoard's TEXT and IMAGES tabs, run ``.``.
+
+    Example:
+        >>> summary = SearchSummaryWriter("runs/x/tensorboard")
+        >>> summary.write_leaderboard(records, ["learning_rate"], objective="val_accuracy",
+        ...                           step=3)
+        >>> summary.close()
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self._writer: Any = None
+
+    def _default(self) -> Any:
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(str(self.root))
+        return self._writer.as_default()
+
+    def write_leaderboard(self, records: Sequence[TrialRecord], hp_names: Sequence[str], *,
+                          objective: str | None, step: int, top: int = 10) -> None:
+        """The leaderboard's top rows and the best configuration, as markdown."""
+        from kerastune_kit.report import markdown_best, markdown_leaderboard
+
+        best = next((r for r in records if r.has_model), None)
+        with self._default():
+            tf.summary.text("search/leaderboard",
+                            markdown_leaderboard(records, hp_names, objective=objective, top=top),
+                            step=int(step))
+            tf.summary.text("search/best_configuration",
+                            markdown_best(best, objective=objective), step=int(step))
+        self._writer.flush()
+
+    def write_importance(self, importance: Any, *, step: int) -> None:
+        """Hyperparameter importance as markdown and, when matplotlib is installed, a chart."""
+        with self._default():
+            tf.summary.text("search/importance", importance.markdown(), step=int(step))
+            if importance:
+                try:
+                    from kerastune_kit.importance import importance_image
+
+                    image = importance_image(importance)
+                except ImportError:  # matplotlib missing: the text panel still has the numbers
+                    image = None
+                if image is not None:
+                    tf.summary.image("search/importance_chart", image[None], step=int(step))
+        self._writer.flush()
+
+    def close(self) -> None:
+        """Flush and close the writer."""
+        if self._writer is not None:
+            self._writer.flush()
+            self._writer.close()
+            self._writer = None

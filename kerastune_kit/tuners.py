@@ -27,6 +27,8 @@ from kerastune_kit.pruning import Pruner, make_pruner
 from kerastune_kit.results import (
     LEADERBOARD,
     RECORD_FILE,
+    TENSORBOARD_DIR,
+    TUNER_DIR,
     TrialRecord,
     rank,
     read_trial_records,
@@ -34,9 +36,6 @@ from kerastune_kit.results import (
     write_leaderboard,
 )
 from kerastune_kit.space import SearchSpace
-
-TUNER_DIR = "tuner"
-TENSORBOARD_DIR = "tensorboard"
 
 
 def trial_seed(seed: int, trial_id: str) -> int:
@@ -50,7 +49,7 @@ def _classes() -> dict[str, type]:
 
     from kerastune_kit.distributed import patch_keras_tuner_protos
     from kerastune_kit.hypermodels import DivergedTrialError
-    from kerastune_kit.tensorboard import TrialWriter
+    from kerastune_kit.tensorboard import SearchSummaryWriter, TrialWriter
 
     patch_keras_tuner_protos()
 
@@ -84,6 +83,7 @@ def _classes() -> dict[str, type]:
             self._kit_started: dict[str, float] = {}
             self._kit_histories: dict[str, Any] = {}
             self._kit_outcomes: dict[str, tuple[str, str]] = {}
+            self._kit_summary: Any = None
             super().__init__(*args, **kwargs)
             self._kit_curves: dict[str, dict[int, float]] = {
                 r.trial_id: {int(e): v for e, v in r.curve.items() if v is not None}
@@ -123,6 +123,11 @@ def _classes() -> dict[str, type]:
                 return trial
 
             self.oracle.create_trial = paced_create_trial
+            self._kit_summary = SearchSummaryWriter(self.kit_tensorboard_dir)
+
+        def on_search_end(self) -> None:
+            super().on_search_end()
+            self.kit_close_summary()
 
         def pre_create_trial(self) -> None:
             super().pre_create_trial()
@@ -144,7 +149,9 @@ def _classes() -> dict[str, type]:
                 shutil.rmtree(session, ignore_errors=True)
             self.hypermodel.seed = trial_seed(self.kit_seed, trial_id)
             writer = TrialWriter(self.kit_tensorboard_dir, trial_id)
-            writer.write_hparams(trial.hyperparameters.values)
+            values = trial.hyperparameters.values
+            writer.write_hparams(values, parent_trial_id=values.get("tuner/trial_id"),
+                                 with_parent=isinstance(self, kt.Hyperband))
             self._kit_writers[trial_id] = writer
 
         def run_trial(self, trial: Any, *args: Any, **kwargs: Any) -> Any:
@@ -202,12 +209,11 @@ def _classes() -> dict[str, type]:
             record = self._kit_record(ended)
             writer = self._kit_writers.pop(trial.trial_id, None)
             if writer is not None:
-                writer.write_scalar("trial/wall_time_s", record.wall_time_s or 0.0,
-                                    step=record.epochs or 0)
-                writer.close(record.status)
+                writer.write_result(record, objective=self.oracle.objective.name,
+                                    direction=self.oracle.objective.direction)
             write_json_atomic(Path(self.get_trial_dir(trial.trial_id)) / RECORD_FILE,
                               record.to_json())
-            self.kit_write_leaderboard()
+            self.kit_write_summary(self.kit_write_leaderboard())
             if self.kit_on_trial is not None:
                 self.kit_on_trial(record)
 
@@ -216,6 +222,38 @@ def _classes() -> dict[str, type]:
             for writer in self._kit_writers.values():
                 writer.close()
             self._kit_writers.clear()
+            self.kit_close_summary()
+
+        def kit_write_summary(self, records: list[TrialRecord]) -> None:
+            """The TensorBoard text panels with the leaderboard and the best configuration
+            (step = finished trials)."""
+            if self._kit_summary is not None:
+                self._kit_summary.write_leaderboard(
+                    records, self.kit_hp_names(), objective=self.oracle.objective.name,
+                    step=sum(r.status not in ("RUNNING", "IDLE") for r in records))
+
+        def kit_close_summary(self) -> None:
+            if self._kit_summary is not None:
+                self._kit_summary.close()
+                self._kit_summary = None
+
+        def kit_write_final_summary(self) -> list[TrialRecord]:
+            """Leaderboard, leaderboard panel and hyperparameter importance of the finished
+            search (written once, by the process that writes the results files)."""
+            from kerastune_kit.importance import hyperparameter_importance
+
+            records = self.kit_write_leaderboard()
+            self._kit_summary = SearchSummaryWriter(self.kit_tensorboard_dir)
+            try:
+                self.kit_write_summary(records)
+                step = sum(r.status not in ("RUNNING", "IDLE") for r in records)
+                self._kit_summary.write_importance(
+                    hyperparameter_importance(records, self.kit_hp_names(),
+                                              direction=self.oracle.objective.direction),
+                    step=step)
+            finally:
+                self.kit_close_summary()
+            return records
 
         # -- records
         def _kit_finished_curves(self) -> set[str]:

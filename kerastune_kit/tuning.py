@@ -42,6 +42,8 @@ from kerastune_kit.errors import ConfigError, RunDirError
 from kerastune_kit.results import (
     BEST_HYPERPARAMETERS,
     BEST_MODEL,
+    RUN_MARKER,
+    TENSORBOARD_DIR,
     TrialRecord,
     atomic_path,
     write_json_atomic,
@@ -51,8 +53,6 @@ from kerastune_kit.space import SearchSpace
 
 logger = get_logger("tuning")
 
-RUN_MARKER = "run.json"
-TENSORBOARD_DIR = "tensorboard"
 
 
 @dataclasses.dataclass
@@ -180,10 +180,15 @@ def _init_run_dir(config: SearchConfig, dataset: Dataset, space: SearchSpace,
     write_text_atomic(run_dir / "config.toml",
                       config.to_toml(fingerprint=_fingerprint(dataset, space)))
     marker = _read_marker(run_dir) if config.resume else {}
+    from kerastune_kit.hypermodels import objective_direction
+
+    direction = objective_direction(objective)
     marker.update(version=__version__, dataset=dataset.summary(),
-                  data_fingerprint=dataset.fingerprint(), objective=objective)
+                  data_fingerprint=dataset.fingerprint(), objective=objective,
+                  direction=direction)
     write_json_atomic(run_dir / RUN_MARKER, marker)
-    _write_experiment_once(run_dir, space, hypermodel_metrics(dataset))
+    _write_experiment_once(run_dir, space, hypermodel_metrics(dataset), objective=objective,
+                           direction=direction, with_parent=config.tuner == "hyperband")
     return run_dir
 
 
@@ -194,13 +199,15 @@ def hypermodel_metrics(dataset: Dataset) -> tuple[str, ...]:
     return task_head(dataset.task, dataset.n_classes).metric_names
 
 
-def _write_experiment_once(run_dir: Path, space: SearchSpace, metrics: Sequence[str]) -> None:
+def _write_experiment_once(run_dir: Path, space: SearchSpace, metrics: Sequence[str], *,
+                           objective: str, direction: str, with_parent: bool) -> None:
     """The HParams experiment config, written once per run directory (not per worker)."""
     from kerastune_kit.tensorboard import write_experiment_config
 
     root = run_dir / TENSORBOARD_DIR
     if not any(root.glob("events.out.tfevents.*")):
-        write_experiment_config(root, space.hparam_domains(), metrics)
+        write_experiment_config(root, space.hparam_domains(), metrics, objective=objective,
+                                direction=direction, with_parent=with_parent)
 
 
 def _fingerprint(dataset: Dataset, space: SearchSpace) -> dict[str, str]:
@@ -405,7 +412,7 @@ def finish_search(config: SearchConfig, hypermodel: Any, objective: str, *, star
 
     run_dir = config.effective_run_dir()
     tuner = build_tuner(config, hypermodel, objective=objective)
-    records = tuner.kit_write_leaderboard()
+    records = tuner.kit_write_final_summary()
     best = next((r for r in records if r.has_model), None)
     if best is not None:
         write_json_atomic(run_dir / BEST_HYPERPARAMETERS, {

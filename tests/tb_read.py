@@ -46,13 +46,34 @@ def experiment_hparam_names(root: Path) -> set[str]:
     return {h.name for h in info.hparam_infos}
 
 
+def _tags_of_plugin(acc: Any, plugin: str) -> list[str]:
+    return [tag for tag in acc.Tags()["tensors"]
+            if acc.SummaryMetadata(tag).plugin_data.plugin_name == plugin]
+
+
 def scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
     """Every scalar tag in ``run`` as (step, value) pairs."""
     acc = _accumulator(run)
-    out = {}
-    for tag in acc.Tags()["tensors"]:
-        if tag.startswith("_hparams_"):
-            continue
-        out[tag] = [(e.step, float(tensor_util.make_ndarray(e.tensor_proto)))
-                    for e in acc.Tensors(tag)]
-    return out
+    return {tag: [(e.step, float(tensor_util.make_ndarray(e.tensor_proto)))
+                  for e in acc.Tensors(tag)]
+            for tag in _tags_of_plugin(acc, "scalars")}
+
+
+def texts(run: Path) -> dict[str, list[tuple[int, str]]]:
+    """Every text summary in ``run`` as (step, text) pairs."""
+    acc = _accumulator(run)
+    return {tag: [(e.step, tensor_util.make_ndarray(e.tensor_proto).item().decode())
+                  for e in acc.Tensors(tag)]
+            for tag in _tags_of_plugin(acc, "text")}
+
+
+def images(run: Path) -> dict[str, list[int]]:
+    """Every image summary tag in ``run`` with the steps it was written at."""
+    acc = _accumulator(run)
+    return {tag: [e.step for e in acc.Tensors(tag)] for tag in _tags_of_plugin(acc, "images")}
+
+
+def experiment(root: Path) -> Any:
+    """The HParams experiment config written at ``root`` (an ``Experiment`` proto)."""
+    content = _accumulator(root).PluginTagToContent(metadata.PLUGIN_NAME)
+    return metadata.parse_experiment_plugin_data(content[metadata.EXPERIMENT_TAG])

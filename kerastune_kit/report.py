@@ -1,0 +1,101 @@
+"""Leaderboards and best configurations as text: markdown for TensorBoard, tables for a terminal.
+
+Owns: turning :class:`~kerastune_kit.results.TrialRecord` lists into a markdown leaderboard and
+best-configuration panel (TensorBoard's text dashboard renders markdown tables), and an aligned
+plain-text table for ``inspect``. Pure: imports no TensorFlow and prints nothing.
+
+Example:
+    >>> from kerastune_kit.report import text_table
+    >>> print("\\n".join(text_table(results.trials[:5], results.hp_names)))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from kerastune_kit.results import TrialRecord
+
+SUMMARY_COLUMNS = ("rank", "trial", "outcome", "score", "best_epoch", "epochs", "parent",
+                   "wall_s")
+
+
+def short(value: Any) -> str:
+    """A compact rendering of a value (floats to 4 significant digits, booleans lowercase)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def summary_rows(records: Sequence[TrialRecord], hp_names: Sequence[str]) -> list[list[str]]:
+    """One list of cells per trial: the :data:`SUMMARY_COLUMNS`, then every hyperparameter."""
+    rows = []
+    for rank, record in enumerate(records, start=1):
+        epochs = "" if record.epochs is None else f"{record.initial_epoch}-{record.epochs}"
+        scored = record.status == "COMPLETED" and record.score is not None
+        cells = [str(rank) if scored else "-", record.trial_id, record.outcome,
+                 "" if record.score is None else f"{record.score:.4f}",
+                 short(record.best_epoch), epochs, record.parent_trial_id or "",
+                 "" if record.wall_time_s is None else f"{record.wall_time_s:.1f}"]
+        cells += [short(record.hyperparameters.get(name)) for name in hp_names]
+        rows.append(cells)
+    return rows
+
+
+def text_table(records: Sequence[TrialRecord], hp_names: Sequence[str]) -> list[str]:
+    """An aligned plain-text table, header first (hyperparameters no shown trial has are left
+    out)."""
+    hp_names = [n for n in hp_names if any(n in r.hyperparameters for r in records)]
+    header = [*SUMMARY_COLUMNS, *hp_names]
+    rows = [header, *summary_rows(records, hp_names)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+            for row in rows]
+
+
+def markdown_leaderboard(records: Sequence[TrialRecord], hp_names: Sequence[str], *,
+                         objective: str | None = None, top: int = 10) -> str:
+    """The leaderboard's ``top`` rows as a markdown table, under a line of counts."""
+    counts: dict[str, int] = {}
+    for record in records:
+        counts[record.outcome] = counts.get(record.outcome, 0) + 1
+    status = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items()))
+    shown = list(records[:top])
+    hp_names = [n for n in hp_names if any(n in r.hyperparameters for r in shown)]
+    lines = [f"**{len(records)} trials** ({status}); objective `{objective or 'score'}`"
+             f"{'; top ' + str(top) if len(records) > top else ''}", ""]
+    header = [*SUMMARY_COLUMNS, *hp_names]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "---|" * len(header))
+    for cells in summary_rows(shown, hp_names):
+        lines.append("| " + " | ".join(cell.replace("|", "/") for cell in cells) + " |")
+    return "\n".join(lines)
+
+
+def markdown_best(best: TrialRecord | None, *, objective: str | None = None) -> str:
+    """The best trial's score and hyperparameters as markdown."""
+    if best is None:
+        return "_no trial has completed yet_"
+    lines = [f"**best trial {best.trial_id}**: {objective or 'score'} = {best.score:.4f}"
+             f" at epoch {short(best.best_epoch)}"
+             f"{f' (continued from trial {best.parent_trial_id})' if best.parent_trial_id else ''}",
+             "", "| hyperparameter | value |", "|---|---|"]
+    lines += [f"| {name} | {short(value)} |" for name, value in best.hyperparameters.items()]
+    return "\n".join(lines)
+
+
+def best_lines(best: TrialRecord | None, *, objective: str | None = None) -> list[str]:
+    """The best configuration as plain-text lines, for a terminal."""
+    if best is None:
+        return ["no trial has completed yet"]
+    head = (f"best trial {best.trial_id}: {objective or 'score'}={best.score:.4f} "
+            f"at epoch {short(best.best_epoch)}")
+    if best.parent_trial_id:
+        head += f" (continued from trial {best.parent_trial_id})"
+    pad = max((len(name) for name in best.hyperparameters), default=0)
+    return [head, *(f"  {name:<{pad}} = {short(value)}"
+                    for name, value in best.hyperparameters.items())]

@@ -1,0 +1,89 @@
+"""The example scripts and the tutorial notebook run, with their tiny budgets."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+EXAMPLES = REPO / "examples"
+NOTEBOOK = REPO / "notebooks" / "tutorial.ipynb"
+
+
+def _env() -> dict[str, str]:
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path, "KERASTUNE_KIT_SMOKE": "1",
+            "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def _run_example(name: str, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([sys.executable, str(EXAMPLES / name), "--smoke", *args], cwd=cwd,
+                          env=_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return proc
+
+
+@pytest.mark.slow
+def test_quickstart_cli_searches_inspects_and_exports(tmp_path):
+    out = _run_example("quickstart_cli.py", tmp_path).stdout
+    run = tmp_path / "runs" / "quickstart"
+    assert "search finished" in out and "best trial" in out
+    assert "hyperparameter importance" in out
+    assert (run / "export" / "best.keras").is_file() and (run / "export" / "best.json").is_file()
+
+
+@pytest.mark.slow
+def test_bayesian_factories_runs_a_kerastuner_tuner(tmp_path):
+    out = _run_example("bayesian_factories.py", tmp_path, "--run-dir", str(tmp_path)).stdout
+    assert "2 trials on iris" in out and "best model on the validation split" in out
+    assert "normalization = batch" in out
+
+
+@pytest.mark.slow
+def test_hparams_callback_logs_beside_a_search(tmp_path):
+    from kerastune_kit.runs import load_results
+    from tests.tb_read import session_hparams
+
+    run = tmp_path / "run"
+    (run / "tensorboard").mkdir(parents=True)
+    out = _run_example("hparams_callback.py", tmp_path, "--beside", str(run)).stdout
+    assert "fit-lr0.01: val_accuracy=" in out
+    session = run / "tensorboard" / "fit-lr0.01"
+    assert session_hparams(session)["learning_rate"] == pytest.approx(0.01)
+    results = load_results(run)
+    assert [r.trial_id for r in results] == ["fit-lr0.01"]
+    assert (results.objective, results.direction) == ("val_accuracy", "max")
+
+
+def test_notebook_is_committed_without_outputs():
+    notebook = json.loads(NOTEBOOK.read_text(encoding="utf-8"))
+    code = [cell for cell in notebook["cells"] if cell["cell_type"] == "code"]
+    assert code, "the tutorial has code cells"
+    assert all(cell["outputs"] == [] and cell["execution_count"] is None for cell in code)
+
+
+@pytest.mark.slow
+def test_tutorial_notebook_executes(tmp_path, monkeypatch):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    pytest.importorskip("ipykernel")
+    for key, value in _env().items():
+        monkeypatch.setenv(key, value)
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    client = nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3",
+                                     resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()
+    outputs = [output for cell in notebook.cells if cell.cell_type == "code"
+               for output in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert "best trial" in text
+    images = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert len(images) >= 2, "learning curves and importance plots"
+    assert (tmp_path / "runs" / "tutorial" / "leaderboard.csv").is_file()
