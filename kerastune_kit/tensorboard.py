@@ -6,8 +6,9 @@ writes a trial's hparams, its session status, its epoch scalars split into ``tra
 ``validation/`` like Keras's TensorBoard callback (``epoch_loss``, ``epoch_accuracy``,
 ``epoch_learning_rate``), memory readings and its trial-level results (``trial/score``,
 ``trial/best_epoch``, ...); :class:`SearchSummaryWriter` (text panels with the leaderboard, the
-best configuration and hyperparameter importance); and :class:`HParamsCallback`, which puts a
-plain ``model.fit`` run into the same dashboard. Does not own: choosing trials or training.
+best configuration and hyperparameter importance). Does not own: choosing trials, training,
+or the Keras callback for plain ``model.fit`` runs (``callbacks.HParamsCallback``, which writes
+through :class:`TrialWriter`).
 
 Open the result with ``tensorboard --logdir RUN/tensorboard``.
 """
@@ -25,7 +26,7 @@ from kerastune_kit._backend import keras as _keras
 from kerastune_kit.results import PARENT_HPARAM, TrialRecord
 from kerastune_kit.space import Domain, Fixed, FloatRange, IntRange
 
-keras = _keras()
+_keras()
 import tensorflow as tf  # noqa: E402
 from tensorboard.plugins.hparams import api as hp_api  # noqa: E402
 from tensorboard.plugins.hparams import api_pb2  # noqa: E402

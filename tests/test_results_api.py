@@ -237,3 +237,14 @@ def test_export_copies_the_model_and_writes_its_hyperparameters(tmp_path, capsys
         export_best(run, tmp_path / "out")
     with pytest.raises(RunDirError):
         export_best(tmp_path / "nowhere", output)
+
+
+def test_memory_readings_without_psutil():
+    from kerastune_kit import _memory
+
+    _memory.reset_peak()
+    reading = _memory.memory_mb()
+    assert reading["peak_rss_mb"] > 1
+    if sys.platform.startswith("linux"):
+        assert 1 < reading["rss_mb"] <= reading["peak_rss_mb"] + 1
+    assert "gpu_peak_mb" not in reading or reading["gpu_peak_mb"] >= 0
