@@ -3,7 +3,8 @@
 Owns: the HParams experiment config written once at ``RUN/tensorboard`` (domains from the
 search space, the objective and metrics), and :class:`TrialWriter`, which writes a trial's
 hparams, its session status and its epoch scalars split into ``train/`` and ``validation/`` like
-Keras's TensorBoard callback (``epoch_loss``, ``epoch_accuracy``, ``epoch_learning_rate``).
+Keras's TensorBoard callback (``epoch_loss``, ``epoch_accuracy``, ``epoch_learning_rate``), plus
+the training loop's gradient health in ``train/`` (``gradients/*``, ``update_ratio/*``).
 Does not own: choosing trials or training.
 
 Open the result with ``tensorboard --logdir RUN/tensorboard``.
@@ -129,6 +130,19 @@ class TrialWriter:
         """Log any scalar (for example ``trial/wall_time_s``) in the session run."""
         with self._writer(sub).as_default():
             tf.summary.scalar(tag, float(value), step=int(step))
+
+    def write_diagnostics(self, epoch: int, diagnostics: Mapping[str, Any]) -> None:
+        """Log one epoch's gradient health in ``train/``: numbers as scalars, arrays as histograms.
+
+        Tags are the keys of :class:`~kerastune_kit.training.TrainingHistory` diagnostics
+        (``gradients/global_norm_mean``, ``update_ratio/<layer>``, ``weights/<variable>``).
+        """
+        with self._writer("train").as_default():
+            for tag, value in diagnostics.items():
+                if getattr(value, "ndim", 0):
+                    tf.summary.histogram(tag, value, step=int(epoch))
+                else:
+                    tf.summary.scalar(tag, float(value), step=int(epoch))
 
     def close(self, status: str | None = None) -> None:
         """End the session with the trial's status and flush every writer."""

@@ -150,6 +150,10 @@ def _tuner_classes() -> dict[str, type]:
             writer = self._kit_writers.get(trial.trial_id)
             if writer is not None and logs:
                 writer.write_epoch(epoch, logs)
+                # TrainLoop's gradient health for this epoch (kept out of the Keras logs).
+                diagnostics = getattr(getattr(model, "history", None), "diagnostics", {})
+                if diagnostics.get(epoch):
+                    writer.write_diagnostics(epoch, diagnostics[epoch])
 
         def on_trial_end(self, trial: Any) -> None:
             super().on_trial_end(trial)  # the oracle scores the trial here
