@@ -55,6 +55,7 @@ _BATCH_HOOKS = (
     "on_batch_begin", "on_batch_end", "on_train_batch_begin", "on_train_batch_end",
 )
 _MANY = 2**62  # "until the dataset ends"
+_AVERAGING_REDUCTIONS = ("sum_over_batch_size", "mean", "mean_with_sample_weight")
 
 Diagnostics = dict[str, Any]
 
@@ -125,6 +126,17 @@ def needs_batch_hooks(callback: Any) -> bool:
     if type(callback) is cbs.TensorBoard:
         return callback.update_freq != "epoch" or getattr(callback, "_should_trace", True)
     return type(callback) is not cbs.TerminateOnNaN
+
+
+def _as_loss(loss: Any) -> Any:
+    """A ``keras.losses.Loss`` (functions such as ``"mse"`` return per-sample values)."""
+    loss = keras.losses.get(loss)
+    if isinstance(loss, keras.losses.Loss):
+        return loss
+    if not callable(loss):
+        raise ValueError(f"loss: expected a Keras loss, its name or a function, received "
+                         f"{loss!r}; pass e.g. keras.losses.MeanSquaredError()")
+    return keras.losses.LossFunctionWrapper(loss)
 
 
 def _clone_metric(metric: Any) -> Any:
@@ -220,7 +232,7 @@ class TrainLoop:
         self.loss_scaling = isinstance(optimizer, scaling_class)
         if getattr(model, "optimizer", None) is not optimizer:
             model.optimizer = optimizer  # what callbacks (ReduceLROnPlateau, ...) change
-        self.loss_fn = keras.losses.get(loss)
+        self.loss_fn = _as_loss(loss)
         self._variables = list(model.trainable_variables)
         with self.strategy.scope():
             if not optimizer.built:
@@ -247,6 +259,11 @@ class TrainLoop:
         """(mean data loss of the batch, regularization loss, predictions)."""
         predictions = self.model(x, training=training)
         data_loss = tf.cast(self.loss_fn(y, predictions), tf.float32)
+        if self.distributed and not tf.distribute.in_cross_replica_context():
+            # Keras's averaging losses divide by the replica count under a strategy (its
+            # trainer multiplies it back); undo it to get this replica's mean.
+            if getattr(self.loss_fn, "reduction", None) in _AVERAGING_REDUCTIONS:
+                data_loss = data_loss * self.strategy.num_replicas_in_sync
         regularization = tf.constant(0.0)
         if self.model.losses:
             regularization = tf.add_n([tf.cast(l, tf.float32) for l in self.model.losses])
