@@ -136,7 +136,18 @@ def _as_loss(loss: Any) -> Any:
     if not callable(loss):
         raise ValueError(f"loss: expected a Keras loss, its name or a function, received "
                          f"{loss!r}; pass e.g. keras.losses.MeanSquaredError()")
-    return keras.losses.LossFunctionWrapper(loss)
+    return _FunctionLoss(loss)
+
+
+class _FunctionLoss(keras.losses.Loss):
+    """A per-sample loss function (``keras.losses.mean_squared_error``) averaged per batch."""
+
+    def __init__(self, fn: Callable[[Any, Any], Any]) -> None:
+        super().__init__(name=getattr(fn, "__name__", "loss"))
+        self.fn = fn
+
+    def call(self, y_true: Any, y_pred: Any) -> Any:
+        return self.fn(y_true, y_pred)
 
 
 def _clone_metric(metric: Any) -> Any:
@@ -252,7 +263,7 @@ class TrainLoop:
         self._eval_fn = compile_(self._eval_arrays)
         self._train_batches_fn = compile_(self._train_batches)
         self._eval_batches_fn = compile_(self._eval_batches)
-        self._order_fn = compile_(_shuffled_order)
+        self._order_fn = _shuffled_order if run_eagerly else _compiled_order
 
     # -------------------------------------------------------------- compiled bodies
     def _loss(self, x: Any, y: Any, training: bool) -> tuple[Any, Any, Any]:
@@ -677,6 +688,9 @@ def _guarded(loss: Any, health: GradientHealth | None, step: Any,
 def _shuffled_order(n: Any, seed: Any) -> Any:
     noise = tf.random.stateless_uniform(tf.reshape(n, [1]), seed=seed)
     return tf.cast(tf.argsort(noise), tf.int64)
+
+
+_compiled_order = tf.function(_shuffled_order)  # one trace per process, shared by all loops
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:

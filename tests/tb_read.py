@@ -47,12 +47,25 @@ def experiment_hparam_names(root: Path) -> set[str]:
 
 
 def scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
-    """Every scalar tag in ``run`` as (step, value) pairs."""
+    """Every scalar tag in ``run`` as (step, value) pairs (other summaries are left out)."""
     acc = _accumulator(run)
     out = {}
     for tag in acc.Tags()["tensors"]:
         if tag.startswith("_hparams_"):
             continue
-        out[tag] = [(e.step, float(tensor_util.make_ndarray(e.tensor_proto)))
-                    for e in acc.Tensors(tag)]
+        values = [(e.step, tensor_util.make_ndarray(e.tensor_proto)) for e in acc.Tensors(tag)]
+        if all(v.size == 1 and v.dtype.kind in "fiu" for _, v in values):
+            out[tag] = [(step, float(v)) for step, v in values]
+    return out
+
+
+def histograms(run: Path) -> dict[str, list[int]]:
+    """Every histogram tag in ``run`` with the steps it was written at."""
+    acc = _accumulator(run)
+    out: dict[str, list[int]] = {}
+    for tag in acc.Tags()["tensors"]:
+        events = acc.Tensors(tag)
+        shapes = [tensor_util.make_ndarray(e.tensor_proto).shape for e in events]
+        if all(len(shape) == 2 and shape[1] == 3 for shape in shapes):  # (bucket, [l, r, n])
+            out[tag] = [e.step for e in events]
     return out
