@@ -127,6 +127,9 @@ class KitHyperModel(kt.HyperModel):
     """
 
     family = "base"
+    #: Add each trainable variable's values to the per-epoch diagnostics (TensorBoard
+    #: histograms in a search); set it on an instance to turn it on.
+    weight_histograms = False
 
     def __init__(
         self,
@@ -194,25 +197,31 @@ class KitHyperModel(kt.HyperModel):
             DivergedTrialError: The loss diverged before any finite epoch (a
                 ``keras_tuner.errors.FailedTrialError``, so plain KerasTuner records it as failed).
         """
+        import tensorflow as tf
+
         from kerastune_kit.training import TrainLoop
 
         if kwargs:
             unknown = ", ".join(sorted(kwargs))
             raise TypeError(f"fit: unsupported keyword arguments: {unknown}")
-        if x is None or y is None:
-            raise ValueError("fit: expected training data x and y, received None")
+        streamed = isinstance(x, tf.data.Dataset)
+        if x is None or (y is None and not streamed):
+            raise ValueError("fit: expected training data x and y (or a tf.data.Dataset x), "
+                             "received None")
         if batch_size is None:
             batch_size = int(hp.get("batch_size")) if "batch_size" in hp.values else 32
-        val = None
-        if validation_data is not None:
-            val = (np.asarray(validation_data[0], dtype="float32"),
-                   self.head.prepare_targets(validation_data[1]))
-        loop = TrainLoop(model, loss=self.head.loss(), metrics=self.head.metrics())
+        val = validation_data
+        if val is not None and not isinstance(val, tf.data.Dataset):
+            val = (np.asarray(val[0], dtype="float32"), self.head.prepare_targets(val[1]))
+        if not streamed:
+            x, y = np.asarray(x, dtype="float32"), self.head.prepare_targets(y)
+        _skip_idle_tuner_batch_hooks(callbacks or [])
+        loop = TrainLoop(model, loss=self.head.loss(), metrics=self.head.metrics(),
+                         weight_histograms=self.weight_histograms)
         history = loop.fit(
-            np.asarray(x, dtype="float32"), self.head.prepare_targets(y),
-            batch_size=batch_size, epochs=epochs, initial_epoch=initial_epoch,
+            x, y, batch_size=batch_size, epochs=epochs, initial_epoch=initial_epoch,
             validation_data=val, callbacks=callbacks, shuffle=shuffle, seed=self.seed,
-            evaluate_first=True,
+            evaluate_first=True, verbose=verbose,
         )
         if history.divergence is not None and not _has_finite_epoch(history):
             raise DivergedTrialError(history)
@@ -225,6 +234,21 @@ class DivergedTrialError(kt.errors.FailedTrialError):
     def __init__(self, history: Any) -> None:
         super().__init__(history.divergence.reason())
         self.history = history
+
+
+def _skip_idle_tuner_batch_hooks(callbacks: Sequence[Any]) -> None:
+    """Let the loop run whole epochs under KerasTuner's ``TunerCallback``.
+
+    ``TunerCallback`` forwards every batch to ``tuner.on_batch_begin``/``on_batch_end``; when
+    the tuner keeps KerasTuner's no-op versions, those hooks do nothing, and marking the
+    callback spares the loop from running one step per compiled call.
+    """
+    for callback in callbacks:
+        tuner = getattr(callback, "tuner", None)
+        if (isinstance(tuner, kt.Tuner)
+                and type(tuner).on_batch_begin is kt.Tuner.on_batch_begin
+                and type(tuner).on_batch_end is kt.Tuner.on_batch_end):
+            callback._kerastune_kit_no_batch_hooks = True
 
 
 def _has_finite_epoch(history: Any) -> bool:

@@ -5,8 +5,9 @@ search space, the objective and metrics, trial-level metrics), :class:`TrialWrit
 writes a trial's hparams, its session status, its epoch scalars split into ``train/`` and
 ``validation/`` like Keras's TensorBoard callback (``epoch_loss``, ``epoch_accuracy``,
 ``epoch_learning_rate``), memory readings and its trial-level results (``trial/score``,
-``trial/best_epoch``, ...); :class:`SearchSummaryWriter` (text panels with the leaderboard, the
-best configuration and hyperparameter importance). Does not own: choosing trials, training,
+``trial/best_epoch``, ...) and the training loop's gradient health (``gradients/*``,
+``update_ratio/*`` in ``train/``); :class:`SearchSummaryWriter` (text panels with the
+leaderboard, the best configuration and hyperparameter importance). Does not own: choosing trials, training,
 or the Keras callback for plain ``model.fit`` runs (``callbacks.HParamsCallback``, which writes
 through :class:`TrialWriter`).
 
@@ -233,6 +234,19 @@ class TrialWriter:
             lines.append(record.message)
         self.write_text("trial/outcome", "  \n".join(lines), step=step)
         self.close(record.status)
+
+    def write_diagnostics(self, epoch: int, diagnostics: Mapping[str, Any]) -> None:
+        """Log one epoch's gradient health in ``train/``: numbers as scalars, arrays as histograms.
+
+        Tags are the keys of :class:`~kerastune_kit.training.TrainingHistory` diagnostics
+        (``gradients/global_norm_mean``, ``update_ratio/<layer>``, ``weights/<variable>``).
+        """
+        with self._writer("train").as_default():
+            for tag, value in diagnostics.items():
+                if getattr(value, "ndim", 0):
+                    tf.summary.histogram(tag, value, step=int(epoch))
+                else:
+                    tf.summary.scalar(tag, float(value), step=int(epoch))
 
     def close(self, status: str | None = None) -> None:
         """End the session with the trial's status and flush every writer."""

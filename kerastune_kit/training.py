@@ -1,49 +1,48 @@
 """The training engine: a GradientTape loop compiled with ``tf.function``.
 
-Owns: :class:`TrainLoop` (compiled train and eval passes over in-memory tensors, epochs,
-Keras callbacks driven as ``model.fit`` drives them, divergence detection). Does not own:
-oracles, trials or search spaces.
+Owns: :class:`TrainLoop` (epochs, Keras callbacks driven as ``model.fit`` drives them, data
+preparation for the in-memory, ``tf.data`` and ``tf.distribute`` paths, divergence records,
+per-epoch gradient health in the history). Does not own: oracles, trials or search spaces; the
+compiled passes (:mod:`~kerastune_kit.steps`), optimizer math (:mod:`~kerastune_kit.updates`)
+or the gradient-health accumulators (:mod:`~kerastune_kit.diagnostics`).
 
-Speed comes from running a whole epoch inside one compiled call: the shuffled order is drawn per
-epoch, and batches are gathered in-graph, so Python runs once per epoch instead of once per step.
-When a callback implements batch hooks, the same compiled function runs one step per call so
-the hooks see every batch.
+Speed comes from running a whole epoch inside one compiled call: for in-memory arrays the
+shuffled order is drawn per epoch and batches are gathered in-graph, so Python runs once per
+epoch instead of once per step, and each epoch costs one host round trip (metrics, gradient
+health and the divergence flag come back together). A ``tf.data.Dataset`` is consumed by an
+iterator inside the same kind of compiled loop. When a callback implements batch hooks, the
+same compiled function runs one step per call so the hooks see every batch. Under a
+``tf.distribute`` strategy, arrays go through a distributed ``tf.data`` pipeline and each step
+runs with ``strategy.run``.
 
 Example:
     >>> loop = TrainLoop(model, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     ...                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
     >>> history = loop.fit(x, y, batch_size=64, epochs=3, validation_data=(x_val, y_val))
+    >>> history.diagnostics[2]["gradients/global_norm_mean"]
+    0.41
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 from kerastune_kit._backend import keras as _keras
+from kerastune_kit.steps import MANY, TrainSteps
 
 keras = _keras()
 import tensorflow as tf  # noqa: E402  (after the backend check)
 
-
-class _OncePerTrialRetracing(logging.Filter):
-    """Hide TensorFlow's retracing warning for our loops: each trial's new model traces once."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return not ("TrainLoop" in message and "retracing" in message)
-
-
-tf.get_logger().addFilter(_OncePerTrialRetracing())
-
 _BATCH_HOOKS = (
     "on_batch_begin", "on_batch_end", "on_train_batch_begin", "on_train_batch_end",
 )
+
+Diagnostics = dict[str, Any]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +72,8 @@ class TrainingHistory(keras.callbacks.History):
         initial_epoch: The first epoch index trained.
         initial_iterations: The optimizer's step count when training started (non-zero when
             its state was restored from a checkpoint).
+        diagnostics: Gradient health per epoch index (see :mod:`kerastune_kit.diagnostics`);
+            empty when the loop was built with ``diagnostics=False``.
     """
 
     def __init__(self) -> None:
@@ -81,217 +82,238 @@ class TrainingHistory(keras.callbacks.History):
         self.initial_logs: dict[str, float] | None = None
         self.initial_iterations: int = 0
         self.initial_epoch: int = 0
+        self.diagnostics: dict[int, Diagnostics] = {}
 
 
 def _implements_batch_hooks(callback: Any) -> bool:
     base = keras.callbacks.Callback
-    if getattr(callback, "_kerastune_kit_no_batch_hooks", False):
-        return False
     return any(
         getattr(type(callback), hook, None) is not getattr(base, hook) for hook in _BATCH_HOOKS
     )
 
 
-def _clone_metric(metric: Any) -> Any:
-    return type(metric).from_config(metric.get_config())
+def needs_batch_hooks(callback: Any) -> bool:
+    """Whether ``callback`` must see every batch (then the loop runs one step per call).
+
+    False for callbacks without batch hooks, for callbacks marked with
+    ``_kerastune_kit_no_batch_hooks = True``, and for Keras's own callbacks whose batch hooks
+    do nothing in their configuration: ``ModelCheckpoint(save_freq="epoch")``,
+    ``TensorBoard(update_freq="epoch")`` without profiling, and ``TerminateOnNaN`` (the loop
+    detects a non-finite loss in-graph and reports that batch to the callbacks itself).
+    """
+    if getattr(callback, "_kerastune_kit_no_batch_hooks", False):
+        return False
+    if not _implements_batch_hooks(callback):
+        return False
+    cbs = keras.callbacks
+    if type(callback) is cbs.ModelCheckpoint:
+        return callback.save_freq != "epoch"
+    if type(callback) is cbs.TensorBoard:
+        return callback.update_freq != "epoch" or getattr(callback, "_should_trace", True)
+    return type(callback) is not cbs.TerminateOnNaN
 
 
-class TrainLoop:
+@dataclasses.dataclass
+class _Arrays:
+    """In-memory training data: whole epochs run in-graph."""
+
+    x: Any
+    y: Any
+    n: int
+    batch_size: int
+
+    @property
+    def steps(self) -> int:
+        return math.ceil(self.n / self.batch_size)
+
+
+@dataclasses.dataclass
+class _Batches:
+    """Batches from a ``tf.data.Dataset`` (distributed or not); ``steps`` None when unknown."""
+
+    make: Callable[[int], Any]  # epoch -> an iterable of batches
+    steps: int | None
+
+
+class TrainLoop(TrainSteps):
     """Train a Keras model with a GradientTape loop under ``tf.function``.
+
+    Construct it inside ``strategy.scope()`` to train under a ``tf.distribute`` strategy (the
+    model must be built there too): each step runs with ``strategy.run``, losses are scaled by
+    the global batch size and metrics are reduced across replicas.
 
     Args:
         model: A built Keras model.
         loss: A Keras loss object (or name) computing the mean loss of a batch.
         metrics: Keras metric objects; each is cloned for training and validation.
-        optimizer: Defaults to ``model.optimizer``. Clipping comes from its ``clipnorm``.
+        optimizer: Defaults to ``model.optimizer``; set as ``model.optimizer`` otherwise, so
+            callbacks that change the learning rate reach it. Clipping comes from its
+            ``clipnorm`` or ``global_clipnorm``.
         run_eagerly: Run the steps eagerly (for debugging) instead of compiled.
+        diagnostics: Measure gradient health per epoch (``history.diagnostics``).
+        weight_histograms: Add each trainable variable's values to the per-epoch diagnostics.
+        loss_scale: Wrap the optimizer in ``keras.optimizers.LossScaleOptimizer`` and scale the
+            loss (mixed precision). None: when the model computes in float16 (a model built
+            under the ``mixed_float16`` policy).
+        fused_updates: Use TensorFlow's fused optimizer kernels where they reproduce the Keras
+            optimizer exactly (see :mod:`kerastune_kit.updates`); False always uses
+            ``optimizer.apply_gradients``.
 
     Attributes:
         trace_counts: How many times the train and eval passes were traced.
     """
 
-    def __init__(
-        self,
-        model: Any,
-        *,
-        loss: Any,
-        metrics: Sequence[Any] = (),
-        optimizer: Any | None = None,
-        run_eagerly: bool = False,
-    ) -> None:
-        self.model = model
-        self.optimizer = optimizer if optimizer is not None else model.optimizer
-        if self.optimizer is None:
-            raise ValueError(
-                "optimizer: expected an optimizer or a compiled model, received None; "
-                "compile the model or pass optimizer="
-            )
-        self.loss_fn = keras.losses.get(loss)
-        self.train_loss = keras.metrics.Mean(name="loss")
-        self.val_loss = keras.metrics.Mean(name="loss")
-        self.train_metrics = [_clone_metric(m) for m in metrics]
-        self.val_metrics = [_clone_metric(m) for m in metrics]
-        self.trace_counts = {"train": 0, "eval": 0}
-        if not self.optimizer.built:
-            self.optimizer.build(model.trainable_variables)
-        if run_eagerly:
-            self._train_fn = self._train_steps
-            self._eval_fn = self._eval_steps
-        else:
-            self._train_fn = tf.function(self._train_steps, reduce_retracing=True)
-            self._eval_fn = tf.function(self._eval_steps, reduce_retracing=True)
-
-    # -------------------------------------------------------------- compiled bodies
-    def _forward_loss(self, x: Any, y: Any, training: bool) -> tuple[Any, Any]:
-        predictions = self.model(x, training=training)
-        loss = self.loss_fn(y, predictions)
-        if self.model.losses:
-            loss = loss + tf.add_n([tf.cast(l, loss.dtype) for l in self.model.losses])
-        return loss, predictions
-
-    def _train_steps(self, x: Any, y: Any, order: Any, start: Any, stop: Any,
-                     batch_size: Any) -> Any:
-        self.trace_counts["train"] += 1
-        n = tf.shape(order, out_type=tf.int64)[0]
-        variables = self.model.trainable_variables
-        bad_step = tf.constant(-1, dtype=tf.int64)
-        for step in tf.range(start, stop):
-            low = step * batch_size
-            index = order[low:tf.minimum(low + batch_size, n)]
-            x_batch = tf.gather(x, index)
-            y_batch = tf.gather(y, index)
-            with tf.GradientTape() as tape:
-                loss, predictions = self._forward_loss(x_batch, y_batch, training=True)
-            if not tf.math.is_finite(loss):
-                bad_step = step
-                break
-            gradients = tape.gradient(loss, variables)
-            self.optimizer.apply_gradients(zip(gradients, variables, strict=True))
-            count = tf.cast(tf.shape(index)[0], tf.float32)
-            self.train_loss.update_state(loss, sample_weight=count)
-            for metric in self.train_metrics:
-                metric.update_state(y_batch, predictions)
-        return bad_step
-
-    def _eval_steps(self, x: Any, y: Any, batch_size: Any) -> Any:
-        self.trace_counts["eval"] += 1
-        n = tf.shape(x, out_type=tf.int64)[0]
-        steps = (n + batch_size - 1) // batch_size
-        for step in tf.range(steps):
-            low = step * batch_size
-            high = tf.minimum(low + batch_size, n)
-            x_batch, y_batch = x[low:high], y[low:high]
-            loss, predictions = self._forward_loss(x_batch, y_batch, training=False)
-            self.val_loss.update_state(loss, sample_weight=tf.cast(high - low, tf.float32))
-            for metric in self.val_metrics:
-                metric.update_state(y_batch, predictions)
-        return steps
-
-    # -------------------------------------------------------------- public API
-    def evaluate(self, x: Any, y: Any, *, batch_size: int = 256) -> dict[str, float]:
-        """Mean loss and metrics over ``(x, y)`` in inference mode, keyed as ``model.evaluate``."""
-        for metric in [self.val_loss, *self.val_metrics]:
-            metric.reset_state()
-        self._eval_fn(tf.convert_to_tensor(x), tf.convert_to_tensor(y),
-                      tf.constant(batch_size, tf.int64))
-        return {m.name: _to_float(m.result()) for m in [self.val_loss, *self.val_metrics]}
-
-    def fit(
-        self,
-        x: Any,
-        y: Any,
-        *,
-        batch_size: int = 32,
-        epochs: int = 1,
-        initial_epoch: int = 0,
-        validation_data: tuple[Any, Any] | None = None,
-        callbacks: Sequence[Any] | None = None,
-        shuffle: bool = True,
-        seed: int = 0,
-        evaluate_first: bool = False,
-        verbose: int = 0,
-    ) -> TrainingHistory:
-        """Train from ``initial_epoch`` up to ``epochs`` (exclusive), as ``model.fit`` does.
-
-        Callbacks receive ``on_train_begin``, ``on_epoch_begin``, ``on_epoch_end`` (logs carry
-        ``loss``, each metric, ``val_*`` and ``learning_rate``) and ``on_train_end``; batch hooks
-        run only when some callback implements them. ``model.stop_training`` is honoured. A
-        non-finite loss stops training at once and is recorded in ``history.divergence``.
-
-        Args:
-            x: Training inputs (array-like, fits in memory).
-            y: Training targets.
-            batch_size: Samples per gradient step.
-            epochs: Index of the epoch to stop before (cumulative, like ``model.fit``).
-            initial_epoch: Index of the first epoch to run.
-            validation_data: ``(x_val, y_val)`` evaluated after every epoch.
-            callbacks: Keras callbacks.
-            shuffle: Draw a new order of the samples every epoch.
-            seed: Seeds the per-epoch orders.
-            evaluate_first: Measure validation metrics before training (``history.initial_logs``).
-            verbose: Accepted for ``model.fit`` compatibility; progress bars are not drawn.
-
-        Returns:
-            The :class:`TrainingHistory`.
-        """
-        del verbose
-        model = self.model
+    # -------------------------------------------------------------- data
+    def _training_data(self, x: Any, y: Any, batch_size: int, shuffle: bool, seed: int
+                       ) -> _Arrays | _Batches:
+        if isinstance(x, tf.data.Dataset):
+            if y is not None:
+                raise ValueError("y: a tf.data.Dataset x yields (inputs, targets); received a "
+                                 "separate y too; pass y=None")
+            _check_pairs(x, "x")
+            return _Batches(lambda epoch: self._distribute(x), _cardinality(x))
+        if y is None:
+            raise ValueError("y: expected training targets with array x, received None; "
+                             "pass y or a tf.data.Dataset of (inputs, targets)")
         x_tensor = tf.convert_to_tensor(np.asarray(x))
         y_tensor = tf.convert_to_tensor(np.asarray(y))
         n = int(x_tensor.shape[0])
         if n == 0:
             raise ValueError("x: expected at least one training sample, received 0")
         batch = max(1, min(int(batch_size), n))
-        steps = math.ceil(n / batch)
+        if not self.distributed:
+            return _Arrays(x_tensor, y_tensor, n, batch)
+
+        def make(epoch: int) -> Any:
+            dataset = tf.data.Dataset.from_tensor_slices((x_tensor, y_tensor))
+            if shuffle:
+                dataset = dataset.shuffle(n, seed=_epoch_seed(seed, epoch))
+            return self._distribute(dataset.batch(batch))
+
+        return _Batches(make, math.ceil(n / batch))
+
+    def _validation_data(self, validation_data: Any, batch_size: int) -> Any:
+        if validation_data is None or isinstance(validation_data, tf.data.Dataset):
+            if validation_data is not None:
+                _check_pairs(validation_data, "validation_data")
+            return validation_data
+        if len(validation_data) != 2:
+            raise ValueError(
+                f"validation_data: expected (x_val, y_val) or a tf.data.Dataset, received a "
+                f"{len(validation_data)}-tuple; sample weights are not supported"
+            )
+        x_val = tf.convert_to_tensor(np.asarray(validation_data[0]))
+        y_val = tf.convert_to_tensor(np.asarray(validation_data[1]))
+        if self.distributed:
+            return tf.data.Dataset.from_tensor_slices((x_val, y_val)).batch(batch_size)
+        return x_val, y_val
+
+    # -------------------------------------------------------------- public API
+    def evaluate(self, x: Any, y: Any = None, *, batch_size: int = 256) -> dict[str, float]:
+        """Mean loss and metrics over ``(x, y)`` (or a Dataset ``x``) in inference mode."""
+        data = x if isinstance(x, tf.data.Dataset) else (x, y)
+        return self._evaluate(self._validation_data(data, batch_size), batch_size)
+
+    def _evaluate(self, data: Any, batch_size: int) -> dict[str, float]:
+        if isinstance(data, tf.data.Dataset):
+            values = self._eval_batches_fn(iter(self._distribute(data)))
+        else:
+            values = self._eval_fn(data[0], data[1], tf.constant(batch_size, tf.int64))
+        names = [m.name for m in [self.val_loss, *self.val_metrics]]
+        return {name: _to_float(v) for name, v in zip(names, values, strict=True)}
+
+    def fit(
+        self,
+        x: Any,
+        y: Any = None,
+        *,
+        batch_size: int = 32,
+        epochs: int = 1,
+        initial_epoch: int = 0,
+        validation_data: Any = None,
+        callbacks: Sequence[Any] | None = None,
+        shuffle: bool = True,
+        seed: int = 0,
+        evaluate_first: bool = False,
+        verbose: int = 0,
+        on_diagnostics: Callable[[int, Diagnostics], None] | None = None,
+    ) -> TrainingHistory:
+        """Train from ``initial_epoch`` up to ``epochs`` (exclusive), as ``model.fit`` does.
+
+        Callbacks receive ``on_train_begin``, ``on_epoch_begin``, ``on_test_begin``/``end``
+        around validation, ``on_epoch_end`` (logs carry ``loss``, each metric, ``val_*`` and
+        ``learning_rate``) and ``on_train_end``; batch hooks run only when some callback needs
+        them (:func:`needs_batch_hooks`). ``model.stop_training`` is honoured. A non-finite
+        loss stops training at once: the step is not applied, the callbacks see that batch end
+        with a NaN loss (so ``TerminateOnNaN`` reacts as in ``model.fit``) and an epoch whose
+        logs are NaN, and ``history.divergence`` records where.
+
+        Args:
+            x: Training inputs (array-like, fits in memory), or a ``tf.data.Dataset`` of
+                batched ``(inputs, targets)`` (then ``y`` is None and ``batch_size``,
+                ``shuffle`` and ``seed`` are the dataset's business).
+            y: Training targets.
+            batch_size: Samples per gradient step (global, across replicas).
+            epochs: Index of the epoch to stop before (cumulative, like ``model.fit``).
+            initial_epoch: Index of the first epoch to run.
+            validation_data: ``(x_val, y_val)`` or a batched ``tf.data.Dataset``, evaluated
+                after every epoch.
+            callbacks: Keras callbacks.
+            shuffle: Draw a new order of the samples every epoch.
+            seed: Seeds the per-epoch orders (epoch ``e`` always gets the same order, so a
+                resumed run continues as an uninterrupted one would).
+            evaluate_first: Measure validation metrics before training (``history.initial_logs``).
+            verbose: Passed to the callbacks' params (a ``ProgbarLogger`` you add reads it);
+                the loop itself draws nothing.
+            on_diagnostics: Called with ``(epoch, diagnostics)`` after each epoch's training,
+                before ``on_epoch_end``; also stored in ``history.diagnostics``.
+
+        Returns:
+            The :class:`TrainingHistory`.
+        """
+        model = self.model
+        data = self._training_data(x, y, batch_size, shuffle, seed)
+        eval_batch = max(getattr(data, "batch_size", 0), 256)
+        val = self._validation_data(validation_data, eval_batch)
         history = TrainingHistory()
         history.initial_epoch = initial_epoch
         callback_list = keras.callbacks.CallbackList(
             [*(callbacks or []), history], model=model,
-            epochs=epochs, steps=steps, verbose=0,
+            epochs=epochs, steps=data.steps, verbose=verbose,
         )
-        batch_hooks = any(_implements_batch_hooks(c) for c in callbacks or [])
-        val = None
-        if validation_data is not None:
-            val = (np.asarray(validation_data[0]), np.asarray(validation_data[1]))
+        batch_hooks = any(needs_batch_hooks(c) for c in callbacks or [])
         if evaluate_first and val is not None:
-            history.initial_logs = self.evaluate(*val, batch_size=max(batch, 256))
-
+            history.initial_logs = self._evaluate(val, eval_batch)
         history.initial_iterations = int(self.optimizer.iterations.numpy())
-        batch_tensor = tf.constant(batch, tf.int64)
         model.stop_training = False
         callback_list.on_train_begin()
         logs: dict[str, float] = {}
         for epoch in range(initial_epoch, epochs):
-            for metric in [self.train_loss, *self.train_metrics]:
-                metric.reset_state()
             callback_list.on_epoch_begin(epoch)
-            order = _epoch_order(n, seed, epoch, shuffle)
-            bad_step = -1
-            if batch_hooks:
-                for step in range(steps):
-                    callback_list.on_train_batch_begin(step)
-                    bad_step = int(self._train_fn(
-                        x_tensor, y_tensor, order, tf.constant(step, tf.int64),
-                        tf.constant(step + 1, tf.int64), batch_tensor))
-                    if bad_step >= 0:
-                        break
-                    callback_list.on_train_batch_end(step, self._train_logs())
-                    if model.stop_training:
-                        break
+            if isinstance(data, _Arrays):
+                bad_step, values, health = self._array_epoch(data, epoch, shuffle, seed,
+                                                             batch_hooks, callback_list)
             else:
-                bad_step = int(self._train_fn(
-                    x_tensor, y_tensor, order, tf.constant(0, tf.int64),
-                    tf.constant(steps, tf.int64), batch_tensor))
-            logs = self._train_logs()
+                bad_step, values, health = self._batches_epoch(data, epoch, batch_hooks,
+                                                               callback_list)
+            logs = self._logs(values)
+            if self.health is not None:
+                diagnostics = self.health.to_python(health)
+                history.diagnostics[epoch] = diagnostics
+                if on_diagnostics is not None:
+                    on_diagnostics(epoch, diagnostics)
             if bad_step >= 0:
-                logs["loss"] = float("nan")
-                if val is not None:  # keep every history series one value per epoch
-                    logs.update({f"val_{m.name}": float("nan")
+                logs["loss"] = math.nan
+                callback_list.on_train_batch_end(bad_step, dict(logs))
+                if val is not None:
+                    logs.update({f"val_{m.name}": math.nan
                                  for m in [self.val_loss, *self.val_metrics]})
                 history.divergence = Divergence(epoch, bad_step, self.learning_rate())
                 model.stop_training = True
             elif val is not None:
-                val_logs = self.evaluate(*val, batch_size=max(batch, 256))
+                callback_list.on_test_begin()
+                val_logs = self._evaluate(val, eval_batch)
+                callback_list.on_test_end(val_logs)
                 logs.update({f"val_{k}": v for k, v in val_logs.items()})
             logs["learning_rate"] = self.learning_rate()
             callback_list.on_epoch_end(epoch, logs)
@@ -300,19 +322,84 @@ class TrainLoop:
         callback_list.on_train_end(logs)
         return history
 
+    def _array_epoch(self, data: _Arrays, epoch: int, shuffle: bool, seed: int,
+                     batch_hooks: bool, callback_list: Any) -> tuple[int, Any, Any]:
+        n = tf.constant(data.n, tf.int64)
+        order = (self._order_fn(n, tf.constant([seed, epoch], tf.int64)) if shuffle
+                 else tf.range(n))
+        batch = tf.constant(data.batch_size, tf.int64)
+
+        def run(start: int, stop: int) -> tuple[int, Any, Any]:
+            bad_step, values, health = self._train_fn(
+                data.x, data.y, order, tf.constant(start, tf.int64),
+                tf.constant(stop, tf.int64), batch)
+            return int(bad_step), values, health
+
+        if not batch_hooks:
+            return run(0, data.steps)
+        for step in range(data.steps):
+            callback_list.on_train_batch_begin(step)
+            bad_step, values, health = run(step, step + 1)
+            if bad_step >= 0:
+                break
+            callback_list.on_train_batch_end(step, self._logs(values))
+            if self.model.stop_training:
+                break
+        return bad_step, values, health
+
+    def _batches_epoch(self, data: _Batches, epoch: int, batch_hooks: bool,
+                       callback_list: Any) -> tuple[int, Any, Any]:
+        iterator = iter(data.make(epoch))
+
+        def run(max_steps: int, reset: bool, offset: int = 0) -> tuple[int, int, Any, Any]:
+            done, (bad_step, values, health) = self._train_batches_fn(
+                iterator, tf.constant(max_steps, tf.int64), tf.constant(reset),
+                tf.constant(offset, tf.int64))
+            return int(done), int(bad_step), values, health
+
+        if not batch_hooks:
+            _, bad_step, values, health = run(data.steps or MANY, True)
+            return bad_step, values, health
+        _, _, values, health = run(0, True)  # reset, and results even for an empty dataset
+        step = 0
+        while data.steps is None or step < data.steps:
+            callback_list.on_train_batch_begin(step)
+            done, bad_step, values, health = run(1, False, step)
+            if bad_step >= 0:
+                return step, values, health
+            if done == 0:
+                break
+            callback_list.on_train_batch_end(step, self._logs(values))
+            if self.model.stop_training:
+                break
+            step += 1
+        return -1, values, health
+
+    def _logs(self, values: Sequence[Any]) -> dict[str, float]:
+        names = [m.name for m in [self.train_loss, *self.train_metrics]]
+        return {name: _to_float(v) for name, v in zip(names, values, strict=True)}
+
     def learning_rate(self) -> float:
         """The optimizer's current learning rate."""
         return _to_float(self.optimizer.learning_rate)
 
-    def _train_logs(self) -> dict[str, float]:
-        return {m.name: _to_float(m.result()) for m in [self.train_loss, *self.train_metrics]}
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return (int(seed) * 1_000_003 + int(epoch)) % (2**31 - 1)
 
 
-def _epoch_order(n: int, seed: int, epoch: int, shuffle: bool) -> Any:
-    if not shuffle:
-        return tf.range(n, dtype=tf.int64)
-    noise = tf.random.stateless_uniform([n], seed=[seed, epoch])
-    return tf.cast(tf.argsort(noise), tf.int64)
+def _check_pairs(dataset: Any, field: str) -> None:
+    spec = dataset.element_spec
+    if not (isinstance(spec, tuple) and len(spec) == 2):
+        raise ValueError(
+            f"{field}: expected a tf.data.Dataset of (inputs, targets) batches, received "
+            f"elements {spec}; map it to 2-tuples (sample weights are not supported)"
+        )
+
+
+def _cardinality(dataset: Any) -> int | None:
+    steps = int(dataset.cardinality())
+    return steps if steps >= 0 else None
 
 
 def _to_float(value: Any) -> float:

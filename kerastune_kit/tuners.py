@@ -188,6 +188,10 @@ def _classes() -> dict[str, type]:
             writer = self._kit_writers.get(trial_id)
             if writer is not None and logs:
                 writer.write_epoch(epoch, logs)
+                # TrainLoop's gradient health for this epoch (kept out of the Keras logs).
+                diagnostics = getattr(getattr(model, "history", None), "diagnostics", {})
+                if diagnostics.get(epoch):
+                    writer.write_diagnostics(epoch, diagnostics[epoch])
             value = (logs or {}).get(self.oracle.objective.name)
             if value is not None and math.isfinite(float(value)):
                 self._kit_curves.setdefault(trial_id, {})[int(epoch)] = float(value)

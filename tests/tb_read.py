@@ -52,7 +52,7 @@ def _tags_of_plugin(acc: Any, plugin: str) -> list[str]:
 
 
 def scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
-    """Every scalar tag in ``run`` as (step, value) pairs."""
+    """Every scalar tag in ``run`` as (step, value) pairs (other summaries are left out)."""
     acc = _accumulator(run)
     return {tag: [(e.step, float(tensor_util.make_ndarray(e.tensor_proto)))
                   for e in acc.Tensors(tag)]
@@ -77,3 +77,15 @@ def experiment(root: Path) -> Any:
     """The HParams experiment config written at ``root`` (an ``Experiment`` proto)."""
     content = _accumulator(root).PluginTagToContent(metadata.PLUGIN_NAME)
     return metadata.parse_experiment_plugin_data(content[metadata.EXPERIMENT_TAG])
+
+
+def histograms(run: Path) -> dict[str, list[int]]:
+    """Every histogram tag in ``run`` with the steps it was written at."""
+    acc = _accumulator(run)
+    out: dict[str, list[int]] = {}
+    for tag in _tags_of_plugin(acc, "histograms"):
+        events = acc.Tensors(tag)
+        shapes = [tensor_util.make_ndarray(e.tensor_proto).shape for e in events]
+        if all(len(shape) == 2 and shape[1] == 3 for shape in shapes):  # (bucket, [l, r, n])
+            out[tag] = [e.step for e in events]
+    return out

@@ -171,3 +171,142 @@ def test_clipnorm_bounds_the_update():
     _loop(model).fit(x * 1e3, y, batch_size=32, epochs=1, shuffle=False)
     step = model.trainable_variables[0].numpy() - before[0]
     assert np.linalg.norm(step) <= 1e-3 + 1e-6
+
+
+def _dataset(x, y, batch_size: int):
+    tf = pytest.importorskip("tensorflow")
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
+
+
+def test_tf_data_path_matches_arrays_and_traces_once():
+    x, y = _data()
+    x_val, y_val = _data(32, seed=1)
+    arrays = _loop(_model()).fit(x, y, batch_size=16, epochs=3, shuffle=False,
+                                 validation_data=(x_val, y_val)).history
+    loop = _loop(_model())
+    streamed = loop.fit(_dataset(x, y, 16), epochs=3,
+                        validation_data=_dataset(x_val, y_val, 8)).history
+    assert loop.trace_counts == {"train": 1, "eval": 1}
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        np.testing.assert_allclose(streamed[key], arrays[key], rtol=1e-4, atol=1e-5, err_msg=key)
+
+
+def test_tf_data_path_runs_batch_hooks_and_unknown_lengths():
+    class CountBatches(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.batches: list[int] = []
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.batches.append(batch)
+
+    x, y = _data(96)
+    counter = CountBatches()
+    loop = _loop(_model())
+    # filter() hides the dataset's length: the loop runs until the iterator ends.
+    unknown = _dataset(x, y, 32).filter(lambda a, b: True)
+    history = loop.fit(unknown, epochs=2, callbacks=[counter])
+    assert counter.batches == [0, 1, 2, 0, 1, 2]
+    assert counter.params["steps"] is None
+    assert loop.trace_counts["train"] == 1
+    assert len(history.history["loss"]) == 2
+
+
+def test_bad_inputs_name_the_field():
+    x, y = _data()
+    loop = _loop(_model())
+    with pytest.raises(ValueError, match="^y: "):
+        loop.fit(x)
+    with pytest.raises(ValueError, match="^y: "):
+        loop.fit(_dataset(x, y, 16), y)
+    with pytest.raises(ValueError, match="^x: .*2-tuples"):
+        loop.fit(_dataset(x, y, 16).map(lambda a, b: a))
+    with pytest.raises(ValueError, match="^validation_data: "):
+        loop.fit(x, y, validation_data=(x, y, y))
+
+
+def test_adam_moments_survive_save_weights_and_load_weights(tmp_path):
+    """What a promoted Hyperband trial relies on: slots and step count come back exactly."""
+    x, y = _data(64)
+    model = _model()
+    _loop(model).fit(x, y, batch_size=16, epochs=2)
+    path = tmp_path / "checkpoint.weights.h5"
+    model.save_weights(path)
+
+    fresh = _model()
+    fresh.optimizer.build(fresh.trainable_variables)  # as hypermodels.build does
+    fresh.load_weights(path)
+    saved, loaded = model.optimizer.variables, fresh.optimizer.variables
+    assert len(saved) == len(loaded) == 2 + 2 * len(model.trainable_variables)
+
+    def kind(variable):  # iteration, (learning_)rate, momentum, velocity
+        return variable.path.rsplit("/", 1)[-1].rsplit("_", 1)[-1]
+
+    kinds = [kind(v) for v in saved]
+    assert kinds.count("momentum") == kinds.count("velocity") == len(model.trainable_variables)
+    for ours, theirs in zip(saved, loaded, strict=True):
+        assert kind(ours) == kind(theirs)
+        np.testing.assert_array_equal(np.asarray(theirs), np.asarray(ours), err_msg=ours.path)
+    assert int(fresh.optimizer.iterations.numpy()) == 8
+    moments = [np.asarray(v) for v in saved if v.path.endswith("momentum")]
+    assert all(np.abs(m).max() > 0 for m in moments)
+
+    # Training on from the checkpoint is training on from the original.
+    _loop(model).fit(x, y, batch_size=16, epochs=3, initial_epoch=2)
+    _loop(fresh).fit(x, y, batch_size=16, epochs=3, initial_epoch=2)
+    for a, b in zip(model.get_weights(), fresh.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_mixed_float16_trains_with_loss_scaling():
+    x, y = _data(128)
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        keras.utils.set_random_seed(1)
+        inputs = keras.Input((6,))
+        h = keras.layers.Dense(32, activation="relu")(inputs)
+        outputs = keras.layers.Dense(3, dtype="float32")(h)  # a float32 head
+        model = keras.Model(inputs, outputs)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2, clipnorm=1.0))
+    loop = _loop(model)
+    assert loop.loss_scaling
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    history = loop.fit(x, y, batch_size=32, epochs=5, validation_data=_data(32, seed=1))
+    losses = history.history["loss"]
+    assert all(np.isfinite(losses)) and losses[-1] < 0.8 * losses[0]
+    assert history.history["accuracy"][-1] > 0.6
+    assert all(v.dtype == "float32" for v in model.trainable_variables)
+    assert model(x[:4]).dtype == "float32"
+    assert model.layers[1].compute_dtype == "float16"
+    norm = history.diagnostics[4]["gradients/global_norm_mean"]
+    assert 0 < norm < 100  # unscaled, not multiplied by the loss scale (2**15)
+
+
+def test_loss_scale_can_be_forced_on_a_float32_model():
+    x, y = _data(64)
+    model = _model(keras.optimizers.Adam(1e-2))
+    loop = TrainLoop(model, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                     loss_scale=True)
+    history = loop.fit(x, y, batch_size=16, epochs=3)
+    assert isinstance(loop.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert model.optimizer is loop.optimizer
+    assert history.history["loss"][-1] < history.history["loss"][0]
+
+
+def test_a_loss_function_name_is_averaged_per_batch():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 3)).astype("float32")
+    y = x.sum(axis=1, keepdims=True)
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(1)(inputs))
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    reference = keras.models.clone_model(model)
+    reference.set_weights(model.get_weights())
+    reference.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    expected = reference.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0).history
+    ours = TrainLoop(model, loss="mse").fit(x, y, batch_size=8, epochs=2, shuffle=False).history
+    np.testing.assert_allclose(ours["loss"], expected["loss"], rtol=1e-5)

@@ -1,0 +1,171 @@
+"""TrainLoop vs model.fit: training throughput, side by side in one run.
+
+Workloads (training only, no validation, no progress bar):
+
+- ``mlp``: 784-128-64-10 with dropout 0.2, 3,840 samples of synthetic 784-dim data, batch 128,
+  Adam(1e-3, clipnorm=1.0), 10 epochs.
+- ``cnn``: conv 16 -> pool -> conv 32 -> pool -> dense 64 -> 10 on 28x28x1 inputs, 2,048 samples,
+  batch 128, Adam(1e-3, clipnorm=1.0), 10 epochs.
+
+Each repeat builds fresh models (same seed) and trains them with ``model.fit`` and with
+``TrainLoop`` (gradient diagnostics on, as in a search; also off, to show their cost), in
+alternating order. Reported per method, best over repeats:
+
+- ``steady``: seconds per 10 epochs from the epochs after the first (the first epoch holds the
+  tracing), i.e. tracing EXCLUDED for both; the last line's ratios use it;
+- ``total``: seconds for the whole 10-epoch ``fit`` call, tracing INCLUDED for both.
+
+Run: ``python benchmarks/train_loop.py [--repeats N]``. The last line is
+``ratio_vs_model_fit=<mlp> cnn_ratio_vs_model_fit=<cnn>`` (ratio = model.fit time / TrainLoop
+time, steady state).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from kerastune_kit._backend import keras as _keras  # noqa: E402
+from kerastune_kit.training import TrainLoop  # noqa: E402
+
+keras = _keras()
+
+EPOCHS = 10
+BATCH = 128
+
+
+class EpochClock(keras.callbacks.Callback):
+    """Wall time of each epoch (epoch hooks only, so it changes neither loop's mode)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.times: list[float] = []
+        self._start = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+        self.times.append(time.perf_counter() - self._start)
+
+
+def mlp_workload() -> tuple[Any, Any, Any]:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3840, 784)).astype("float32")
+    y = rng.integers(0, 10, size=3840).astype("int32")
+
+    def build() -> Any:
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((784,))
+        h = keras.layers.Dense(128, activation="relu")(inputs)
+        h = keras.layers.Dropout(0.2)(h)
+        h = keras.layers.Dense(64, activation="relu")(h)
+        h = keras.layers.Dropout(0.2)(h)
+        return _compiled(keras.Model(inputs, keras.layers.Dense(10)(h)))
+
+    return x, y, build
+
+
+def cnn_workload() -> tuple[Any, Any, Any]:
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2048, 28, 28, 1)).astype("float32")
+    y = rng.integers(0, 10, size=2048).astype("int32")
+
+    def build() -> Any:
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((28, 28, 1))
+        h = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(inputs)
+        h = keras.layers.MaxPooling2D()(h)
+        h = keras.layers.Conv2D(32, 3, padding="same", activation="relu")(h)
+        h = keras.layers.MaxPooling2D()(h)
+        h = keras.layers.Flatten()(h)
+        h = keras.layers.Dense(64, activation="relu")(h)
+        return _compiled(keras.Model(inputs, keras.layers.Dense(10)(h)))
+
+    return x, y, build
+
+
+def _loss() -> Any:
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def _metrics() -> list[Any]:
+    return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+
+
+def _compiled(model: Any) -> Any:
+    model.compile(optimizer=keras.optimizers.Adam(1e-3, clipnorm=1.0), loss=_loss(),
+                  metrics=_metrics())
+    return model
+
+
+def time_model_fit(x: Any, y: Any, build: Any) -> tuple[float, float]:
+    model = build()
+    clock = EpochClock()
+    start = time.perf_counter()
+    model.fit(x, y, batch_size=BATCH, epochs=EPOCHS, verbose=0, callbacks=[clock])
+    return time.perf_counter() - start, _steady(clock.times)
+
+
+def time_train_loop(x: Any, y: Any, build: Any, *, diagnostics: bool) -> tuple[float, float]:
+    model = build()
+    clock = EpochClock()
+    start = time.perf_counter()
+    loop = TrainLoop(model, loss=_loss(), metrics=_metrics(), diagnostics=diagnostics)
+    loop.fit(x, y, batch_size=BATCH, epochs=EPOCHS, callbacks=[clock])
+    return time.perf_counter() - start, _steady(clock.times)
+
+
+def _steady(epoch_times: list[float]) -> float:
+    """Seconds per EPOCHS epochs from the epochs after the first (median, to shed hiccups)."""
+    return statistics.median(epoch_times[1:]) * EPOCHS
+
+
+def bench(name: str, workload: Any, repeats: int) -> float:
+    x, y, build = workload()
+    methods = {
+        "model.fit": lambda: time_model_fit(x, y, build),
+        "TrainLoop": lambda: time_train_loop(x, y, build, diagnostics=True),
+        "TrainLoop(no diagnostics)": lambda: time_train_loop(x, y, build, diagnostics=False),
+    }
+    runs: dict[str, list[tuple[float, float]]] = {m: [] for m in methods}
+    for repeat in range(repeats):
+        order = list(methods) if repeat % 2 == 0 else list(reversed(methods))
+        for method in order:
+            runs[method].append(methods[method]())
+    best = {m: (min(t for t, _ in r), min(s for _, s in r)) for m, r in runs.items()}
+    fit_total, fit_steady = best["model.fit"]
+    print(f"[{name}] best of {repeats} repeats; steady = s per {EPOCHS} epochs excluding the "
+          f"first (tracing excluded); total = whole fit call (tracing included)")
+    for method, (total, steady) in best.items():
+        print(f"  {method:<27} steady {steady:7.3f} s  total {total:7.3f} s  "
+              f"ratio steady {fit_steady / steady:5.2f}x  total {fit_total / total:5.2f}x")
+    loop_steady = best["TrainLoop"][1]
+    overhead = loop_steady / best["TrainLoop(no diagnostics)"][1] - 1
+    print(f"  gradient diagnostics overhead (steady): {overhead * 100:+.1f}%")
+    return fit_steady / loop_steady
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args(argv)
+    mlp = bench("mlp 784-128-64-10, 3840 samples", mlp_workload, args.repeats)
+    cnn = bench("cnn 16/32 filters, 2048 samples", cnn_workload, args.repeats)
+    print(f"ratio_vs_model_fit={mlp:.2f} cnn_ratio_vs_model_fit={cnn:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
