@@ -7,9 +7,9 @@ writes a trial's hparams, its session status, its epoch scalars split into ``tra
 ``epoch_learning_rate``), memory readings and its trial-level results (``trial/score``,
 ``trial/best_epoch``, ...) and the training loop's gradient health (``gradients/*``,
 ``update_ratio/*`` in ``train/``); :class:`SearchSummaryWriter` (text panels with the
-leaderboard, the best configuration and hyperparameter importance). Does not own: choosing trials, training,
-or the Keras callback for plain ``model.fit`` runs (``callbacks.HParamsCallback``, which writes
-through :class:`TrialWriter`).
+leaderboard, the best configuration and hyperparameter importance). Does not own: choosing
+trials, training, or the Keras callback for plain ``model.fit`` runs
+(``callbacks.HParamsCallback``, which writes through :class:`TrialWriter`).
 
 Open the result with ``tensorboard --logdir RUN/tensorboard``.
 """
