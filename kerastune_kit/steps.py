@@ -271,8 +271,8 @@ class TrainSteps:
         if reset:
             self._reset_train()
         bad_step = tf.constant(-1, dtype=tf.int64)
-        done = tf.constant(0, dtype=tf.int64)
-        for step in tf.range(max_steps):
+        step = tf.constant(0, dtype=tf.int64)  # a while loop: tf.range(MANY) would not run eagerly
+        while step < max_steps:
             batch = iterator.get_next_as_optional()
             if not batch.has_value():
                 break
@@ -284,8 +284,8 @@ class TrainSteps:
             if not finite:
                 bad_step = step
                 break
-            done += 1
-        return done, self._train_results(bad_step)
+            step += 1
+        return step, self._train_results(bad_step)
 
     def _eval_step(self, x: Any, y: Any) -> None:
         data_loss, regularization, predictions = self._loss(x, y, training=False)
@@ -309,7 +309,8 @@ class TrainSteps:
     def _eval_batches(self, iterator: Any) -> list[Any]:
         self.trace_counts["eval"] += 1
         self._reset_eval()
-        for _ in tf.range(tf.constant(MANY, tf.int64)):
+        step = tf.constant(0, dtype=tf.int64)
+        while step < MANY:
             batch = iterator.get_next_as_optional()
             if not batch.has_value():
                 break
@@ -318,6 +319,7 @@ class TrainSteps:
                 self.strategy.run(self._eval_step, args=(x, y))
             else:
                 self._eval_step(x, y)
+            step += 1
         return [m.result() for m in [self.val_loss, *self.val_metrics]]
 
     def _distribute(self, dataset: Any) -> Any:
