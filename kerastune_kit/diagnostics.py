@@ -73,7 +73,9 @@ class GradientHealth:
 
     Example:
         >>> health = GradientHealth(model.trainable_variables, model.optimizer)
-        >>> # inside the step: health.observe(squared_norms, health.update_ratios(before))
+        >>> # inside the step, around the update:
+        >>> sampled = health.sampled(step); before = health.snapshot(sampled)
+        >>> health.observe(squared_norms, health.update_ratios(sampled, before), sampled)
         >>> health.to_python(health.results())["gradients/global_norm_mean"]
         0.83
     """
@@ -115,20 +117,37 @@ class GradientHealth:
         """Whether the update ratio is measured at ``step`` (its index in the epoch)."""
         return tf.equal(tf.math.floormod(tf.cast(step, tf.int64), self.ratio_every), 0)
 
-    def snapshot(self) -> list[Any]:
-        """The kernels' values before the update (read inside the step)."""
-        return [tf.identity(tf.convert_to_tensor(v)) for v in self.kernels]
+    def snapshot(self, sampled: Any) -> list[Any]:
+        """The kernels' values before the update, flattened (empty when not ``sampled``).
 
-    def update_ratios(self, before: Sequence[Any]) -> Any:
-        """``||w_after - w_before|| / ||w_before||`` per kernel, as one vector."""
-        ratios = []
-        for variable, old in zip(self.kernels, before, strict=True):
-            new = tf.convert_to_tensor(variable)
-            ratios.append(tf.math.divide_no_nan(tf.norm(new - old), tf.norm(old)))
-        return tf.stack(ratios) if ratios else tf.zeros([0])
+        Call it before the update and :meth:`update_ratios` after; TensorFlow orders both
+        around the update since they touch the same variables. The condition keeps the copy
+        of the kernels (the reads outlive the in-place update) to the sampled steps.
+        """
+        if not self.kernel_indices:
+            return []
+        return tf.cond(
+            sampled,
+            lambda: [tf.reshape(tf.convert_to_tensor(v), [-1]) for v in self.kernels],
+            lambda: [tf.zeros([0]) for _ in self.kernels],
+        )
 
-    def observe(self, squared_norms: Sequence[Any], ratios: Any | None = None) -> None:
-        """Add one step: the gradients' squared norms (unclipped) and, if sampled, the ratios."""
+    def update_ratios(self, sampled: Any, before: Sequence[Any]) -> Any:
+        """``||w_after - w_before|| / ||w_before||`` per kernel as one vector (zeros unsampled)."""
+        if not self.kernel_indices:
+            return tf.zeros([0])
+
+        def ratios() -> Any:
+            out = []
+            for variable, old in zip(self.kernels, before, strict=True):
+                new = tf.reshape(tf.convert_to_tensor(variable), [-1])
+                out.append(tf.math.divide_no_nan(tf.norm(new - old), tf.norm(old)))
+            return tf.stack(out)
+
+        return tf.cond(sampled, ratios, lambda: tf.zeros([len(self.kernel_indices)]))
+
+    def observe(self, squared_norms: Sequence[Any], ratios: Any, sampled: Any) -> None:
+        """Add one step: the gradients' squared norms (unclipped) and the update ratios."""
         squared = [tf.cast(s, tf.float32) for s in squared_norms]
         norm = tf.sqrt(tf.add_n(squared)) if squared else tf.constant(0.0)
         clipped = tf.constant(False)
@@ -136,11 +155,10 @@ class GradientHealth:
             clipped = tf.reduce_max(tf.stack(squared)) > self.clipnorm ** 2
         elif self.global_clipnorm > 0:
             clipped = norm > self.global_clipnorm
-        sampled = 0.0 if ratios is None else 1.0
-        self.totals.assign_add(tf.stack([norm, tf.cast(clipped, tf.float32), 1.0, sampled]))
+        self.totals.assign_add(tf.stack([norm, tf.cast(clipped, tf.float32), 1.0,
+                                         tf.cast(sampled, tf.float32)]))
         self.norm_max.assign(tf.maximum(self.norm_max, norm))
-        if ratios is not None:
-            self.ratio_sums.assign_add(ratios)
+        self.ratio_sums.assign_add(ratios)
 
     def results(self) -> dict[str, Any]:
         """The epoch's values as tensors (read once per epoch)."""

@@ -189,17 +189,20 @@ class TrainSteps:
         loss, predictions, gradients = self._gradients(x, y)
         health = self.health
 
-        def apply(measure: bool) -> Any:
+        def apply() -> Any:
             squared = (self._squared_norms(gradients)
                        if health is not None or self._update is not None else None)
-            before = health.snapshot() if measure else None
-            self._apply(gradients, squared)
-            if health is not None:
-                health.observe(squared, health.update_ratios(before) if measure else None)
+            if health is None:
+                self._apply(gradients, squared)
+            else:
+                sampled = health.sampled(step)
+                before = health.snapshot(sampled)
+                self._apply(gradients, squared)
+                health.observe(squared, health.update_ratios(sampled, before), sampled)
             self._update_metrics(self.train_metrics, self.train_loss, loss, y, predictions)
             return tf.constant(True)
 
-        return _guarded(loss, health, step, apply)
+        return tf.cond(tf.math.is_finite(loss), apply, lambda: tf.constant(False))
 
     def _replica_gradients(self, x: Any, y: Any) -> tuple[Any, Any, Any]:
         context = tf.distribute.get_replica_context()
@@ -224,16 +227,18 @@ class TrainSteps:
         loss = strategy.reduce(tf.distribute.ReduceOp.SUM, weighted, axis=None)
         health = self.health
 
-        def apply(measure: bool) -> Any:
-            before = health.snapshot() if measure else None
+        def apply() -> Any:
+            if health is None:
+                strategy.run(self._replica_apply, args=(gradients,))
+                return tf.constant(True)
+            sampled = health.sampled(step)
+            before = health.snapshot(sampled)
             strategy.run(self._replica_apply, args=(gradients,))
-            if health is not None:
-                norms = [strategy.reduce(tf.distribute.ReduceOp.MEAN, s, axis=None)
-                         for s in squared]
-                health.observe(norms, health.update_ratios(before) if measure else None)
+            norms = [strategy.reduce(tf.distribute.ReduceOp.MEAN, s, axis=None) for s in squared]
+            health.observe(norms, health.update_ratios(sampled, before), sampled)
             return tf.constant(True)
 
-        return _guarded(loss, health, step, apply)
+        return tf.cond(tf.math.is_finite(loss), apply, lambda: tf.constant(False))
 
     def _reset_train(self) -> None:
         for metric in [self.train_loss, *self.train_metrics]:
@@ -266,8 +271,8 @@ class TrainSteps:
         if reset:
             self._reset_train()
         bad_step = tf.constant(-1, dtype=tf.int64)
-        done = tf.constant(0, dtype=tf.int64)
-        for step in tf.range(max_steps):
+        step = tf.constant(0, dtype=tf.int64)  # a while loop: tf.range(MANY) would not run eagerly
+        while step < max_steps:
             batch = iterator.get_next_as_optional()
             if not batch.has_value():
                 break
@@ -279,8 +284,8 @@ class TrainSteps:
             if not finite:
                 bad_step = step
                 break
-            done += 1
-        return done, self._train_results(bad_step)
+            step += 1
+        return step, self._train_results(bad_step)
 
     def _eval_step(self, x: Any, y: Any) -> None:
         data_loss, regularization, predictions = self._loss(x, y, training=False)
@@ -304,7 +309,8 @@ class TrainSteps:
     def _eval_batches(self, iterator: Any) -> list[Any]:
         self.trace_counts["eval"] += 1
         self._reset_eval()
-        for _ in tf.range(tf.constant(MANY, tf.int64)):
+        step = tf.constant(0, dtype=tf.int64)
+        while step < MANY:
             batch = iterator.get_next_as_optional()
             if not batch.has_value():
                 break
@@ -313,6 +319,7 @@ class TrainSteps:
                 self.strategy.run(self._eval_step, args=(x, y))
             else:
                 self._eval_step(x, y)
+            step += 1
         return [m.result() for m in [self.val_loss, *self.val_metrics]]
 
     def _distribute(self, dataset: Any) -> Any:
@@ -322,17 +329,6 @@ class TrainSteps:
         options.experimental_distribute.auto_shard_policy = (
             tf.data.experimental.AutoShardPolicy.DATA)
         return self.strategy.experimental_distribute_dataset(dataset.with_options(options))
-
-
-def _guarded(loss: Any, health: GradientHealth | None, step: Any,
-             apply: Callable[[bool], Any]) -> Any:
-    """Run ``apply`` only for a finite loss; ``apply(True)`` on steps that measure ratios."""
-    finite = tf.math.is_finite(loss)
-    if health is None:
-        return tf.cond(finite, lambda: apply(False), lambda: tf.constant(False))
-    branch = tf.where(finite, tf.where(health.sampled(step), 2, 1), 0)
-    return tf.switch_case(branch, [lambda: tf.constant(False), lambda: apply(False),
-                                   lambda: apply(True)])
 
 
 def _shuffled_order(n: Any, seed: Any) -> Any:

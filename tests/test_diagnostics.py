@@ -161,3 +161,19 @@ def test_search_writes_gradient_health_to_each_trial_run(tmp_path, monkeypatch):
     # KerasTuner's TunerCallback forwards batches to no-op tuner hooks: whole epochs still run.
     assert ("TunerCallback", False) in decisions
     assert not any(needed for _, needed in decisions)
+
+
+def test_hypermodel_weight_histograms_flag_reaches_the_loop():
+    import keras_tuner as kt
+
+    from kerastune_kit.hypermodels import MLPHyperModel
+    from kerastune_kit.space import SearchSpace
+
+    x, y = _data(32)
+    hypermodel = MLPHyperModel(SearchSpace(num_layers=1, units=8), input_shape=(5,),
+                               task="multiclass", n_classes=3)
+    hypermodel.weight_histograms = True
+    hp = kt.HyperParameters()
+    history = hypermodel.fit(hp, hypermodel.build(hp), x, y, epochs=1)
+    assert any(k.startswith("weights/dense_0") for k in history.diagnostics[0])
+    assert "update_ratio/dense_0" in history.diagnostics[0]

@@ -310,3 +310,30 @@ def test_a_loss_function_name_is_averaged_per_batch():
     expected = reference.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0).history
     ours = TrainLoop(model, loss="mse").fit(x, y, batch_size=8, epochs=2, shuffle=False).history
     np.testing.assert_allclose(ours["loss"], expected["loss"], rtol=1e-5)
+
+
+def test_a_diverged_epoch_reports_nan_validation_so_best_checkpoints_survive():
+    """KerasTuner's SaveBestEpoch saves whenever the objective is missing from the logs; a
+    diverged epoch must carry it (as NaN, never better) so the best checkpoint is kept."""
+    recorder = Recorder()
+    loop, x, y = _exploding_regression()
+    history = loop.fit(x, y, batch_size=8, epochs=20, shuffle=False, validation_data=(x, y),
+                       callbacks=[recorder])
+    assert history.divergence is not None
+    epoch_logs = [e[2] for e in recorder.events if e[0] == "epoch_end"]
+    assert all({"loss", "val_loss", "learning_rate"} <= set(logs) for logs in epoch_logs)
+    assert math.isnan(epoch_logs[-1]["val_loss"]) and math.isnan(epoch_logs[-1]["loss"])
+    assert all(np.isfinite(logs["val_loss"]) for logs in epoch_logs[:-1])
+
+
+def test_run_eagerly_matches_the_compiled_loop():
+    x, y = _data(64)
+    compiled = _loop(_model()).fit(x, y, batch_size=16, epochs=2, shuffle=False).history
+    eager_loop = TrainLoop(_model(),
+                           loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                           metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+                           run_eagerly=True)
+    eager = eager_loop.fit(x, y, batch_size=16, epochs=2, shuffle=False).history
+    np.testing.assert_allclose(eager["loss"], compiled["loss"], rtol=1e-5)
+    streamed = eager_loop.fit(_dataset(x, y, 16), epochs=1, validation_data=_dataset(x, y, 16))
+    assert np.isfinite(streamed.history["val_loss"]).all()
