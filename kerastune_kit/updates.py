@@ -129,10 +129,14 @@ def _clip(optimizer: Any, grads: list[Any], squared_norms: list[Any]) -> list[An
     Keras computes ``(g * c) / max(||g||, c)``; scaling by one scalar factor instead spares an
     elementwise division per gradient (within a rounding error of Keras's result).
     """
+    if not grads:
+        return grads
     if optimizer.clipnorm and optimizer.clipnorm > 0:
         clip = tf.constant(optimizer.clipnorm, tf.float32)
-        return [g * (clip / tf.maximum(tf.sqrt(s), clip))
-                for g, s in zip(grads, squared_norms, strict=True)]
+        # One vector op per step for all the factors: on a CPU each small op costs more than
+        # its arithmetic, and a search's models are small.
+        factors = clip / tf.maximum(tf.sqrt(tf.stack(squared_norms)), clip)
+        return [g * f for g, f in zip(grads, tf.unstack(factors, num=len(grads)), strict=True)]
     if optimizer.global_clipnorm and optimizer.global_clipnorm > 0:
         clip = tf.constant(optimizer.global_clipnorm, tf.float32)
         norm = tf.sqrt(tf.add_n(squared_norms))
