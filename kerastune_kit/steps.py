@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from kerastune_kit._backend import keras as _keras
+from kerastune_kit._backend import plain_tf as _plain_tf
 from kerastune_kit.diagnostics import GradientHealth
 from kerastune_kit.updates import fused_update
 
@@ -127,15 +128,27 @@ class TrainSteps:
                            if diagnostics else None)
         self._update = fused_update(optimizer, self._variables) if fused_updates else None
         self.trace_counts = {"train": 0, "eval": 0}
-        compile_ = (lambda f: f) if run_eagerly else (
-            lambda f: tf.function(f, reduce_retracing=True))
-        self._train_fn = compile_(self._train_arrays)
-        self._eval_fn = compile_(self._eval_arrays)
-        self._train_batches_fn = compile_(self._train_batches)
-        self._eval_batches_fn = compile_(self._eval_batches)
+        compile_ = (lambda name: getattr(self, name)) if run_eagerly else self._compiled
+        self._train_fn = compile_("_train_arrays")
+        self._eval_fn = compile_("_eval_arrays")
+        self._train_batches_fn = compile_("_train_batches")
+        self._eval_batches_fn = compile_("_eval_batches")
         self._order_fn = _shuffled_order if run_eagerly else _compiled_order
 
+    def _compiled(self, name: str) -> Any:
+        """``tf.function`` of a loop body, AutoGraph-converted once per process, not per trial.
+
+        AutoGraph's cache misses on bound methods of new objects: converting the loops anew
+        for every trial cost about a quarter of a small trial's start-up.
+        """
+        def body(*args: Any) -> Any:
+            return _converted_loop(name)(self, *args)
+
+        body.__name__ = body.__qualname__ = f"TrainSteps.{name}"
+        return tf.function(body, autograph=False, reduce_retracing=True)
+
     # -------------------------------------------------------------- compiled bodies
+    @_plain_tf
     def _loss(self, x: Any, y: Any, training: bool) -> tuple[Any, Any, Any]:
         """(mean data loss of the batch, regularization loss, predictions)."""
         predictions = self.model(x, training=training)
@@ -150,6 +163,7 @@ class TrainSteps:
             regularization = tf.add_n([tf.cast(l, tf.float32) for l in self.model.losses])
         return data_loss, regularization, predictions
 
+    @_plain_tf
     def _gradients(self, x: Any, y: Any, share: Any = None, replicas: int = 1
                    ) -> tuple[Any, Any, Any]:
         """(batch loss, predictions, gradients); ``share`` weights the data loss by replica."""
@@ -163,6 +177,7 @@ class TrainSteps:
         gradients = tape.gradient(objective, self._variables)
         return data_loss + regularization, predictions, gradients
 
+    @_plain_tf
     def _squared_norms(self, gradients: Sequence[Any]) -> list[Any]:
         squared = [tf.constant(0.0) if g is None else tf.reduce_sum(tf.square(
             tf.cast(tf.convert_to_tensor(g), tf.float32))) for g in gradients]
@@ -171,12 +186,14 @@ class TrainSteps:
             squared = [s / tf.square(scale) for s in squared]
         return squared
 
+    @_plain_tf
     def _apply(self, gradients: Sequence[Any], squared: list[Any] | None) -> None:
         if self._update is not None:
             self._update(gradients, squared)
         else:
             self.optimizer.apply_gradients(zip(gradients, self._variables, strict=True))
 
+    @_plain_tf
     def _update_metrics(self, metrics: Sequence[Any], loss_tracker: Any, loss: Any, y: Any,
                         predictions: Any) -> None:
         count = tf.cast(tf.shape(predictions)[0], tf.float32)
@@ -184,6 +201,7 @@ class TrainSteps:
         for metric in metrics:
             metric.update_state(y, predictions)
 
+    @_plain_tf
     def _train_step(self, x: Any, y: Any, step: Any) -> Any:
         """One step; returns whether the loss was finite (nothing is applied otherwise)."""
         loss, predictions, gradients = self._gradients(x, y)
@@ -204,6 +222,7 @@ class TrainSteps:
 
         return tf.cond(tf.math.is_finite(loss), apply, lambda: tf.constant(False))
 
+    @_plain_tf
     def _replica_gradients(self, x: Any, y: Any) -> tuple[Any, Any, Any]:
         context = tf.distribute.get_replica_context()
         count = tf.cast(tf.shape(y)[0], tf.float32)
@@ -218,9 +237,11 @@ class TrainSteps:
                 context.all_reduce(tf.distribute.ReduceOp.SUM, gradients))
         return loss * count, gradients, squared
 
+    @_plain_tf
     def _replica_apply(self, gradients: Sequence[Any]) -> None:
         self.optimizer.apply_gradients(zip(gradients, self._variables, strict=True))
 
+    @_plain_tf
     def _distributed_train_step(self, x: Any, y: Any, step: Any) -> Any:
         strategy = self.strategy
         weighted, gradients, squared = strategy.run(self._replica_gradients, args=(x, y))
@@ -240,12 +261,14 @@ class TrainSteps:
 
         return tf.cond(tf.math.is_finite(loss), apply, lambda: tf.constant(False))
 
+    @_plain_tf
     def _reset_train(self) -> None:
         for metric in [self.train_loss, *self.train_metrics]:
             metric.reset_state()
         if self.health is not None:
             self.health.reset()
 
+    @_plain_tf
     def _train_results(self, bad_step: Any) -> tuple[Any, list[Any], dict[str, Any]]:
         results = [m.result() for m in [self.train_loss, *self.train_metrics]]
         health = self.health.results() if self.health is not None else {}
@@ -287,11 +310,13 @@ class TrainSteps:
             step += 1
         return step, self._train_results(bad_step)
 
+    @_plain_tf
     def _eval_step(self, x: Any, y: Any) -> None:
         data_loss, regularization, predictions = self._loss(x, y, training=False)
         self._update_metrics(self.val_metrics, self.val_loss, data_loss + regularization, y,
                              predictions)
 
+    @_plain_tf
     def _reset_eval(self) -> None:
         for metric in [self.val_loss, *self.val_metrics]:
             metric.reset_state()
@@ -329,6 +354,16 @@ class TrainSteps:
         options.experimental_distribute.auto_shard_policy = (
             tf.data.experimental.AutoShardPolicy.DATA)
         return self.strategy.experimental_distribute_dataset(dataset.with_options(options))
+
+
+_CONVERTED: dict[str, Any] = {}
+
+
+def _converted_loop(name: str) -> Any:
+    """The AutoGraph conversion of ``TrainSteps.<name>`` (a plain function taking ``self``)."""
+    if name not in _CONVERTED:
+        _CONVERTED[name] = tf.autograph.to_graph(getattr(TrainSteps, name))
+    return _CONVERTED[name]
 
 
 def _shuffled_order(n: Any, seed: Any) -> Any:

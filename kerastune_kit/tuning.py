@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import hashlib
 import json
 import shutil
@@ -240,6 +241,18 @@ def _stop_on_signals(request_stop: Callable[[str], None]) -> Iterator[None]:
             signal.signal(sig, old)
 
 
+def _freeze_startup_objects() -> None:
+    """Keep the garbage collector off the objects that live as long as the process.
+
+    KerasTuner calls ``keras.backend.clear_session()`` before every trial, which runs a full
+    ``gc.collect()``; with TensorFlow and Keras loaded that walked millions of objects, about a
+    quarter of a second per trial (an eighth of a default search). Frozen objects (modules, the
+    dataset, the tuner) are skipped; each trial's own garbage is still collected.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def search_in_process(
     config: SearchConfig,
     *,
@@ -259,6 +272,7 @@ def search_in_process(
     tuner = build_tuner(config, hypermodel, objective=objective, on_trial=on_trial,
                         deadline=deadline, trial_budget=trial_budget)
     stopped = tuner_class("stopped")
+    _freeze_startup_objects()
     with _stop_on_signals(tuner.kit_request_stop):
         try:
             tuner.search(
