@@ -155,3 +155,13 @@ def test_factories_work_inside_a_plain_keras_tuner(tmp_path):
     assert len(trials) == 2 and all(t.status == "COMPLETED" for t in trials)
     assert all(0 <= t.score <= 1 and not math.isnan(t.score) for t in trials)
     assert all(t.hyperparameters.values["optimizer"] == "adam" for t in trials)
+
+
+def test_in_process_search_leaves_the_garbage_collector_as_it_was(tmp_path):
+    # The search freezes its start-up objects so that KerasTuner's per-trial gc.collect() stays
+    # cheap; a search run inside a user's own process must unfreeze them when it ends.
+    import gc
+
+    result = run_search(_config(tmp_path, tuner="random", max_trials=1, max_epochs=1))
+    assert len(result.trials) == 1
+    assert gc.get_freeze_count() == 0
