@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 
 from kerastune_kit._backend import keras as _keras
-from kerastune_kit._backend import plain_tf as _plain_tf
 
 keras = _keras()
 import tensorflow as tf  # noqa: E402  (after the backend check)
@@ -108,19 +107,16 @@ class GradientHealth:
         return [self.variables[i] for i in self.kernel_indices]
 
     # -------------------------------------------------------------- in-graph
-    @_plain_tf
     def reset(self) -> None:
         """Zero the accumulators (at the start of an epoch)."""
         self.totals.assign(tf.zeros([4]))
         self.norm_max.assign(0.0)
         self.ratio_sums.assign(tf.zeros_like(self.ratio_sums))
 
-    @_plain_tf
     def sampled(self, step: Any) -> Any:
         """Whether the update ratio is measured at ``step`` (its index in the epoch)."""
         return tf.equal(tf.math.floormod(tf.cast(step, tf.int64), self.ratio_every), 0)
 
-    @_plain_tf
     def snapshot(self, sampled: Any) -> list[Any]:
         """The kernels' values before the update, flattened (empty when not ``sampled``).
 
@@ -136,7 +132,6 @@ class GradientHealth:
             lambda: [tf.zeros([0]) for _ in self.kernels],
         )
 
-    @_plain_tf
     def update_ratios(self, sampled: Any, before: Sequence[Any]) -> Any:
         """``||w_after - w_before|| / ||w_before||`` per kernel as one vector (zeros unsampled)."""
         if not self.kernel_indices:
@@ -151,7 +146,6 @@ class GradientHealth:
 
         return tf.cond(sampled, ratios, lambda: tf.zeros([len(self.kernel_indices)]))
 
-    @_plain_tf
     def observe(self, squared_norms: Sequence[Any], ratios: Any, sampled: Any) -> None:
         """Add one step: the gradients' squared norms (unclipped) and the update ratios."""
         squared = [tf.cast(s, tf.float32) for s in squared_norms]
@@ -166,7 +160,6 @@ class GradientHealth:
         self.norm_max.assign(tf.maximum(self.norm_max, norm))
         self.ratio_sums.assign_add(ratios)
 
-    @_plain_tf
     def results(self) -> dict[str, Any]:
         """The epoch's values as tensors (read once per epoch)."""
         steps = tf.maximum(self.totals[2], 1.0)

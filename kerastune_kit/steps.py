@@ -148,7 +148,6 @@ class TrainSteps:
         return tf.function(body, autograph=False, reduce_retracing=True)
 
     # -------------------------------------------------------------- compiled bodies
-    @_plain_tf
     def _loss(self, x: Any, y: Any, training: bool) -> tuple[Any, Any, Any]:
         """(mean data loss of the batch, regularization loss, predictions)."""
         predictions = self.model(x, training=training)
@@ -163,7 +162,6 @@ class TrainSteps:
             regularization = tf.add_n([tf.cast(l, tf.float32) for l in self.model.losses])
         return data_loss, regularization, predictions
 
-    @_plain_tf
     def _gradients(self, x: Any, y: Any, share: Any = None, replicas: int = 1
                    ) -> tuple[Any, Any, Any]:
         """(batch loss, predictions, gradients); ``share`` weights the data loss by replica."""
@@ -177,7 +175,6 @@ class TrainSteps:
         gradients = tape.gradient(objective, self._variables)
         return data_loss + regularization, predictions, gradients
 
-    @_plain_tf
     def _squared_norms(self, gradients: Sequence[Any]) -> list[Any]:
         squared = [tf.constant(0.0) if g is None else tf.reduce_sum(tf.square(
             tf.cast(tf.convert_to_tensor(g), tf.float32))) for g in gradients]
@@ -186,14 +183,12 @@ class TrainSteps:
             squared = [s / tf.square(scale) for s in squared]
         return squared
 
-    @_plain_tf
     def _apply(self, gradients: Sequence[Any], squared: list[Any] | None) -> None:
         if self._update is not None:
             self._update(gradients, squared)
         else:
             self.optimizer.apply_gradients(zip(gradients, self._variables, strict=True))
 
-    @_plain_tf
     def _update_metrics(self, metrics: Sequence[Any], loss_tracker: Any, loss: Any, y: Any,
                         predictions: Any) -> None:
         count = tf.cast(tf.shape(predictions)[0], tf.float32)
@@ -222,7 +217,6 @@ class TrainSteps:
 
         return tf.cond(tf.math.is_finite(loss), apply, lambda: tf.constant(False))
 
-    @_plain_tf
     def _replica_gradients(self, x: Any, y: Any) -> tuple[Any, Any, Any]:
         context = tf.distribute.get_replica_context()
         count = tf.cast(tf.shape(y)[0], tf.float32)
@@ -237,7 +231,6 @@ class TrainSteps:
                 context.all_reduce(tf.distribute.ReduceOp.SUM, gradients))
         return loss * count, gradients, squared
 
-    @_plain_tf
     def _replica_apply(self, gradients: Sequence[Any]) -> None:
         self.optimizer.apply_gradients(zip(gradients, self._variables, strict=True))
 

@@ -26,7 +26,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from kerastune_kit._backend import keras as _keras
-from kerastune_kit._backend import plain_tf as _plain_tf
 
 keras = _keras()
 import tensorflow as tf  # noqa: E402  (after the backend check)
@@ -34,7 +33,6 @@ import tensorflow as tf  # noqa: E402  (after the backend check)
 Update = Callable[..., None]
 
 
-@_plain_tf
 def _handle(variable: Any) -> Any:
     handle = getattr(variable, "handle", None)
     return handle if handle is not None else variable.value.handle
@@ -89,7 +87,6 @@ def fused_update(optimizer: Any, variables: Sequence[Any]) -> Update | None:
         return None
     apply_one = _KERNELS[kind](optimizer)
 
-    @_plain_tf
     def update(gradients: Sequence[Any], squared_norms: Sequence[Any] | None = None) -> None:
         live = [(i, g) for i, g in enumerate(gradients) if g is not None]
         grads = [tf.convert_to_tensor(g) for _, g in live]  # densify IndexedSlices
@@ -126,7 +123,6 @@ def _slot_lists(optimizer: Any, kind: type) -> list[list[Any]]:
             else [optimizer._velocities])
 
 
-@_plain_tf
 def _clip(optimizer: Any, grads: list[Any], squared_norms: list[Any]) -> list[Any]:
     """Keras's clipping, reusing the squared norms: ``g * (c / max(||g||, c))``.
 
@@ -156,12 +152,10 @@ class _AdamKernel:
         self.beta_2 = tf.constant(optimizer.beta_2, tf.float32)
         self.epsilon = tf.constant(optimizer.epsilon, tf.float32)
 
-    @_plain_tf
     def prepare(self, learning_rate: Any) -> tuple[Any, ...]:
         step = tf.cast(self.optimizer.iterations + 1, tf.float32)
         return learning_rate, tf.pow(self.beta_1, step), tf.pow(self.beta_2, step)
 
-    @_plain_tf
     def __call__(self, variable: Any, slots: list[Any], grad: Any, context: tuple) -> None:
         learning_rate, beta_1_power, beta_2_power = context
         m, v = slots
@@ -171,16 +165,18 @@ class _AdamKernel:
             epsilon=self.epsilon, grad=grad)
 
 
-class _SGDKernel:
+class _LearningRateOnly:
+    """A kernel whose per-step context is just the learning rate."""
+
+    def prepare(self, learning_rate: Any) -> Any:
+        return learning_rate
+
+
+class _SGDKernel(_LearningRateOnly):
     def __init__(self, optimizer: Any) -> None:
         self.momentum = tf.constant(optimizer.momentum, tf.float32)
         self.nesterov = bool(optimizer.nesterov)
 
-    @_plain_tf
-    def prepare(self, learning_rate: Any) -> Any:
-        return learning_rate
-
-    @_plain_tf
     def __call__(self, variable: Any, slots: list[Any], grad: Any, learning_rate: Any) -> None:
         if not slots:
             tf.raw_ops.ResourceApplyGradientDescent(var=_handle(variable), alpha=learning_rate,
@@ -191,17 +187,12 @@ class _SGDKernel:
             momentum=self.momentum, use_nesterov=self.nesterov)
 
 
-class _RMSpropKernel:
+class _RMSpropKernel(_LearningRateOnly):
     def __init__(self, optimizer: Any) -> None:
         self.rho = float(optimizer.rho)
         self.momentum = tf.constant(optimizer.momentum, tf.float32)
         self.epsilon = float(optimizer.epsilon)
 
-    @_plain_tf
-    def prepare(self, learning_rate: Any) -> Any:
-        return learning_rate
-
-    @_plain_tf
     def __call__(self, variable: Any, slots: list[Any], grad: Any, learning_rate: Any) -> None:
         if len(slots) == 2:
             velocity, momentum = slots

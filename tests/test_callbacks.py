@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from kerastune_kit.training import TrainLoop, needs_batch_hooks
+from tests.helpers import exploding_regression
 from tests.tb_read import scalars
 
 keras = pytest.importorskip("keras")
@@ -152,13 +153,7 @@ def test_model_checkpoint_every_n_batches_runs_batch_hooks(tmp_path):
 
 @pytest.mark.parametrize("raise_error", [False, True])
 def test_terminate_on_nan_sees_the_nan_batch(raise_error):
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(64, 4)).astype("float32") * 10
-    y = rng.normal(size=(64, 1)).astype("float32")
-    keras.utils.set_random_seed(1)
-    inputs = keras.Input((4,))
-    model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Dense(8)(inputs)))
-    model.compile(optimizer=keras.optimizers.SGD(learning_rate=5.0))
+    model, x, y = exploding_regression(keras)
     terminate = keras.callbacks.TerminateOnNaN(raise_error=raise_error)
     assert not needs_batch_hooks(terminate)  # the loop detects NaN in-graph and reports it
     loop = TrainLoop(model, loss="mse")

@@ -23,18 +23,9 @@ from kerastune_kit.config import (
     parse_set_flags,
 )
 from kerastune_kit.errors import ConfigError, KerastuneKitError
+from tests.helpers import assert_one_line
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def assert_one_line(exc: BaseException, *fragments: str) -> str:
-    """The message is a single line and contains every fragment."""
-    message = str(exc)
-    assert isinstance(exc, ConfigError) and isinstance(exc, ValueError)
-    assert message and "\n" not in message, f"not one line: {message!r}"
-    for fragment in fragments:
-        assert fragment in message, f"{fragment!r} missing from {message!r}"
-    return message
 
 
 def write(tmp_path: Path, text: str, name: str = "config.toml") -> Path:

@@ -26,16 +26,7 @@ from kerastune_kit.space import (
     describe_domain,
 )
 from kerastune_kit.space import Fixed as FixedDomain
-
-
-def assert_one_line(exc: BaseException, *fragments: str) -> str:
-    """The message is a single line and contains every fragment."""
-    message = str(exc)
-    assert isinstance(exc, ConfigError) and isinstance(exc, ValueError)
-    assert message and "\n" not in message, f"not one line: {message!r}"
-    for fragment in fragments:
-        assert fragment in message, f"{fragment!r} missing from {message!r}"
-    return message
+from tests.helpers import assert_one_line
 
 
 def registered(space: SearchSpace, hp: kt.HyperParameters | None = None

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from kerastune_kit.training import TrainLoop
+from tests.helpers import exploding_regression
 
 keras = pytest.importorskip("keras")
 
@@ -105,15 +106,18 @@ def test_keras_early_stopping_works_inside_the_loop():
     assert len(history.history["loss"]) == 2
 
 
+class CountBatches(keras.callbacks.Callback):
+    """The batch indices ``on_train_batch_end`` saw."""
+
+    def __init__(self):
+        super().__init__()
+        self.batches: list[int] = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.batches.append(batch)
+
+
 def test_batch_hooks_run_per_step_when_a_callback_needs_them():
-    class CountBatches(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.batches: list[int] = []
-
-        def on_train_batch_end(self, batch, logs=None):
-            self.batches.append(batch)
-
     x, y = _data(96)
     counter = CountBatches()
     loop = _loop(_model())
@@ -124,15 +128,8 @@ def test_batch_hooks_run_per_step_when_a_callback_needs_them():
 
 def _exploding_regression():
     """Plain SGD with a far too high learning rate on MSE: the loss overflows within a few steps."""
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(64, 4)).astype("float32") * 10
-    y = rng.normal(size=(64, 1)).astype("float32")
-    keras.utils.set_random_seed(1)
-    inputs = keras.Input((4,))
-    model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Dense(8)(inputs)))
-    model.compile(optimizer=keras.optimizers.SGD(learning_rate=5.0), loss="mse")
-    loop = TrainLoop(model, loss=keras.losses.MeanSquaredError())
-    return loop, x, y
+    model, x, y = exploding_regression(keras, loss="mse")
+    return TrainLoop(model, loss=keras.losses.MeanSquaredError()), x, y
 
 
 def test_non_finite_loss_stops_training_and_records_where():
@@ -192,14 +189,6 @@ def test_tf_data_path_matches_arrays_and_traces_once():
 
 
 def test_tf_data_path_runs_batch_hooks_and_unknown_lengths():
-    class CountBatches(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.batches: list[int] = []
-
-        def on_train_batch_end(self, batch, logs=None):
-            self.batches.append(batch)
-
     x, y = _data(96)
     counter = CountBatches()
     loop = _loop(_model())
