@@ -112,6 +112,13 @@ def results_from_events(run_dir: str | Path) -> RunResults:
     run_dir = Path(run_dir)
     events = EventRun(tensorboard_dir(run_dir))
     content = events.plugin_content(metadata.PLUGIN_NAME)
+    experiments = sorted(run for run, tags in content.items() if metadata.EXPERIMENT_TAG in tags)
+    if len(experiments) > 1:  # ranking trials of different searches together means nothing
+        raise RunDirError(
+            f"run_dir: '{run_dir}' holds the event files of {len(experiments)} searches "
+            f"(HParams experiments in '{experiments[0]}', '{experiments[1]}', ...); pass one "
+            f"search's --run-dir or its {TENSORBOARD_DIR}/ directory"
+        )
     names, int_names, objective, direction = _experiment_info(content)
     sessions = sorted(run for run, tags in content.items()
                       if metadata.SESSION_START_INFO_TAG in tags)

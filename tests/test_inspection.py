@@ -177,6 +177,17 @@ def test_inspect_rebuilds_the_table_from_event_files_alone(finished, tmp_path, c
     assert "read from TensorBoard event files" in out and "best trial" in out
 
 
+def test_inspect_refuses_a_directory_that_mixes_several_searches(finished, tmp_path, capsys):
+    result, _ = finished
+    for name in ("a", "b"):
+        shutil.copytree(result.run_dir / "tensorboard", tmp_path / "both" / name / "tensorboard")
+    assert main(["inspect", str(tmp_path / "both")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: run_dir:") and "\n" not in err
+    assert "2 searches" in err and "--run-dir" in err
+    assert main(["inspect", str(tmp_path / "both" / "a")]) == 0  # one of them is fine
+
+
 def test_load_results_curves_and_export(finished, tmp_path, capsys):
     result, _ = finished
     results = load_results(result.run_dir)
