@@ -99,7 +99,7 @@ class TrainSteps:
         self.model = model
         self.strategy = tf.distribute.get_strategy()
         self.distributed = tf.distribute.has_strategy()
-        optimizer = optimizer if optimizer is not None else model.optimizer
+        optimizer = optimizer if optimizer is not None else getattr(model, "optimizer", None)
         if optimizer is None:
             raise ValueError(
                 "optimizer: expected an optimizer or a compiled model, received None; "
@@ -275,8 +275,13 @@ class TrainSteps:
         n = tf.shape(order, out_type=tf.int64)[0]
         bad_step = tf.constant(-1, dtype=tf.int64)
         for step in tf.range(start, stop):
-            low = step * batch_size
-            index = order[low:tf.minimum(low + batch_size, n)]
+            if order.shape.rank == 2:
+                # Rows of whole batches: the batch has a static shape, so Grappler folds the
+                # shape arithmetic of the forward and backward passes (~10% of a small step).
+                index = order[step]
+            else:
+                low = step * batch_size
+                index = order[low:tf.minimum(low + batch_size, n)]
             if not self._train_step(tf.gather(x, index), tf.gather(y, index), step):
                 bad_step = step
                 break

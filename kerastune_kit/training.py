@@ -328,6 +328,8 @@ class TrainLoop(TrainSteps):
         order = (self._order_fn(n, tf.constant([seed, epoch], tf.int64)) if shuffle
                  else tf.range(n))
         batch = tf.constant(data.batch_size, tf.int64)
+        if data.n % data.batch_size == 0:  # whole batches only: one row of the order per step
+            order = tf.reshape(order, [data.steps, data.batch_size])
 
         def run(start: int, stop: int) -> tuple[int, Any, Any]:
             bad_step, values, health = self._train_fn(

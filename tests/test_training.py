@@ -57,8 +57,9 @@ class Recorder(keras.callbacks.Callback):
         self.events.append(("train_end",))
 
 
-def test_matches_model_fit_losses_without_shuffle():
-    x, y = _data()
+@pytest.mark.parametrize("n", [96, 100], ids=["whole-batches", "partial-last-batch"])
+def test_matches_model_fit_losses_without_shuffle(n):
+    x, y = _data(n)
     x_val, y_val = _data(32, seed=1)
     reference = _model().fit(x, y, batch_size=16, epochs=3, shuffle=False, verbose=0,
                              validation_data=(x_val, y_val)).history
@@ -73,6 +74,32 @@ def test_compiles_train_and_eval_once_for_all_epochs():
     loop = _loop(_model())
     loop.fit(x, y, batch_size=16, epochs=4, validation_data=_data(32, seed=1))
     assert loop.trace_counts == {"train": 1, "eval": 1}
+
+
+class _TracedBatchSizes(keras.layers.Layer):
+    """Identity that records the batch dimension it was traced with."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.seen = []
+
+    def call(self, inputs):
+        self.seen.append(inputs.shape[0])
+        return inputs
+
+
+@pytest.mark.parametrize(("n", "expected"), [(96, 16), (100, None)])
+def test_whole_batches_train_with_a_static_batch_size(n, expected):
+    x, y = _data(n)
+    probe = _TracedBatchSizes()
+    model = _model()
+    model = keras.Model(model.inputs, model(probe(model.inputs[0])))
+    loop = TrainLoop(model, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                     optimizer=keras.optimizers.Adam(1e-2))
+    probe.seen.clear()
+    loop.fit(x, y, batch_size=16, epochs=2)
+    assert loop.trace_counts["train"] == 1
+    assert probe.seen == [expected]  # 96 = 6 x 16: static; 100 ends with a batch of 4
 
 
 def test_callbacks_see_fit_protocol_and_log_keys():
@@ -212,6 +239,10 @@ def test_bad_inputs_name_the_field():
         loop.fit(_dataset(x, y, 16).map(lambda a, b: a))
     with pytest.raises(ValueError, match="^validation_data: "):
         loop.fit(x, y, validation_data=(x, y, y))
+    compiled = _model()
+    uncompiled = keras.Model(compiled.inputs, compiled.outputs)
+    with pytest.raises(ValueError, match="^optimizer: .*compile the model"):
+        _loop(uncompiled)
 
 
 def test_adam_moments_survive_save_weights_and_load_weights(tmp_path):
