@@ -9,9 +9,11 @@ updates every step and that :class:`~kerastune_kit.training.TrainLoop` reads onc
   gradient norm above ``clipnorm``, or the global norm above ``global_clipnorm``; 0 when the
   optimizer does not clip);
 - ``update_ratio/<layer>``: the mean of ``||w_after - w_before|| / ||w_before||`` over the
-  epoch's sampled steps (every ``ratio_every``-th step, step 0 included) for each kernel (every
-  trainable variable with 2 or more axes), the "about 1e-3" rule of thumb; sampling keeps the
-  cost of copying the kernels before an update small;
+  epoch's sampled steps for each kernel (every trainable variable with 2 or more axes), the
+  "about 1e-3" rule of thumb. By default about :data:`RATIO_SAMPLES` steps per epoch are
+  sampled (step 0 and every ``ceil(steps / RATIO_SAMPLES)``-th step after it): measuring a step
+  copies its kernels before the update and costs about 15% of a small model's step, so
+  sampling keeps the whole measurement near 1% of an epoch at any epoch length;
 - ``weights/<variable>`` (only with ``weight_histograms=True``): each trainable variable's values
   at the end of the epoch, as a NumPy array for a histogram.
 
@@ -36,6 +38,8 @@ GLOBAL_NORM_MAX = "gradients/global_norm_max"
 CLIPPED_FRACTION = "gradients/clipped_fraction"
 UPDATE_RATIO = "update_ratio/"
 WEIGHTS = "weights/"
+RATIO_SAMPLES = 4  # update-ratio measurements per epoch, by default
+UNKNOWN_EPOCH_EVERY = 8  # the sampling interval when the epoch's length is unknown
 
 
 def variable_names(variables: Sequence[Any]) -> list[str]:
@@ -69,7 +73,9 @@ class GradientHealth:
         optimizer: The optimizer (its ``clipnorm``/``global_clipnorm``; a loss-scaling wrapper
             is looked through).
         weight_histograms: Also report every trainable variable's values at epoch end.
-        ratio_every: Measure update ratios on every ``ratio_every``-th step of an epoch.
+        ratio_every: Measure update ratios on every ``ratio_every``-th step of an epoch. None:
+            about :data:`RATIO_SAMPLES` steps per epoch, from the length that
+            :meth:`set_epoch_steps` gives (every 8th step until it is called).
 
     Example:
         >>> health = GradientHealth(model.trainable_variables, model.optimizer)
@@ -81,8 +87,8 @@ class GradientHealth:
     """
 
     def __init__(self, variables: Sequence[Any], optimizer: Any, *,
-                 weight_histograms: bool = False, ratio_every: int = 4) -> None:
-        if ratio_every < 1:
+                 weight_histograms: bool = False, ratio_every: int | None = None) -> None:
+        if ratio_every is not None and ratio_every < 1:
             raise ValueError(f"ratio_every: expected a positive step interval, received "
                              f"{ratio_every}; pass 1 to measure every step")
         inner = getattr(optimizer, "inner_optimizer", optimizer)
@@ -92,7 +98,10 @@ class GradientHealth:
         self.kernel_indices = [i for i, v in enumerate(self.variables) if len(v.shape) >= 2]
         self.kernel_tags = kernel_tags([self.variables[i] for i in self.kernel_indices])
         self.weight_histograms = weight_histograms
-        self.ratio_every = int(ratio_every)
+        self.fixed_every = ratio_every is not None
+        # A variable, so a new epoch length reaches the compiled passes without a retrace.
+        self.ratio_every = tf.Variable(int(ratio_every or UNKNOWN_EPOCH_EVERY), dtype=tf.int64,
+                                       trainable=False, name="gradient_health_ratio_every")
         self.histogram_names = [WEIGHTS + n for n in variable_names(self.variables)]
         # [sum of global norms, clipped steps, steps, sampled steps], the running max, and the
         # per-kernel sums of update ratios over the sampled steps.
@@ -105,6 +114,13 @@ class GradientHealth:
     def kernels(self) -> list[Any]:
         """The variables whose update ratio is measured."""
         return [self.variables[i] for i in self.kernel_indices]
+
+    def set_epoch_steps(self, steps: int | None) -> None:
+        """Sample about :data:`RATIO_SAMPLES` steps of an epoch of ``steps`` (None: unknown)."""
+        if self.fixed_every:
+            return
+        every = UNKNOWN_EPOCH_EVERY if steps is None else max(1, -(-steps // RATIO_SAMPLES))
+        self.ratio_every.assign(every)
 
     # -------------------------------------------------------------- in-graph
     def reset(self) -> None:

@@ -285,6 +285,8 @@ class TrainLoop(TrainSteps):
         if evaluate_first and val is not None:
             history.initial_logs = self._evaluate(val, eval_batch)
         history.initial_iterations = int(self.optimizer.iterations.numpy())
+        if self.health is not None:
+            self.health.set_epoch_steps(data.steps)
         model.stop_training = False
         callback_list.on_train_begin()
         logs: dict[str, float] = {}

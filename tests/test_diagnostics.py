@@ -115,8 +115,30 @@ def test_update_ratios_sample_every_nth_step():
     health = GradientHealth(model.trainable_variables, model.optimizer, ratio_every=4)
     sampled = [bool(health.sampled(tf.constant(step))) for step in range(9)]
     assert sampled == [True, False, False, False, True, False, False, False, True]
+    health.set_epoch_steps(30)  # a fixed interval stays fixed
+    assert [bool(health.sampled(tf.constant(step))) for step in range(5)] == [
+        True, False, False, False, True]
     with pytest.raises(ValueError, match="^ratio_every: "):
         GradientHealth(model.trainable_variables, model.optimizer, ratio_every=0)
+
+
+@pytest.mark.parametrize(("steps", "sampled_steps"), [
+    (30, [0, 8, 16, 24]), (6, [0, 2, 4]), (3, [0, 1, 2]), (None, [0, 8, 16, 24])])
+def test_update_ratios_sample_about_four_steps_per_epoch_by_default(steps, sampled_steps):
+    from kerastune_kit.diagnostics import GradientHealth
+
+    model = _model(keras.optimizers.SGD(0.1))
+    health = GradientHealth(model.trainable_variables, model.optimizer)
+    health.set_epoch_steps(steps)
+    epoch = range(steps or 30)
+    assert [step for step in epoch if health.sampled(tf.constant(step))] == sampled_steps
+
+
+def test_the_loop_sets_the_sampling_from_its_epoch_length():
+    x, y = _data(96)  # 96 samples in batches of 16: 6 steps, so every 2nd step is measured
+    loop = _loop(_model(keras.optimizers.Adam()))
+    loop.fit(x, y, batch_size=16)
+    assert int(loop.health.ratio_every.numpy()) == 2
 
 
 def test_trial_writer_writes_scalars_and_histograms(tmp_path):
