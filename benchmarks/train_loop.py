@@ -12,7 +12,8 @@ Workloads (training only, no validation, no progress bar):
 
 Each repeat builds fresh models (same seed) and trains them, back to back in alternating order,
 with ``model.fit`` and with ``TrainLoop`` (gradient diagnostics on, as in a search; also off, to
-show their cost). Times, in seconds per 10 epochs:
+show their cost), each run after ``keras.backend.clear_session()`` and a garbage collection.
+Times, in seconds per 10 epochs:
 
 - ``steady``: tracing EXCLUDED for both: 10 x the median time of the epochs after the first
   (the first epoch holds the tracing);
@@ -30,6 +31,7 @@ excluded, TrainLoop with diagnostics on).
 from __future__ import annotations
 
 import argparse
+import gc
 import math
 import os
 import statistics
@@ -130,7 +132,18 @@ def _compiled(model: Any) -> Any:
     return model
 
 
+def fresh_process_state() -> None:
+    """Start each measured run from the same state: no models left from earlier runs.
+
+    As a tuner does before each trial; otherwise the garbage collector walks every earlier
+    repeat's models during later runs.
+    """
+    keras.backend.clear_session()
+    gc.collect()
+
+
 def time_model_fit(x: Any, y: Any, build: Any) -> tuple[float, list[float]]:
+    fresh_process_state()
     model = build()
     clock = EpochClock()
     start = time.perf_counter()
@@ -140,6 +153,7 @@ def time_model_fit(x: Any, y: Any, build: Any) -> tuple[float, list[float]]:
 
 def time_train_loop(x: Any, y: Any, build: Any, *, diagnostics: bool
                     ) -> tuple[float, list[float]]:
+    fresh_process_state()
     model = build()
     clock = EpochClock()
     start = time.perf_counter()
