@@ -46,6 +46,10 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--epochs", type=int, default=5)
     args = parser.parse_args()
+    from kerastune_kit._backend import native_stderr_silenced, warm_up_tensorflow
+
+    with native_stderr_silenced():  # TensorFlow's C++ start-up notices
+        warm_up_tensorflow()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         one = measure(1, args.trials, args.epochs, root)

@@ -46,10 +46,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from kerastune_kit._backend import keras as _keras  # noqa: E402
-from kerastune_kit.training import TrainLoop  # noqa: E402
+from kerastune_kit._backend import native_stderr_silenced  # noqa: E402
 
-keras = _keras()
+with native_stderr_silenced():  # TensorFlow's C++ start-up notices
+    from kerastune_kit._backend import keras as _keras
+    from kerastune_kit._backend import warm_up_tensorflow
+    from kerastune_kit.training import TrainLoop
+
+    warm_up_tensorflow()
+    keras = _keras()
 
 EPOCHS = 10
 BATCH = 128
