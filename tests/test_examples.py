@@ -1,9 +1,10 @@
-"""The example scripts and the tutorial notebook run, with their tiny budgets."""
+"""Example scripts, the tutorial notebook and the training-loop benchmark run, on tiny budgets."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -87,3 +88,18 @@ def test_tutorial_notebook_executes(tmp_path, monkeypatch):
     images = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(images) >= 2, "learning curves and importance plots"
     assert (tmp_path / "runs" / "tutorial" / "leaderboard.csv").is_file()
+
+
+@pytest.mark.slow
+def test_train_loop_benchmark_runs_and_ends_with_its_goal_line(tmp_path):
+    """The benchmark's output format (its figures are measured, not asserted)."""
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "train_loop.py"),
+                           "--repeats", "1"], cwd=tmp_path, env=_env(), capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    assert re.fullmatch(r"ratio_vs_model_fit=\d+\.\d\d cnn_ratio_vs_model_fit=\d+\.\d\d",
+                        lines[-1]), lines[-1]
+    for workload in ("[mlp 784-128-64-10", "[cnn 16/32", "[mlp 64-128-64-10 on digits"):
+        assert any(line.startswith(workload) for line in lines), workload
+    assert "oneDNN" not in proc.stderr  # TensorFlow's C++ start-up notices are silenced
