@@ -117,12 +117,12 @@ def main() -> None:
     parser.add_argument("--trials-per-worker", type=int,
                         default=SearchConfig().trials_per_worker)
     args = parser.parse_args()
+    if args.trials <= 10:
+        parser.error("--trials must be above 10")
     from kerastune_kit._backend import native_stderr_silenced, warm_up_tensorflow
 
     with native_stderr_silenced():  # TensorFlow's C++ start-up notices
         warm_up_tensorflow()
-    if args.trials <= 10:
-        parser.error("--trials must be above 10")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         started = time.perf_counter()
