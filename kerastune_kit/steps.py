@@ -272,10 +272,11 @@ class TrainSteps:
         self.trace_counts["train"] += 1
         if start == 0:
             self._reset_train()
-        n = tf.shape(order, out_type=tf.int64)[0]
+        whole_batches = order.shape.rank == 2
+        n = None if whole_batches else tf.shape(order, out_type=tf.int64)[0]
         bad_step = tf.constant(-1, dtype=tf.int64)
         for step in tf.range(start, stop):
-            if order.shape.rank == 2:
+            if whole_batches:
                 # Rows of whole batches: the batch has a static shape, so Grappler folds the
                 # shape arithmetic of the forward and backward passes (~10% of a small step).
                 index = order[step]
