@@ -32,6 +32,7 @@ _LAZY = {
     "ConfigError": "kerastune_kit.errors",
     "DataError": "kerastune_kit.errors",
     "RunDirError": "kerastune_kit.errors",
+    "WriteError": "kerastune_kit.errors",
     "HParamsCallback": "kerastune_kit.callbacks",
     "load_results": "kerastune_kit.runs",
     "export_best": "kerastune_kit.runs",

@@ -3,8 +3,10 @@
 Owns: argument parsing, one function per sub-command, printing, exit codes. Does not own logic
 the library lacks: every command calls the library.
 
-Exit status: 0 on success; 2 for bad input (usage, configuration, data, run directory) with one
-line ``error: ...`` and no traceback; 1 for an unexpected failure (``--debug`` shows the traceback).
+Exit status: 0 on success; 2 for bad input (usage, configuration, data, run directory, a write the
+file system refused) with one line ``error: ...`` and no traceback; 130 when interrupted; 141 when
+the reader of stdout went away (``inspect RUN | head``), quietly; 1 for an unexpected failure
+(``--debug`` shows the traceback).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from kerastune_kit._backend import native_stderr_silenced
 from kerastune_kit.errors import KerastuneKitError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what `head`'s writers usually end with
 _MAIN_HPARAMS = ("num_layers", "num_blocks", "units_0", "filters_0", "normalization",
                  "residual", "learning_rate", "optimizer", "clipnorm", "batch_size")
 
@@ -330,6 +333,31 @@ def _print_summary(result: Any) -> None:
 
 
 # ---------------------------------------------------------------------- entry point
+def _print_warnings() -> None:
+    """The library's warnings (a worker died, trials re-queued) as ``warning: …`` on stderr."""
+    from kerastune_kit._logging import get_logger
+
+    logger = get_logger()
+    logger.setLevel(logging.WARNING)
+    if not any(getattr(h, "_kerastune_kit_cli", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("warning: %(message)s"))
+        handler._kerastune_kit_cli = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+
+
+def _detach_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush raises nothing."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "search": cmd_search,
     "datasets": cmd_datasets,
@@ -348,12 +376,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return EXIT_USAGE
-    from kerastune_kit._logging import get_logger
-
-    get_logger().setLevel(logging.WARNING)
+    _print_warnings()
     debug = bool(getattr(args, "debug", False))
     try:
         return int(args.handler(args))
+    except BrokenPipeError:
+        # The reader went away (`inspect RUN | head -2`): stop quietly, as `head` users expect.
+        _detach_stdout()
+        return EXIT_BROKEN_PIPE
     except KerastuneKitError as exc:
         if debug:
             traceback.print_exc()
@@ -365,6 +395,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence
         if debug:
             traceback.print_exc()
+        from kerastune_kit.rundir import find_write_error, write_error
+
+        error = find_write_error(exc)
+        if error is not None:  # a write the library did not name: still the user's to fix
+            action = "export" if args.command == "export" else (
+                "search" if args.command == "search" else "start")
+            print(f"error: {write_error(error, None, action=action)}", file=sys.stderr)
+            return EXIT_USAGE
         message = str(exc).strip().splitlines()
         detail = message[-1] if message else type(exc).__name__
         print(f"error: unexpected {type(exc).__name__}: {detail} (rerun with --debug for the "

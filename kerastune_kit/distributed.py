@@ -18,9 +18,9 @@ Does not own: what a trial does (``tuners``) or the results files (``tuning``).
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
-import queue as queue_module
 import signal
 import socket
 import threading
@@ -129,6 +129,7 @@ class ChiefServer:
         self.last_seen: dict[str, float] = {}
         self.requeues: dict[str, int] = {}
         self.stop_triggered = False
+        self.write_error: Exception | None = None
         server = self
 
         class Servicer(OracleServicer):
@@ -138,7 +139,12 @@ class ChiefServer:
                 with server.lock:
                     if tuner_id:
                         server.last_seen[tuner_id] = time.time()
-                    response = getattr(OracleServicer, name)(self, request, context)
+                    try:
+                        response = getattr(OracleServicer, name)(self, request, context)
+                    except Exception as exc:
+                        _unlock_oracle(server.oracle)
+                        server.note_write_error(exc)
+                        raise
                     if self.stop_triggered:
                         server.stop_triggered = True
                     return response
@@ -154,7 +160,11 @@ class ChiefServer:
                 response = self._call("EndTrial", request, context,
                                       server.tuner_of(request.trial.trial_id))
                 with server.lock:  # KerasTuner saves before it forgets the ongoing trial
-                    server.oracle.save()
+                    try:
+                        server.oracle.save()
+                    except Exception as exc:
+                        server.note_write_error(exc)
+                        raise
                 return response
 
             def UpdateTrial(self, request, context):  # noqa: N802
@@ -187,6 +197,16 @@ class ChiefServer:
         """Stop serving (waits up to a second for calls in flight)."""
         self._grpc.stop(grace=1.0)
 
+    def note_write_error(self, exc: BaseException) -> None:
+        """Remember the first write error of a call (the chief then stops the search)."""
+        from kerastune_kit.rundir import find_write_error, write_error
+
+        error = find_write_error(exc)
+        if error is not None and self.write_error is None:
+            project_dir = getattr(self.oracle, "_project_dir", None)
+            run_dir = os.path.dirname(project_dir) if project_dir else None
+            self.write_error = write_error(error, run_dir, action="search")
+
     def tuner_of(self, trial_id: str) -> str | None:
         """The worker running ``trial_id``."""
         for tuner_id, trial in list(self.oracle.ongoing_trials.items()):
@@ -199,8 +219,14 @@ class ChiefServer:
         with self.lock:
             return self.stop_triggered and not self.oracle.ongoing_trials
 
-    def release(self, tuner_id: str, reason: str) -> str | None:
+    def release(self, tuner_id: str, reason: str, *, count: bool = True) -> str | None:
         """A worker is gone: re-queue its trial once, then record it as FAILED.
+
+        Args:
+            tuner_id: The worker.
+            reason: What happened to it (``was killed by SIGKILL``), for the warning.
+            count: Whether this counts as one of the trial's :data:`MAX_REQUEUES` (a stopped
+                search re-queues without counting).
 
         Returns:
             The id of the trial it was running, if any.
@@ -212,19 +238,20 @@ class ChiefServer:
             if trial is None:
                 return None
             attempts = self.requeues.get(trial.trial_id, 0)
-            if attempts < MAX_REQUEUES:
-                self.requeues[trial.trial_id] = attempts + 1
+            if attempts < MAX_REQUEUES or not count:
+                self.requeues[trial.trial_id] = attempts + int(count)
                 self.oracle._retry_queue.append(trial.trial_id)
                 self.oracle.save()
-                logger.warning("trial %s: its worker %s %s; re-queued", trial.trial_id,
-                               tuner_id, reason)
+                if count:
+                    logger.warning("worker %s %s during trial %s; the trial is re-queued",
+                                   tuner_id, reason, trial.trial_id)
             else:
                 trial.status = "FAILED"
                 trial.message = f"its worker {tuner_id} {reason}, twice"
                 self.oracle.ongoing_trials[tuner_id] = trial
                 self.oracle.end_trial(trial)
-                logger.warning("trial %s: its worker %s %s again; recorded as FAILED",
-                               trial.trial_id, tuner_id, reason)
+                logger.warning("worker %s %s during trial %s, its second attempt; the trial "
+                               "is recorded as FAILED", tuner_id, reason, trial.trial_id)
             return trial.trial_id
 
     def silent_workers(self) -> list[str]:
@@ -233,6 +260,23 @@ class ChiefServer:
         with self.lock:
             return [tuner_id for tuner_id in list(self.oracle.ongoing_trials)
                     if now - self.last_seen.get(tuner_id, now) > self.worker_timeout]
+
+
+def _unlock_oracle(oracle: Any) -> None:
+    """Release KerasTuner's per-oracle lock left held by a call that raised.
+
+    ``keras_tuner.synchronized`` acquires a module-level lock and sets the owning thread but
+    releases neither when the wrapped method raises; the next call from another gRPC thread
+    would then wait forever. Calls are serialized by :attr:`ChiefServer.lock`, so a lock owned
+    by this thread after a failed call is a leak.
+    """
+    from keras_tuner.src.engine import oracle as oracle_module
+
+    if oracle_module.THREADS.get(oracle) == threading.current_thread().name:
+        oracle_module.THREADS[oracle] = None
+        lock = oracle_module.LOCKS[oracle]
+        if lock.locked():
+            lock.release()
 
 
 def patch_keras_tuner_protos() -> None:
@@ -279,9 +323,10 @@ def patch_keras_tuner_protos() -> None:
 
 
 def _worker_main(config: SearchConfig, env: dict[str, str], callbacks: Sequence[Any],
-                 messages: Any, deadline: float | None) -> None:
-    """Entry point of one local worker process."""
+                 conn: Any, deadline: float | None) -> None:
+    """Entry point of one local worker process; it talks to the chief over its own pipe."""
     os.environ.update(env)
+    from kerastune_kit.errors import WriteError
     from kerastune_kit.tuning import search_in_process
 
     with native_stderr_silenced():
@@ -289,17 +334,59 @@ def _worker_main(config: SearchConfig, env: dict[str, str], callbacks: Sequence[
     try:
         reason = search_in_process(
             config, callbacks=callbacks, deadline=deadline,
-            on_trial=lambda record: messages.put(("trial", record.to_json())),
+            on_trial=lambda record: conn.send(("trial", record.to_json())),
         )
-        messages.put(("end", reason))
+        message: tuple[str, str] = ("end", reason)
+    except WriteError as exc:
+        message = ("write_error", str(exc))
     except BaseException as exc:  # noqa: BLE001 - reported to the parent
-        messages.put(("error", f"{type(exc).__name__}: {exc}"))
+        message = ("error", f"{type(exc).__name__}: {exc}")
+    with contextlib.suppress(OSError):  # the chief is gone: nobody to tell
+        conn.send(message)
+        conn.close()
 
 
 def _gpu_count() -> int:
     import tensorflow as tf
 
     return len(tf.config.list_physical_devices("GPU"))
+
+
+class _LocalWorker:
+    """A worker process on this machine and the read end of its own pipe.
+
+    One pipe per worker: a worker killed mid-message can only break its own pipe, never a lock
+    that other workers need (a shared ``multiprocessing.Queue`` has one write lock for all
+    writers, and a writer SIGKILLed while holding it hangs every other writer on exit).
+    """
+
+    def __init__(self, tuner_id: str, process: Any, conn: Any) -> None:
+        self.tuner_id = tuner_id
+        self.process = process
+        self.conn: Any = conn
+        self.ended_at: float | None = None  # when it said it finished
+        self.signalled_at: float | None = None  # when it was asked to stop
+
+    def receive(self) -> list[tuple[str, Any]]:
+        """Every message waiting in the pipe (no wait); closes the pipe at end of file."""
+        messages = []
+        while self.conn is not None:
+            try:
+                if not self.conn.poll(0):
+                    break
+                messages.append(self.conn.recv())
+            except (EOFError, OSError):
+                self.conn.close()
+                self.conn = None
+        return messages
+
+
+#: Seconds a local worker may take to exit after it finished (or after the search ended)
+#: before it is killed.
+WORKER_EXIT_GRACE_S = 30.0
+#: Seconds a local worker may take to stop after SIGTERM (it finishes its epoch) before it is
+#: killed.
+WORKER_STOP_GRACE_S = 120.0
 
 
 def serve_and_wait(
@@ -317,20 +404,35 @@ def serve_and_wait(
 ) -> str:
     """Serve ``tuner``'s oracle until the search ends; with ``n_workers``, run local workers.
 
+    Every wait is bounded: a worker that dies has its trial re-queued (and is replaced); one
+    silent for ``worker_timeout`` seconds during a trial is killed and its trial re-queued; one
+    still alive :data:`WORKER_EXIT_GRACE_S` seconds after it finished or after the search ended,
+    or :data:`WORKER_STOP_GRACE_S` seconds after it was asked to stop, is killed. Each of these
+    is reported as a warning on the ``kerastune_kit`` logger (the CLI prints it).
+
     Returns:
         Why it ended: ``finished``, ``time budget`` or ``interrupted``.
+
+    Raises:
+        WriteError: A worker or the chief could not write to the run directory (no space,
+            read-only, no permission); the search is saved and ``--resume`` continues it.
     """
+    from multiprocessing.connection import wait
+
+    from kerastune_kit.errors import WriteError
+
     tuner.oracle.verbose = 0
     server = ChiefServer(tuner.oracle, host, port, threads=max(4, 2 * n_workers + 2),
                          worker_timeout=worker_timeout)
     server.start()
     context = multiprocessing.get_context("spawn")
-    messages = context.Queue()
-    processes: dict[str, Any] = {}
+    workers: dict[str, _LocalWorker] = {}
     n_gpus = _gpu_count() if n_workers else 0
     resumed = SearchConfig(**{**config.to_dict(), "overwrite": False, "resume": True,
                               "trials_per_worker": 0})
     spawned = 0
+    respawns_left = n_workers  # replacements for workers that died while idle
+    write_errors: list[str] = []
 
     def spawn(index: int) -> None:
         nonlocal spawned
@@ -338,66 +440,128 @@ def serve_and_wait(
         spawned += 1
         env = worker_environment(tuner_id, host if host != "0.0.0.0" else "127.0.0.1", port,
                                  index=index, n_workers=n_workers, n_gpus=n_gpus)
+        reader, writer = context.Pipe(duplex=False)
         process = context.Process(target=_worker_main, name=f"kerastune-kit-{tuner_id}",
-                                  args=(resumed, env, list(callbacks or []), messages, deadline))
+                                  args=(resumed, env, list(callbacks or []), writer, deadline),
+                                  daemon=True)
         process.start()
-        processes[tuner_id] = process
+        writer.close()  # the worker holds the only write end: its death is end of file here
+        workers[tuner_id] = _LocalWorker(tuner_id, process, reader)
+
+    def handle(worker: _LocalWorker) -> None:
+        for kind, payload in worker.receive():
+            if kind == "trial" and on_trial is not None:
+                on_trial(TrialRecord.from_json(payload))
+            elif kind == "end":
+                worker.ended_at = time.monotonic()
+            elif kind == "write_error":
+                write_errors.append(payload)
+            elif kind == "error":
+                logger.warning("worker %s failed: %s", worker.tuner_id, payload)
 
     reason = "finished"
-    signalled: set[str] = set()
+    done_since: float | None = None
     try:
         for index in range(n_workers):
             spawn(index)
         while True:
-            _relay(messages, on_trial, timeout=0.2)
-            if stop_requested():
+            conns = [w.conn for w in workers.values() if w.conn is not None]
+            if conns:
+                wait(conns, timeout=0.2)
+            else:
+                time.sleep(0.2)
+            for worker in list(workers.values()):
+                handle(worker)
+            if write_errors or server.write_error is not None:
+                reason = "write error"
+            elif stop_requested():
                 reason = "interrupted"
-            if deadline is not None and time.time() >= deadline:
+            elif deadline is not None and time.time() >= deadline and reason == "finished":
                 reason = "time budget"
-            for tuner_id, process in list(processes.items()):
-                if not process.is_alive():
-                    del processes[tuner_id]
-                    if process.exitcode != 0 or not server.done():
-                        trial_id = server.release(tuner_id, f"exited (code {process.exitcode})")
-                        if trial_id is not None and reason == "finished" and not server.done():
-                            spawn(len(processes))
+            now = time.monotonic()
+            for worker in list(workers.values()):
+                if worker.process.is_alive():
+                    continue
+                handle(worker)
+                worker.process.join(1)
+                del workers[worker.tuner_id]
+                code = worker.process.exitcode
+                if code == 0 and server.done():
+                    continue
+                how = _describe_exit(code)
+                # A stop leaves trials unfinished on purpose: re-queue without counting.
+                trial_id = server.release(worker.tuner_id, how, count=reason == "finished")
+                if code != 0 and trial_id is None:
+                    logger.warning("worker %s %s while idle", worker.tuner_id, how)
+                if reason == "finished" and not server.done() and (
+                        trial_id is not None or (code != 0 and respawns_left > 0)):
+                    if trial_id is None:
+                        respawns_left -= 1
+                    spawn(len(workers))
             for tuner_id in server.silent_workers():
-                server.release(tuner_id, f"sent nothing for {worker_timeout:g}s")
-                if tuner_id in processes:
-                    processes.pop(tuner_id).terminate()
-            if server.done() and not processes:
-                break
-            if n_workers and not processes:
-                break  # every local worker ended (the oracle may still hold failed trials)
-            if reason != "finished" and not processes:
-                break
+                server.release(tuner_id, f"sent nothing for {worker_timeout:g}s; killed")
+                if tuner_id in workers:
+                    workers[tuner_id].process.kill()
+            if server.done() and done_since is None:
+                done_since = now
             if reason != "finished":
-                for tuner_id, process in processes.items():
-                    if tuner_id not in signalled and process.is_alive() and process.pid:
-                        os.kill(process.pid, signal.SIGTERM)
-                        signalled.add(tuner_id)
+                for worker in workers.values():
+                    if worker.signalled_at is None and worker.process.pid:
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(worker.process.pid, signal.SIGTERM)
+                        worker.signalled_at = now
+            for worker in workers.values():
+                overdue = _overdue(worker, now, done_since)
+                if overdue and worker.process.is_alive():
+                    logger.warning("worker %s %s; killed", worker.tuner_id, overdue)
+                    worker.process.kill()
+            if not workers and (server.done() or n_workers or reason != "finished"):
+                break  # (with local workers all gone, the oracle may still hold failed trials)
     finally:
-        for process in processes.values():
-            process.join(timeout=30)
-            if process.is_alive():
-                process.kill()
-        _relay(messages, on_trial, timeout=0.1)
+        _end_all(list(workers.values()), handle)
         server.stop()
+    if write_errors or server.write_error is not None:
+        message = write_errors[0] if write_errors else server.write_error
+        raise WriteError(str(message), getattr(message, "os_error", None))
     return reason
 
 
-def _relay(messages: Any, on_trial: Callable[[TrialRecord], None] | None, *,
-           timeout: float) -> None:
-    try:
-        kind, payload = messages.get(timeout=timeout)
-    except queue_module.Empty:
-        return
-    while True:
-        if kind == "trial" and on_trial is not None:
-            on_trial(TrialRecord.from_json(payload))
-        elif kind == "error":
-            logger.warning("a worker failed: %s", payload)
+def _overdue(worker: _LocalWorker, now: float, done_since: float | None) -> str | None:
+    """Why ``worker`` should have exited by ``now``, or None."""
+    if worker.signalled_at is not None and now - worker.signalled_at > WORKER_STOP_GRACE_S:
+        return f"did not stop {WORKER_STOP_GRACE_S:g}s after it was asked to"
+    if worker.ended_at is not None and now - worker.ended_at > WORKER_EXIT_GRACE_S:
+        return f"did not exit {WORKER_EXIT_GRACE_S:g}s after its last trial"
+    if done_since is not None and now - done_since > WORKER_EXIT_GRACE_S:
+        return f"did not exit {WORKER_EXIT_GRACE_S:g}s after the search ended"
+    return None
+
+
+def _end_all(workers: Sequence[_LocalWorker], handle: Callable[[_LocalWorker], None]) -> None:
+    """Stop what is left: SIGTERM, up to 10 s together, then SIGKILL; never waits longer."""
+    alive = [w for w in workers if w.process.is_alive()]
+    for worker in alive:
+        if worker.signalled_at is None:
+            worker.process.terminate()
+    ends = time.monotonic() + 10.0
+    for worker in alive:
+        worker.process.join(max(0.0, ends - time.monotonic()))
+    for worker in workers:
+        if worker.process.is_alive():
+            logger.warning("worker %s did not stop; killed", worker.tuner_id)
+            worker.process.kill()
+            worker.process.join(5)
+        handle(worker)
+        if worker.conn is not None:
+            worker.conn.close()
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "stopped answering"
+    if code < 0:
         try:
-            kind, payload = messages.get_nowait()
-        except queue_module.Empty:
-            return
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"

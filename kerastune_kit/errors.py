@@ -26,3 +26,21 @@ class RunDirError(KerastuneKitError, ValueError):
 
 class BackendError(KerastuneKitError, RuntimeError):
     """Keras is configured for a backend other than TensorFlow."""
+
+
+class WriteError(KerastuneKitError, OSError):
+    """A file could not be written: no space left, a read-only file system, no permission.
+
+    The message is one line naming the cause, the path the user gave and the fix (free space
+    and ``--resume``; another ``--run-dir``). ``os_error`` is the underlying ``OSError``;
+    ``errno`` is its errno, so ``except OSError`` callers keep working.
+    """
+
+    def __init__(self, message: str, os_error: OSError | None = None) -> None:
+        super().__init__(message)
+        self.os_error = os_error
+        self.errno = getattr(os_error, "errno", None)
+        self.filename = getattr(os_error, "filename", None)
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""

@@ -40,6 +40,7 @@ from kerastune_kit.results import (
     record_from_row,
     write_json_atomic,
 )
+from kerastune_kit.rundir import find_write_error, write_error
 
 
 @dataclasses.dataclass
@@ -209,6 +210,8 @@ def export_best(run_dir: str | Path, output: str | Path) -> tuple[Path, Path]:
     Raises:
         ConfigError: ``output`` does not end in ``.keras`` or is a directory.
         RunDirError: The run has no best model (yet).
+        WriteError: ``output`` cannot be written (no space, read-only, no permission, a parent
+            that is a file); nothing is left half-written.
 
     Example:
         >>> export_best("runs/digits-hyperband", "models/digits.keras")
@@ -232,8 +235,15 @@ def export_best(run_dir: str | Path, output: str | Path) -> tuple[Path, Path]:
             f"run_dir: '{run_dir}' has no {BEST_MODEL} and {BEST_HYPERPARAMETERS} (the search "
             "has not finished, or no trial completed); export after the search finishes"
         )
-    with atomic_path(output) as tmp:
-        shutil.copyfile(model, tmp)
     sidecar = output.with_suffix(".json")
-    write_json_atomic(sidecar, {**best, "model": output.name, "run_dir": str(run_dir)})
+    try:
+        # Both written to temporary files first: a failure leaves neither half-written.
+        with atomic_path(output) as tmp:
+            shutil.copyfile(model, tmp)
+            write_json_atomic(sidecar, {**best, "model": output.name, "run_dir": str(run_dir)})
+    except OSError as exc:
+        error = find_write_error(exc)
+        if error is None:
+            raise
+        raise write_error(error, output, action="export") from None
     return output, sidecar

@@ -35,6 +35,7 @@ from kerastune_kit.results import (
     write_json_atomic,
     write_leaderboard,
 )
+from kerastune_kit.rundir import find_write_error
 from kerastune_kit.space import SearchSpace
 
 
@@ -54,11 +55,16 @@ def _classes() -> dict[str, type]:
     patch_keras_tuner_protos()
 
     class SearchStopped(kt.errors.FatalError):
-        """Ends ``tuner.search`` without ending the running trial (it stays resumable)."""
+        """Ends ``tuner.search`` without ending the running trial (it stays resumable).
 
-        def __init__(self, reason: str) -> None:
+        ``write_error`` is the ``OSError`` when a file of the trial could not be written (no
+        space, read-only, no permission): the trial did not fail, the disk did.
+        """
+
+        def __init__(self, reason: str, write_error: OSError | None = None) -> None:
             super().__init__(reason)
             self.reason = reason
+            self.write_error = write_error
 
     class KitTunerMixin:
         """TensorBoard sessions, trial records, pruning, budgets and the failure policy."""
@@ -154,6 +160,19 @@ def _classes() -> dict[str, type]:
                                  with_parent=isinstance(self, kt.Hyperband))
             self._kit_writers[trial_id] = writer
 
+        def _run_and_update_trial(self, trial: Any, *args: Any, **kwargs: Any) -> Any:
+            # KerasTuner records any exception of a trial as INVALID/FAILED; a write error is
+            # the disk's fault, not the trial's: stop the search with the trial unfinished.
+            try:
+                return super()._run_and_update_trial(trial, *args, **kwargs)
+            except kt.errors.FatalError:
+                raise
+            except Exception as exc:
+                error = find_write_error(exc)
+                if error is None:
+                    raise
+                raise SearchStopped(f"write error: {error}", write_error=error) from exc
+
         def run_trial(self, trial: Any, *args: Any, **kwargs: Any) -> Any:
             try:
                 histories = super().run_trial(trial, *args, **kwargs)
@@ -222,11 +241,41 @@ def _classes() -> dict[str, type]:
                 self.kit_on_trial(record)
 
         def kit_abandon_running(self) -> None:
-            """Close the writers of trials left unfinished by a stop."""
-            for writer in self._kit_writers.values():
-                writer.close()
+            """Close the writers of trials left unfinished by a stop (all of them, even when
+            one fails to flush; the first error is raised afterwards)."""
+            first: BaseException | None = None
+            writers = [*self._kit_writers.values()]
             self._kit_writers.clear()
-            self.kit_close_summary()
+            for close in [writer.close for writer in writers] + [self.kit_close_summary]:
+                try:
+                    close()
+                except Exception as exc:  # noqa: BLE001 - re-raised below
+                    first = first or exc
+            if first is not None:
+                raise first
+
+        def kit_requeue_write_failures(self) -> list[str]:
+            """Put trials that failed only because a file could not be written (no space,
+            read-only, no permission) back in the oracle's retry queue, so ``--resume`` runs
+            them again instead of keeping them FAILED. Returns their ids."""
+            oracle = self.oracle
+            requeued = []
+            for trial_id, trial in oracle.trials.items():
+                if str(trial.status) not in ("FAILED", "INVALID") or not trial.message \
+                        or trial_id in oracle._retry_queue \
+                        or find_write_error(RuntimeError(trial.message)) is None:
+                    continue
+                trial.message = None
+                if trial_id in oracle.end_order:
+                    oracle.end_order.remove(trial_id)
+                oracle._retry_queue.append(trial_id)
+                record = Path(self.get_trial_dir(trial_id)) / RECORD_FILE
+                record.unlink(missing_ok=True)
+                requeued.append(trial_id)
+            if requeued:
+                oracle._retry_queue.sort(reverse=True)  # popped from the end: lowest id first
+                oracle.save()
+            return requeued
 
         def kit_write_summary(self, records: list[TrialRecord]) -> None:
             """The TensorBoard text panels with the leaderboard and the best configuration

@@ -21,7 +21,6 @@ import dataclasses
 import gc
 import hashlib
 import json
-import shutil
 import signal
 import threading
 import time
@@ -39,7 +38,7 @@ from kerastune_kit.config import (
     load_saved_fingerprint,
 )
 from kerastune_kit.data import Dataset, load_dataset
-from kerastune_kit.errors import ConfigError, RunDirError
+from kerastune_kit.errors import ConfigError, RunDirError, WriteError
 from kerastune_kit.results import (
     BEST_HYPERPARAMETERS,
     BEST_MODEL,
@@ -49,6 +48,13 @@ from kerastune_kit.results import (
     atomic_path,
     write_json_atomic,
     write_text_atomic,
+)
+from kerastune_kit.rundir import (
+    RunDirLock,
+    find_write_error,
+    holder_of,
+    is_occupied,
+    write_error,
 )
 from kerastune_kit.space import SearchSpace
 
@@ -120,11 +126,26 @@ def prepare(config: SearchConfig, *, check_run_dir: bool = True
     return dataset, space, hypermodel, objective
 
 
-def _check_run_dir(config: SearchConfig, dataset: Dataset, space: SearchSpace) -> None:
+def _check_run_dir(config: SearchConfig, dataset: Dataset, space: SearchSpace, *,
+                   locked: bool = False) -> None:
     run_dir = config.effective_run_dir()
     if run_dir.exists() and not run_dir.is_dir():
         raise RunDirError(f"run_dir: '{run_dir}' is a file; pass a directory to --run-dir")
-    occupied = run_dir.is_dir() and any(run_dir.iterdir())
+    for parent in run_dir.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise RunDirError(
+                    f"run_dir: '{parent}' is a file, so '{run_dir}' cannot be created; pass a "
+                    "--run-dir whose parents are directories"
+                )
+            break
+    holder = None if locked else holder_of(run_dir)
+    if holder is not None:
+        raise RunDirError(
+            f"run_dir: '{run_dir}' is in use by another search ({holder}); wait for it to end "
+            "or stop it, or pass another --run-dir"
+        )
+    occupied = is_occupied(run_dir)
     is_run = (run_dir / RUN_MARKER).is_file() or (run_dir / "config.toml").is_file()
     if config.resume:
         if not is_run:
@@ -174,9 +195,11 @@ def _read_marker(run_dir: Path) -> dict[str, Any]:
 def _init_run_dir(config: SearchConfig, dataset: Dataset, space: SearchSpace,
                   objective: str) -> Path:
     """Create (or reuse, on resume) the run directory and write the configuration."""
+    from kerastune_kit.rundir import empty_run_dir
+
     run_dir = config.effective_run_dir()
     if config.overwrite and run_dir.exists():
-        shutil.rmtree(run_dir)
+        empty_run_dir(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run_dir / "config.toml",
                       config.to_toml(fingerprint=_fingerprint(dataset, space)))
@@ -277,7 +300,10 @@ def search_in_process(
     dataset, _, hypermodel, objective = prepare(config, check_run_dir=False)
     tuner = build_tuner(config, hypermodel, objective=objective, on_trial=on_trial,
                         deadline=deadline, trial_budget=trial_budget)
+    if config.resume and not tuner._is_worker():
+        _requeue_write_failures(tuner)
     stopped = tuner_class("stopped")
+    run_dir = config.effective_run_dir()
     with _startup_objects_frozen(), _stop_on_signals(tuner.kit_request_stop):
         try:
             tuner.search(
@@ -286,10 +312,25 @@ def search_in_process(
                 epochs=config.max_epochs, callbacks=list(callbacks or []), verbose=0,
             )
         except stopped as exc:
+            if exc.write_error is None:
+                with _write_errors(run_dir, action="search"):
+                    tuner.kit_abandon_running()
+                    tuner.kit_write_leaderboard()
+                return str(exc.reason)
+            error = exc.write_error
+        except Exception as exc:
+            error = find_write_error(exc)
+            if error is None:
+                raise
+        else:
+            return "finished"
+        # A write failed: the running trial stays unfinished (--resume runs it again); write
+        # what still fits, then stop with the one-line error.
+        with contextlib.suppress(Exception):
             tuner.kit_abandon_running()
+        with contextlib.suppress(Exception):
             tuner.kit_write_leaderboard()
-            return str(exc.reason)
-    return "finished"
+        raise write_error(error, run_dir, action="search")
 
 
 def run_search(
@@ -336,25 +377,53 @@ def run_search(
     started = time.perf_counter()
     deadline = time.time() + config.max_time if config.max_time else None
     dataset, space, hypermodel, objective = prepare(config)
-    run_dir = _init_run_dir(config, dataset, space, objective)
-    logger.info("search: %s, %s tuner, objective %s, run directory %s",
-                dataset.summary(), config.tuner, objective, run_dir)
-    from kerastune_kit.tuners import expected_trials
+    with RunDirLock(config.effective_run_dir()):
+        # Checked again under the lock: a search that ended meanwhile may have filled it.
+        _check_run_dir(config, dataset, space, locked=True)
+        with _write_errors(config.effective_run_dir(),
+                           action="search" if config.resume else "start"):
+            run_dir = _init_run_dir(config, dataset, space, objective)
+        logger.info("search: %s, %s tuner, objective %s, run directory %s",
+                    dataset.summary(), config.tuner, objective, run_dir)
+        from kerastune_kit.tuners import expected_trials
 
-    if workers or role == "chief":
-        reason = _search_as_chief(config, hypermodel, objective, workers=workers, oracle=oracle,
-                                  callbacks=callbacks, on_trial=on_trial, deadline=deadline,
-                                  worker_timeout=worker_timeout)
-    elif config.trials_per_worker and expected_trials(config) > config.trials_per_worker:
-        from kerastune_kit.workers import search_in_workers
+        with _write_errors(run_dir, action="search"):
+            if workers or role == "chief":
+                reason = _search_as_chief(config, hypermodel, objective, workers=workers,
+                                          oracle=oracle, callbacks=callbacks, on_trial=on_trial,
+                                          deadline=deadline, worker_timeout=worker_timeout)
+            elif config.trials_per_worker and \
+                    expected_trials(config) > config.trials_per_worker:
+                from kerastune_kit.workers import search_in_workers
 
-        reason = search_in_workers(config, callbacks=callbacks, on_trial=on_trial,
-                                   deadline=deadline)
-    else:
-        reason = search_in_process(config, callbacks=callbacks, on_trial=on_trial,
-                                   deadline=deadline)
-    return finish_search(config, hypermodel, objective, started=started,
-                         stopped=None if reason == "finished" else reason)
+                reason = search_in_workers(config, callbacks=callbacks, on_trial=on_trial,
+                                           deadline=deadline)
+            else:
+                reason = search_in_process(config, callbacks=callbacks, on_trial=on_trial,
+                                           deadline=deadline)
+            return finish_search(config, hypermodel, objective, started=started,
+                                 stopped=None if reason == "finished" else reason)
+
+
+def _requeue_write_failures(tuner: Any) -> None:
+    requeued = tuner.kit_requeue_write_failures()
+    if requeued:
+        logger.warning("trials %s failed only because files could not be written; running "
+                       "them again", ", ".join(requeued))
+
+
+@contextlib.contextmanager
+def _write_errors(path: Path, *, action: str) -> Iterator[None]:
+    """Turn a failed write (no space, read-only, no permission) into a one-line WriteError."""
+    try:
+        yield
+    except WriteError:
+        raise
+    except Exception as exc:
+        error = find_write_error(exc)
+        if error is None:
+            raise
+        raise write_error(error, path, action=action) from exc
 
 
 def _search_as_chief(config: SearchConfig, hypermodel: Any, objective: str, *, workers: int,
@@ -366,6 +435,8 @@ def _search_as_chief(config: SearchConfig, hypermodel: Any, objective: str, *, w
 
     host, port = parse_oracle_address(oracle) if oracle else ("127.0.0.1", free_port())
     tuner = build_tuner(config, hypermodel, objective=objective)
+    if config.resume:
+        _requeue_write_failures(tuner)
     tuner.save()  # the chief's state on disk: finish_search and --resume reload it
     stop: list[str] = []
     with _stop_on_signals(stop.append):

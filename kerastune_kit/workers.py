@@ -5,33 +5,35 @@ Owns: running a search as a chain of worker processes, each running at most
 next one reloads the oracle from disk (the same mechanism as ``--resume``) and continues. Each
 TensorFlow process leaks a few MiB per trial (traced functions, graph caches) even with
 ``keras.backend.clear_session()``; a fresh process returns all of it. Trial records travel to the
-parent over a queue, so progress lines and ``on_trial`` callbacks work as in one process.
+parent over a pipe of its own, so progress lines and ``on_trial`` callbacks work as in one process.
 Does not own: what a trial does (``tuners``) or the results files (``tuning``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import pickle
-import queue as queue_module
 import signal
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from kerastune_kit._backend import native_stderr_silenced, warm_up_tensorflow
 from kerastune_kit._logging import get_logger
 from kerastune_kit.config import SearchConfig
-from kerastune_kit.errors import ConfigError, KerastuneKitError
+from kerastune_kit.errors import ConfigError, KerastuneKitError, WriteError
 from kerastune_kit.results import TrialRecord
 
 logger = get_logger("workers")
 
 
-def _worker_main(config: SearchConfig, callbacks: Sequence[Any], messages: Any,
+def _worker_main(config: SearchConfig, callbacks: Sequence[Any], conn: Any,
                  deadline: float | None) -> None:
-    """Entry point of one worker process."""
+    """Entry point of one worker process; it reports to the parent over its own pipe."""
+    from kerastune_kit.errors import WriteError
     from kerastune_kit.tuning import search_in_process
 
     with native_stderr_silenced():
@@ -40,13 +42,24 @@ def _worker_main(config: SearchConfig, callbacks: Sequence[Any], messages: Any,
         reason = search_in_process(
             config, callbacks=callbacks, deadline=deadline,
             trial_budget=config.trials_per_worker,
-            on_trial=lambda record: messages.put(("trial", record.to_json())),
+            on_trial=lambda record: conn.send(("trial", record.to_json())),
         )
-        messages.put(("end", reason))
+        message: tuple[str, str] = ("end", reason)
+    except WriteError as exc:
+        message = ("write_error", str(exc))
     except KerastuneKitError as exc:
-        messages.put(("error", str(exc)))
+        message = ("error", str(exc))
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises
-        messages.put(("error", f"{type(exc).__name__}: {exc}"))
+        message = ("error", f"{type(exc).__name__}: {exc}")
+    with contextlib.suppress(OSError):  # the parent is gone: nobody to tell
+        conn.send(message)
+        conn.close()
+
+
+#: Seconds a worker may take to exit after it reported its end (or after SIGTERM, to finish
+#: its epoch) before it is killed.
+EXIT_GRACE_S = 30.0
+STOP_GRACE_S = 120.0
 
 
 def search_in_workers(
@@ -91,18 +104,22 @@ def search_in_workers(
         while True:
             if stop:
                 return f"interrupted by {stop[0]}"
-            messages = context.Queue()
+            reader, writer = context.Pipe(duplex=False)
             process = context.Process(target=_worker_main, name="kerastune-kit-worker",
-                                      args=(resumed, callbacks, messages, deadline))
+                                      args=(resumed, callbacks, writer, deadline), daemon=True)
             current[:] = [process]
             process.start()
-            reason = _drain(process, messages, on_trial)
-            process.join()
-            current.clear()
+            writer.close()  # the worker holds the only write end: its death is end of file
+            try:
+                reason = _drain(process, reader, on_trial, stopping=lambda: bool(stop))
+            finally:
+                reader.close()
+                _reap(process)
+                current.clear()
             if reason is None:
                 raise RuntimeError(
-                    f"a worker process exited with code {process.exitcode} before finishing "
-                    "its trials; the search is saved, continue it with --resume"
+                    f"a worker process {_exit_text(process.exitcode)} before finishing its "
+                    "trials; the search is saved, continue it with --resume"
                 )
             if reason != "worker budget":
                 return reason
@@ -113,28 +130,63 @@ def search_in_workers(
             signal.signal(sig, handler)
 
 
-def _drain(process: Any, messages: Any, on_trial: Callable[[TrialRecord], None] | None
-           ) -> str | None:
-    """Relay a worker's messages until it ends; return its reason (None if it died)."""
+def _drain(process: Any, conn: Any, on_trial: Callable[[TrialRecord], None] | None, *,
+           stopping: Callable[[], bool]) -> str | None:
+    """Relay a worker's messages until it ends; return its reason (None if it died).
+
+    Bounded: a worker still alive :data:`EXIT_GRACE_S` seconds after its last message, or
+    :data:`STOP_GRACE_S` seconds after a stop was requested, is killed.
+    """
     reason = None
+    ended_at: float | None = None
+    stop_at: float | None = None
     while True:
         try:
-            kind, payload = messages.get(timeout=0.2)
-        except queue_module.Empty:
-            if not process.is_alive():
-                try:  # messages sent just before exiting
-                    kind, payload = messages.get(timeout=0.5)
-                except queue_module.Empty:
-                    return reason
-            else:
-                continue
-        if kind == "trial" and on_trial is not None:
-            on_trial(TrialRecord.from_json(payload))
-        elif kind == "end":
-            reason = payload
-        elif kind == "error":
-            process.join()
-            raise _WorkerError(f"a worker process failed: {payload}")
+            ready = conn.poll(0.2)
+            message = conn.recv() if ready else None
+        except (EOFError, OSError):  # the worker exited (or died): nothing more will come
+            process.join(EXIT_GRACE_S if reason is not None else 5.0)
+            return reason
+        now = time.monotonic()
+        if message is not None:
+            kind, payload = message
+            if kind == "trial" and on_trial is not None:
+                on_trial(TrialRecord.from_json(payload))
+            elif kind == "end":
+                reason, ended_at = payload, now
+            elif kind == "write_error":
+                raise WriteError(payload)
+            elif kind == "error":
+                raise _WorkerError(f"a worker process failed: {payload}")
+            continue
+        if stopping() and stop_at is None:
+            stop_at = now
+        overdue = (ended_at is not None and now - ended_at > EXIT_GRACE_S) or (
+            stop_at is not None and now - stop_at > STOP_GRACE_S)
+        if overdue and process.is_alive():
+            logger.warning("the worker process did not exit in time; killed")
+            process.kill()
+            process.join(5)
+            return reason
+
+
+def _reap(process: Any) -> None:
+    """Make sure ``process`` is gone: SIGTERM, 10 s, SIGKILL."""
+    if process.is_alive():
+        process.terminate()
+        process.join(10)
+    if process.is_alive():
+        process.kill()
+        process.join(5)
+
+
+def _exit_text(code: int | None) -> str:
+    if code is not None and code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
 
 
 class _WorkerError(RuntimeError):

@@ -12,6 +12,7 @@ import pytest
 from kerastune_kit.config import SearchConfig
 from kerastune_kit.errors import ConfigError, RunDirError
 from kerastune_kit.results import read_leaderboard
+from kerastune_kit.rundir import LOCK_FILE
 from tests.tb_read import experiment_hparam_names, scalars, session_hparams, session_status
 
 keras = pytest.importorskip("keras")
@@ -36,7 +37,7 @@ def _check_run_dir(result, n_trials: int) -> None:
     best = json.loads((run / "best_hyperparameters.json").read_text())
     assert best["hyperparameters"] == result.best.hyperparameters
     assert best["score"] == pytest.approx(result.best_score)
-    assert not list(run.glob(".*")), "temporary files left behind"
+    assert [p.name for p in run.glob(".*")] == [LOCK_FILE], "temporary files left behind"
 
     tensorboard = run / "tensorboard"
     assert {"learning_rate", "units_0", "optimizer"} <= experiment_hparam_names(tensorboard)
