@@ -163,6 +163,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         max_retries=args.max_retries, trials_per_worker=args.trials_per_worker,
         factor=args.factor,
     )
+    from kerastune_kit.rundir import check_run_dir_usable
+
+    check_run_dir_usable(config.effective_run_dir())  # before TensorFlow's seconds of start-up
     with native_stderr_silenced(enabled=not args.debug):
         from kerastune_kit.tuning import run_search, warm_up_tensorflow
 

@@ -180,7 +180,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         try:
             yield tmp_path
         except OSError as exc:
-            if exc.errno is None or exc.filename != str(tmp_path):
+            if exc.errno is None or exc.filename not in (None, str(tmp_path)):
                 raise
             raise type(exc)(exc.errno, exc.strerror, str(path)) from exc
         try:

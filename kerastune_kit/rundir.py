@@ -221,6 +221,36 @@ def holder_of(run_dir: str | Path) -> str | None:
     return None
 
 
+def check_run_dir_usable(run_dir: str | Path, *, locked: bool = False) -> None:
+    """Refuse a run directory no search can use, before anything is loaded or written.
+
+    Args:
+        run_dir: The run directory.
+        locked: This process holds its lock already (skip the holder check).
+
+    Raises:
+        RunDirError: ``run_dir`` or one of its parents is a file, or another live search holds
+            it (the message names the holder's pid).
+    """
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunDirError(f"run_dir: '{run_dir}' is a file; pass a directory to --run-dir")
+    for parent in run_dir.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise RunDirError(
+                    f"run_dir: '{parent}' is a file, so '{run_dir}' cannot be created; pass a "
+                    "--run-dir whose parents are directories"
+                )
+            break
+    holder = None if locked else holder_of(run_dir)
+    if holder is not None:
+        raise RunDirError(
+            f"run_dir: '{run_dir}' is in use by another search ({holder}); wait for it to end "
+            "or stop it, or pass another --run-dir"
+        )
+
+
 def empty_run_dir(run_dir: str | Path) -> None:
     """Delete everything inside ``run_dir`` except its lock file (``--overwrite``)."""
     for child in Path(run_dir).iterdir():

@@ -12,6 +12,7 @@ Does not own: loading data or the run directory (``tuning``), the training loop 
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import math
 import shutil
@@ -172,6 +173,19 @@ def _classes() -> dict[str, type]:
                 if error is None:
                     raise
                 raise SearchStopped(f"write error: {error}", write_error=error) from exc
+
+        def _build_and_fit_model(self, trial: Any, *args: Any, **kwargs: Any) -> Any:
+            from keras_tuner.src.engine import tuner_utils
+
+            from kerastune_kit._saving import save_weights_atomically
+
+            # KerasTuner's per-trial checkpoint, serialized in memory and written in one piece:
+            # h5py writing straight to a full disk left state that crashed the interpreter.
+            for callback in kwargs.get("callbacks") or []:
+                if isinstance(callback, tuner_utils.SaveBestEpoch):
+                    callback._save_model = functools.partial(_save_checkpoint, callback,
+                                                             save_weights_atomically)
+            return super()._build_and_fit_model(trial, *args, **kwargs)
 
         def run_trial(self, trial: Any, *args: Any, **kwargs: Any) -> Any:
             try:
@@ -482,6 +496,11 @@ def expected_trials(config: SearchConfig) -> int:
         for round_num in range(bracket + 1):
             total += math.ceil(end_size / (bracket + 1) * factor ** (bracket - round_num))
     return min(total, config.max_trials) if config.max_trials else total
+
+
+def _save_checkpoint(callback: Any, save: Callable[[Any, str], None]) -> None:
+    """``SaveBestEpoch._save_model`` through ``save`` (one process, one file)."""
+    save(callback.model, callback.filepath)
 
 
 def _plain(value: Any) -> Any:

@@ -45,14 +45,13 @@ from kerastune_kit.results import (
     RUN_MARKER,
     TENSORBOARD_DIR,
     TrialRecord,
-    atomic_path,
     write_json_atomic,
     write_text_atomic,
 )
 from kerastune_kit.rundir import (
     RunDirLock,
+    check_run_dir_usable,
     find_write_error,
-    holder_of,
     is_occupied,
     write_error,
 )
@@ -129,22 +128,7 @@ def prepare(config: SearchConfig, *, check_run_dir: bool = True
 def _check_run_dir(config: SearchConfig, dataset: Dataset, space: SearchSpace, *,
                    locked: bool = False) -> None:
     run_dir = config.effective_run_dir()
-    if run_dir.exists() and not run_dir.is_dir():
-        raise RunDirError(f"run_dir: '{run_dir}' is a file; pass a directory to --run-dir")
-    for parent in run_dir.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise RunDirError(
-                    f"run_dir: '{parent}' is a file, so '{run_dir}' cannot be created; pass a "
-                    "--run-dir whose parents are directories"
-                )
-            break
-    holder = None if locked else holder_of(run_dir)
-    if holder is not None:
-        raise RunDirError(
-            f"run_dir: '{run_dir}' is in use by another search ({holder}); wait for it to end "
-            "or stop it, or pass another --run-dir"
-        )
+    check_run_dir_usable(run_dir, locked=locked)
     occupied = is_occupied(run_dir)
     is_run = (run_dir / RUN_MARKER).is_file() or (run_dir / "config.toml").is_file()
     if config.resume:
@@ -517,6 +501,6 @@ def finish_search(config: SearchConfig, hypermodel: Any, objective: str, *, star
 
 
 def _save_best_model(tuner: Any, trial_id: str, path: Path) -> None:
-    model = tuner.load_model(tuner.oracle.get_trial(trial_id))
-    with atomic_path(path) as tmp:
-        model.save(tmp)
+    from kerastune_kit._saving import save_model_atomically
+
+    save_model_atomically(tuner.load_model(tuner.oracle.get_trial(trial_id)), path)
