@@ -100,11 +100,15 @@ def write_error(error: OSError, path: str | Path | None, *, action: str) -> Writ
         The error to raise; the CLI prints it as ``error: …`` and exits with status 2.
     """
     code = error.errno if error.errno in WRITE_ERRNOS else errno.EIO
-    target = str(path) if path is not None else (error.filename or "?")
-    named = error.filename
-    if named and path is not None and not Path(named).name.startswith(".") \
-            and str(named) != str(path):
-        target = f"{named}' (in '{path}"
+    named = str(error.filename) if error.filename else None
+    if named and Path(named).name.startswith("."):
+        named = None  # a temporary file: the user never named it
+    if path is None:
+        target = f"'{named or '?'}'"
+    elif named and named != str(path):
+        target = f"'{named}' (in '{path}')"
+    else:
+        target = f"'{path}'"
     cause = WRITE_ERRNOS.get(code, "input/output error")
     if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         fix = {"search": "free space and continue with --resume",
@@ -116,7 +120,7 @@ def write_error(error: OSError, path: str | Path | None, *, action: str) -> Writ
         fix = {"search": "make it writable and continue with --resume",
                "start": "pass a --run-dir you can write to",
                "export": "pass an --output you can write to"}[action]
-    return WriteError(f"{cause} while writing '{target}'; {fix}", error)
+    return WriteError(f"{cause} while writing {target}; {fix}", error)
 
 
 class RunDirLock:

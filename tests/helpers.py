@@ -9,10 +9,10 @@ import numpy as np
 from kerastune_kit.errors import ConfigError
 
 
-def assert_one_line(exc: BaseException, *fragments: str) -> str:
-    """The message is a single line and contains every fragment."""
+def assert_one_line(exc: BaseException, *fragments: str, kind: type = ConfigError) -> str:
+    """The message is a single line and contains every fragment; ``exc`` is a ``kind``."""
     message = str(exc)
-    assert isinstance(exc, ConfigError) and isinstance(exc, ValueError)
+    assert isinstance(exc, kind)
     assert message and "\n" not in message, f"not one line: {message!r}"
     for fragment in fragments:
         assert fragment in message, f"{fragment!r} missing from {message!r}"
