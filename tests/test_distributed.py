@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import logging
 import multiprocessing
 import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +24,8 @@ from tests.conftest import REPO
 from tests.tb_read import session_hparams
 
 pytest.importorskip("keras_tuner")
+import keras  # noqa: E402
+
 from kerastune_kit.tuning import run_search  # noqa: E402
 
 
@@ -76,12 +82,61 @@ def test_a_killed_worker_does_not_hang_the_search(tmp_path):
             killed.append(workers[0].pid)
             os.kill(workers[0].pid, signal.SIGKILL)
 
-    result = run_search(_config(tmp_path, max_trials=5, max_epochs=3), workers=2,
-                        on_trial=kill_one_worker)
+    with _warnings() as warnings:
+        result = run_search(_config(tmp_path, max_trials=5, max_epochs=3), workers=2,
+                            on_trial=kill_one_worker)
     assert killed
     assert len(result.trials) == 5 and len({r.trial_id for r in result.trials}) == 5
     assert all(r.status in ("COMPLETED", "FAILED") for r in result.trials)
     assert (result.run_dir / "best_model.keras").is_file()
+    # The user is told: "worker worker0 was killed by SIGKILL during trial 3; ..."
+    assert any("was killed by SIGKILL" in line for line in warnings), warnings
+    assert not multiprocessing.active_children()
+
+
+class HangOnExit(keras.callbacks.Callback):
+    """Leaves a non-daemon thread behind: the worker process cannot exit after its trials
+    (as a worker stuck in a library's exit handler would)."""
+
+    def on_train_begin(self, logs=None):
+        if os.environ.get("KERASTUNER_TUNER_ID", "").startswith("worker"):
+            threading.Thread(target=time.sleep, args=(3600,), daemon=False).start()
+
+
+@pytest.mark.slow
+def test_a_worker_that_does_not_exit_after_its_last_trial_is_killed(tmp_path, monkeypatch):
+    from kerastune_kit import distributed
+
+    monkeypatch.setattr(distributed, "WORKER_EXIT_GRACE_S", 3.0)
+    started = time.monotonic()
+    with _warnings() as warnings:
+        result = run_search(_config(tmp_path, max_trials=3, max_epochs=1), workers=2,
+                            callbacks=[HangOnExit()])
+    assert time.monotonic() - started < 120
+    assert len(result.trials) == 3 and all(r.status == "COMPLETED" for r in result.trials)
+    assert (result.run_dir / "best_model.keras").is_file()
+    assert any("did not exit 3s after" in line and "killed" in line for line in warnings), \
+        warnings
+    assert not multiprocessing.active_children()
+
+
+@contextlib.contextmanager
+def _warnings():
+    """The kerastune_kit logger's warnings, as the CLI prints them."""
+    from kerastune_kit._logging import get_logger
+
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            lines.append(record.getMessage())
+
+    handler = Collect(logging.WARNING)
+    get_logger().addHandler(handler)
+    try:
+        yield lines
+    finally:
+        get_logger().removeHandler(handler)
 
 
 def test_worker_without_a_chief_fails_with_one_line(tmp_path, capsys):
