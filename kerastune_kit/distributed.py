@@ -328,6 +328,9 @@ def _worker_main(config: SearchConfig, env: dict[str, str], callbacks: Sequence[
     os.environ.update(env)
     from kerastune_kit.errors import WriteError
     from kerastune_kit.tuning import search_in_process
+    from kerastune_kit.workers import exit_with_parent
+
+    exit_with_parent()
 
     with native_stderr_silenced():
         warm_up_tensorflow()

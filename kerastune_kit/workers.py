@@ -30,11 +30,30 @@ from kerastune_kit.results import TrialRecord
 logger = get_logger("workers")
 
 
+def exit_with_parent(interval: float = 1.0) -> None:
+    """End this worker process soon after its parent dies (even by SIGKILL).
+
+    A worker left behind would otherwise wait on a dead chief (KerasTuner's gRPC client waits
+    up to an hour) or train for nobody. A daemon thread checks the parent every ``interval``
+    seconds and ends the process with ``os._exit(1)``.
+    """
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="kerastune-kit-parent-watch", daemon=True).start()
+
+
 def _worker_main(config: SearchConfig, callbacks: Sequence[Any], conn: Any,
                  deadline: float | None) -> None:
     """Entry point of one worker process; it reports to the parent over its own pipe."""
     from kerastune_kit.errors import WriteError
     from kerastune_kit.tuning import search_in_process
+
+    exit_with_parent()
 
     with native_stderr_silenced():
         warm_up_tensorflow()

@@ -188,3 +188,50 @@ def test_chief_and_worker_roles_as_separate_programs(tmp_path):
         rows = list(csv.DictReader(handle))
     assert len(rows) == 3 and all(row["status"] == "COMPLETED" for row in rows)
     assert (run / "best_model.keras").is_file()
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    try:
+        return [int(p) for p in path.read_text().split()]
+    except OSError:
+        return []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+def test_workers_end_when_their_chief_is_killed_and_the_run_resumes(tmp_path):
+    if not Path("/proc/self/task").is_dir():
+        pytest.skip("needs Linux /proc")
+    run = tmp_path / "run"
+    args = ["--data", "iris", "--tuner", "random", "--max-trials", "30", "--max-epochs", "20",
+            "--run-dir", str(run), "--workers", "2"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    chief = subprocess.Popen([sys.executable, "-m", "kerastune_kit", "search", *args],
+                             cwd=REPO, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and not (run / "leaderboard.csv").is_file():
+            time.sleep(0.5)
+        workers = [pid for pid in _children(chief.pid) if _alive(pid)]
+        assert workers, chief.stderr.read() if chief.poll() is not None else "no workers"
+        chief.kill()
+        chief.wait(timeout=30)
+        gone_by = time.time() + 30
+        while time.time() < gone_by and any(_alive(pid) for pid in workers):
+            time.sleep(0.5)
+        assert not any(_alive(pid) for pid in workers), "workers outlived their chief"
+    finally:
+        chief.kill()
+    resumed = subprocess.run(
+        [sys.executable, "-m", "kerastune_kit", "search", *args, "--resume", "--max-time",
+         "20s"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
