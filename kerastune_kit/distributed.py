@@ -369,6 +369,7 @@ class _LocalWorker:
         self.conn: Any = conn
         self.ended_at: float | None = None  # when it said it finished
         self.signalled_at: float | None = None  # when it was asked to stop
+        self.killed = False  # by the chief, which already said why
 
     def receive(self) -> list[tuple[str, Any]]:
         """Every message waiting in the pipe (no wait); closes the pipe at end of file."""
@@ -378,7 +379,7 @@ class _LocalWorker:
                 if not self.conn.poll(0):
                     break
                 messages.append(self.conn.recv())
-            except (EOFError, OSError):
+            except Exception:  # noqa: BLE001 - end of file, or a message cut by its death
                 self.conn.close()
                 self.conn = None
         return messages
@@ -494,7 +495,7 @@ def serve_and_wait(
                 how = _describe_exit(code)
                 # A stop leaves trials unfinished on purpose: re-queue without counting.
                 trial_id = server.release(worker.tuner_id, how, count=reason == "finished")
-                if code != 0 and trial_id is None:
+                if code != 0 and trial_id is None and not worker.killed:
                     logger.warning("worker %s %s while idle", worker.tuner_id, how)
                 if reason == "finished" and not server.done() and (
                         trial_id is not None or (code != 0 and respawns_left > 0)):
@@ -504,6 +505,7 @@ def serve_and_wait(
             for tuner_id in server.silent_workers():
                 server.release(tuner_id, f"sent nothing for {worker_timeout:g}s; killed")
                 if tuner_id in workers:
+                    workers[tuner_id].killed = True
                     workers[tuner_id].process.kill()
             if server.done() and done_since is None:
                 done_since = now
@@ -517,6 +519,7 @@ def serve_and_wait(
                 overdue = _overdue(worker, now, done_since)
                 if overdue and worker.process.is_alive():
                     logger.warning("worker %s %s; killed", worker.tuner_id, overdue)
+                    worker.killed = True
                     worker.process.kill()
             if not workers and (server.done() or n_workers or reason != "finished"):
                 break  # (with local workers all gone, the oracle may still hold failed trials)

@@ -50,7 +50,6 @@ def exit_with_parent(interval: float = 1.0) -> None:
 def _worker_main(config: SearchConfig, callbacks: Sequence[Any], conn: Any,
                  deadline: float | None) -> None:
     """Entry point of one worker process; it reports to the parent over its own pipe."""
-    from kerastune_kit.errors import WriteError
     from kerastune_kit.tuning import search_in_process
 
     exit_with_parent()
