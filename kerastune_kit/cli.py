@@ -138,7 +138,13 @@ def _add_inspect_parsers(sub: Any) -> None:
 # ---------------------------------------------------------------------- commands
 def cmd_search(args: argparse.Namespace) -> int:
     """``search``: validate, run, print one line per trial and a closing summary."""
-    from kerastune_kit.config import build_config, load_toml, parse_duration, parse_set_flags
+    from kerastune_kit.config import (
+        build_config,
+        load_toml,
+        parse_duration,
+        parse_set_flags,
+        resume_base,
+    )
     from kerastune_kit.errors import ConfigError
 
     if args.role == "worker":
@@ -152,6 +158,9 @@ def cmd_search(args: argparse.Namespace) -> int:
                           "for example --oracle 0.0.0.0:8000")
 
     file_values = load_toml(args.config) if args.config else None
+    if args.resume:  # every setting of the saved search, unless a flag says otherwise
+        file_values = resume_base(file_values, run_dir=args.run_dir, data=args.data,
+                                  tuner=args.tuner)
     config = build_config(
         file_values,
         data=args.data, target=args.target, task=args.task, model=args.model,

@@ -320,6 +320,35 @@ def load_saved_config(run_dir: str | Path) -> dict[str, Any]:
     return load_toml(Path(run_dir) / "config.toml")
 
 
+def resume_base(file_values: Mapping[str, Any] | None, *, run_dir: str | None,
+                data: str | None, tuner: str | None) -> dict[str, Any]:
+    """The settings a resumed search starts from: the saved ``RUN/config.toml`` under
+    ``file_values`` (a ``--config`` file), which CLI flags then override.
+
+    The run directory is ``run_dir`` (``--run-dir``), else the config file's, else the default
+    for the given ``data`` and ``tuner``. When it holds no saved configuration, ``file_values``
+    is returned unchanged (the run-directory check then says there is nothing to resume).
+
+    Example:
+        >>> resume_base(None, run_dir="runs/iris-random", data=None, tuner=None)["tuner"]
+        'random'
+    """
+    values = dict(file_values or {})
+    where = run_dir or values.get("run_dir")
+    if not where:
+        defaults = {k: v for k, v in (("data", data), ("tuner", tuner)) if v is not None}
+        where = str(SearchConfig(**{**values, **defaults}).effective_run_dir())
+    if not (Path(where) / "config.toml").is_file():
+        return values
+    saved = load_saved_config(where)
+    overrides = {**dict(saved.pop("overrides", {}) or {}),
+                 **dict(values.pop("overrides", {}) or {})}
+    merged = {**saved, **values, "run_dir": str(where)}
+    if overrides:
+        merged["overrides"] = overrides
+    return merged
+
+
 def load_saved_fingerprint(run_dir: str | Path) -> dict[str, str]:
     """The ``[fingerprint]`` table of ``RUN/config.toml`` (empty when absent)."""
     path = Path(run_dir) / "config.toml"
