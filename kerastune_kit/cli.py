@@ -140,6 +140,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     """``search``: validate, run, print one line per trial and a closing summary."""
     from kerastune_kit.config import (
         build_config,
+        check_resume_settings,
         load_toml,
         parse_duration,
         parse_set_flags,
@@ -175,6 +176,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     from kerastune_kit.rundir import check_run_dir_usable
 
     check_run_dir_usable(config.effective_run_dir())  # before TensorFlow's seconds of start-up
+    if config.resume:
+        check_resume_settings(config)
     with native_stderr_silenced(enabled=not args.debug):
         from kerastune_kit.tuning import run_search, warm_up_tensorflow
 
@@ -258,9 +261,10 @@ def _print_csv(records: Sequence[Any], hp_names: Sequence[str]) -> None:
     columns = ["rank", "trial_id", "status", "outcome", *BASE_COLUMNS[2:], *hp_names]
     writer = csv.DictWriter(sys.stdout, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
-    for rank, record in enumerate(records, start=1):
-        scored = record.status == "COMPLETED" and record.score is not None
-        writer.writerow({"rank": rank if scored else "", "outcome": record.outcome,
+    from kerastune_kit.report import rank_numbers
+
+    for record, rank in zip(records, rank_numbers(records), strict=True):
+        writer.writerow({"rank": "" if rank == "-" else rank, "outcome": record.outcome,
                          **record.row(hp_names)})
 
 

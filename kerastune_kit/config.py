@@ -349,6 +349,27 @@ def resume_base(file_values: Mapping[str, Any] | None, *, run_dir: str | None,
     return merged
 
 
+def check_resume_settings(config: SearchConfig) -> None:
+    """Refuse to resume with a setting that shapes the search (:data:`RESUME_KEYS`) changed.
+
+    Raises:
+        RunDirError: One line naming the setting, the saved value and the received one.
+    """
+    from kerastune_kit.errors import RunDirError
+
+    run_dir = config.effective_run_dir()
+    if not (run_dir / "config.toml").is_file():
+        return
+    saved = SearchConfig(**{**load_saved_config(run_dir), "run_dir": str(run_dir)})
+    now, before = config.resume_fingerprint(), saved.resume_fingerprint()
+    for key in RESUME_KEYS:
+        if now.get(key) != before.get(key):
+            raise RunDirError(
+                f"{key}: the saved search in '{run_dir}' used {before.get(key)!r}, received "
+                f"{now.get(key)!r}; resume with the same settings or pass --overwrite"
+            )
+
+
 def load_saved_fingerprint(run_dir: str | Path) -> dict[str, str]:
     """The ``[fingerprint]`` table of ``RUN/config.toml`` (empty when absent)."""
     path = Path(run_dir) / "config.toml"

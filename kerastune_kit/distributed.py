@@ -150,6 +150,7 @@ class ChiefServer:
                     return response
 
             def CreateTrial(self, request, context):  # noqa: N802 - gRPC method name
+                server.rescore_diverged()  # promotions and proposals see diverged trials last
                 return self._call("CreateTrial", request, context, request.tuner_id)
 
             def GetTrial(self, request, context):  # noqa: N802
@@ -196,6 +197,19 @@ class ChiefServer:
     def stop(self) -> None:
         """Stop serving (waits up to a second for calls in flight)."""
         self._grpc.stop(grace=1.0)
+
+    def rescore_diverged(self) -> None:
+        """:func:`kerastune_kit.tuners.rescore_diverged` on the chief's oracle."""
+        from kerastune_kit.results import read_trial_records
+        from kerastune_kit.tuners import rescore_diverged
+
+        with self.lock:
+            try:
+                rescore_diverged(self.oracle, read_trial_records(self.oracle._project_dir))
+            except Exception as exc:
+                _unlock_oracle(self.oracle)
+                self.note_write_error(exc)
+                raise
 
     def note_write_error(self, exc: BaseException) -> None:
         """Remember the first write error of a call (the chief then stops the search)."""

@@ -88,9 +88,11 @@ def task_head(task: str, n_classes: int | None = None) -> TaskHead:
 
 
 def objective_direction(name: str) -> str:
-    """``max`` for accuracy-like metrics, ``min`` for losses and errors."""
-    base = name[4:] if name.startswith("val_") else name
-    return "max" if base in ("accuracy", "auc") else "min"
+    """``max`` for accuracy-like metrics, ``min`` for losses and errors: the one rule,
+    :func:`kerastune_kit.results.direction_of`, which readers of a run use too."""
+    from kerastune_kit.results import direction_of
+
+    return direction_of(name)
 
 
 def available_objectives(task: str) -> list[str]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from kerastune_kit.results import TrialRecord
+from kerastune_kit.results import TrialRecord, is_ranked
 
 SUMMARY_COLUMNS = ("rank", "trial", "outcome", "score", "best_epoch", "epochs", "parent",
                    "wall_s")
@@ -34,16 +34,28 @@ def short(value: Any) -> str:
 def summary_rows(records: Sequence[TrialRecord], hp_names: Sequence[str]) -> list[list[str]]:
     """One list of cells per trial: the :data:`SUMMARY_COLUMNS`, then every hyperparameter."""
     rows = []
-    for rank, record in enumerate(records, start=1):
+    for record, rank in zip(records, rank_numbers(records), strict=True):
         epochs = "" if record.epochs is None else f"{record.initial_epoch}-{record.epochs}"
-        scored = record.status == "COMPLETED" and record.score is not None
-        cells = [str(rank) if scored else "-", record.trial_id, record.outcome,
+        cells = [rank, record.trial_id, record.outcome,
                  "" if record.score is None else f"{record.score:.4f}",
                  short(record.best_epoch), epochs, record.parent_trial_id or "",
                  "" if record.wall_time_s is None else f"{record.wall_time_s:.1f}"]
         cells += [short(record.hyperparameters.get(name)) for name in hp_names]
         rows.append(cells)
     return rows
+
+
+def rank_numbers(records: Sequence[TrialRecord]) -> list[str]:
+    """The rank shown for each of ``records`` (already ranked, best first): ``1``..``N`` for
+    the ranked trials, without gaps, and ``-`` for diverged, failed and running ones."""
+    numbers, rank = [], 0
+    for record in records:
+        if is_ranked(record):
+            rank += 1
+            numbers.append(str(rank))
+        else:
+            numbers.append("-")
+    return numbers
 
 
 def text_table(records: Sequence[TrialRecord], hp_names: Sequence[str]) -> list[str]:

@@ -45,8 +45,9 @@ class TrialRecord:
     Attributes:
         trial_id: KerasTuner's trial id.
         status: ``COMPLETED``; ``PRUNED`` (stopped early by the pruner, keeps its best score so
-            far); ``DIVERGED`` (a non-finite loss; scored as the worst finite score of the
-            search so that no oracle mistakes it for a good value); ``FAILED`` (crashed after
+            far); ``DIVERGED`` (a non-finite loss; no score of its own, ranked below every
+            completed and pruned trial; the oracle sees a stand-in just worse than the worst
+            finished trial, revised as trials finish); ``FAILED`` (crashed after
             its retries); ``RUNNING`` (unfinished, resumable).
         score: Best objective value, None when the trial produced none.
         best_epoch: Absolute index of the best epoch.
@@ -111,8 +112,9 @@ class TrialRecord:
 
     @property
     def has_model(self) -> bool:
-        """Whether a checkpoint of a finite epoch exists (completed or pruned trials)."""
-        return self.status in ("COMPLETED", "PRUNED") and _finite(self.score)
+        """Whether a checkpoint of a finite epoch exists (completed or pruned trials); the same
+        as :func:`is_ranked`."""
+        return is_ranked(self)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> TrialRecord:
@@ -145,14 +147,38 @@ def _fmt(value: Any, digits: int = 6) -> str:
     return str(value)
 
 
+def is_ranked(record: TrialRecord) -> bool:
+    """Whether ``record`` competes for "best": a COMPLETED or PRUNED trial with a finite score.
+
+    This is the one rule every reader uses (the search summary, ``leaderboard.csv``,
+    ``inspect``, ``load_results``, ``export``, ``best_hyperparameters.json``, TensorBoard): a
+    pruned trial keeps a real score and a checkpoint of its best epoch, so it counts; a
+    diverged, failed or unfinished trial never does.
+    """
+    return record.status in ("COMPLETED", "PRUNED") and _finite(record.score)
+
+
 def rank(records: Iterable[TrialRecord], direction: str) -> list[TrialRecord]:
-    """Records best first; trials without a score last, in id order."""
+    """Records best first: ranked trials (:func:`is_ranked`) by score, then DIVERGED trials,
+    then the rest (failed, running), each group in id order.
+
+    Args:
+        records: Trial records.
+        direction: ``max`` or ``min``, the objective's direction.
+    """
     records = list(records)
-    scored = [r for r in records
-              if r.status in ("COMPLETED", "PRUNED", "DIVERGED") and _finite(r.score)]
-    rest = sorted((r for r in records if r not in scored), key=lambda r: r.trial_id)
-    scored.sort(key=lambda r: (-r.score if direction == "max" else r.score, r.trial_id))
-    return scored + rest
+    ranked = [r for r in records if is_ranked(r)]
+    ranked.sort(key=lambda r: (-r.score if direction == "max" else r.score, r.trial_id))
+    diverged = sorted((r for r in records if not is_ranked(r) and r.outcome == "diverged"),
+                      key=lambda r: r.trial_id)
+    rest = sorted((r for r in records if not is_ranked(r) and r.outcome != "diverged"),
+                  key=lambda r: r.trial_id)
+    return ranked + diverged + rest
+
+
+def best_of(records: Iterable[TrialRecord], direction: str) -> TrialRecord | None:
+    """The best trial under :func:`is_ranked`, None when no trial is ranked."""
+    return next((r for r in rank(records, direction) if is_ranked(r)), None)
 
 
 def _finite(value: Any) -> bool:

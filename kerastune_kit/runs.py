@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from kerastune_kit.results import (
     TUNER_DIR,
     TrialRecord,
     atomic_path,
+    best_of,
     direction_of,
     rank,
     read_leaderboard,
@@ -80,10 +80,9 @@ class RunResults(Sequence[TrialRecord]):
 
     @property
     def best(self) -> TrialRecord | None:
-        """The best completed trial, None when no trial has a score yet."""
-        return next((r for r in self.trials
-                     if r.status == "COMPLETED" and r.score is not None
-                     and math.isfinite(r.score)), None)
+        """The best trial (a completed or pruned one, :func:`~kerastune_kit.results.is_ranked`),
+        None when no trial has a score yet."""
+        return best_of(self.trials, self.direction)
 
     def counts(self) -> dict[str, int]:
         """How many trials ended each way (``{"completed": 20, "diverged": 3}``)."""

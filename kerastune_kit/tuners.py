@@ -4,7 +4,8 @@ Owns: ``KitTunerMixin`` and the ``Kit*`` classes that extend KerasTuner's ``Hype
 ``BayesianOptimization``, ``RandomSearch`` and ``GridSearch``; :func:`build_tuner`. Per trial the
 mixin writes a TensorBoard HParams session and epoch scalars, reports each epoch's objective to
 the pruner, stops cleanly at the time budget or on SIGINT/SIGTERM (the running trial is left
-unfinished for ``--resume``), scores diverged trials as the worst finite score of the search,
+unfinished for ``--resume``), ranks diverged trials below every finished one (for the oracle
+too: :func:`rescore_diverged`),
 records every trial (``kerastune_kit_trial.json``) and rewrites the leaderboard.
 Does not own: loading data or the run directory (``tuning``), the training loop (``training``).
 """
@@ -31,6 +32,7 @@ from kerastune_kit.results import (
     TENSORBOARD_DIR,
     TUNER_DIR,
     TrialRecord,
+    is_ranked,
     rank,
     read_trial_records,
     write_json_atomic,
@@ -139,6 +141,8 @@ def _classes() -> dict[str, type]:
         def pre_create_trial(self) -> None:
             super().pre_create_trial()
             self._kit_check_stop()
+            if not self._is_worker():  # (the chief does it for its workers)
+                rescore_diverged(self.oracle, read_trial_records(self.project_dir))
             if self.kit_trial_budget is not None \
                     and self._kit_trials_started >= self.kit_trial_budget:
                 raise SearchStopped("worker budget")
@@ -193,8 +197,7 @@ def _classes() -> dict[str, type]:
             except DivergedTrialError as exc:
                 self._kit_histories[trial.trial_id] = exc.history
                 worst = self._kit_worst_score(exc.history)
-                self._kit_outcomes[trial.trial_id] = (
-                    "DIVERGED", f"{exc} (scored as the worst finite score, {worst:.4g})")
+                self._kit_outcomes[trial.trial_id] = ("DIVERGED", f"{exc}{_BELOW}")
                 return {self.oracle.objective.name: worst}
             history = histories[-1] if histories else None
             self._kit_histories[trial.trial_id] = history
@@ -208,8 +211,7 @@ def _classes() -> dict[str, type]:
                 worst = self._kit_worst_score(history)
                 reason = divergence.reason() if divergence is not None else (
                     f"{self.oracle.objective.name} was never finite")
-                self._kit_outcomes[trial.trial_id] = (
-                    "DIVERGED", f"{reason} (scored as the worst finite score, {worst:.4g})")
+                self._kit_outcomes[trial.trial_id] = ("DIVERGED", f"{reason}{_BELOW}")
                 return {self.oracle.objective.name: worst}
             if divergence is not None and trial.trial_id not in self._kit_outcomes:
                 self._kit_outcomes[trial.trial_id] = ("DIVERGED", divergence.reason())
@@ -309,6 +311,7 @@ def _classes() -> dict[str, type]:
             search (written once, by the process that writes the results files)."""
             from kerastune_kit.importance import hyperparameter_importance
 
+            rescore_diverged(self.oracle, read_trial_records(self.project_dir))
             records = self.kit_write_leaderboard()
             self._kit_summary = SearchSummaryWriter(self.kit_tensorboard_dir)
             try:
@@ -379,6 +382,8 @@ def _classes() -> dict[str, type]:
             outcome = self._kit_outcomes.pop(trial_id, None)
             if outcome is not None and trial.status == "COMPLETED":
                 record.status, record.message = outcome
+            if record.status == "DIVERGED":
+                record.score = None  # the oracle's stand-in is not a score to show
             return record
 
         def kit_records(self) -> list[TrialRecord]:
@@ -496,6 +501,49 @@ def expected_trials(config: SearchConfig) -> int:
         for round_num in range(bracket + 1):
             total += math.ceil(end_size / (bracket + 1) * factor ** (bracket - round_num))
     return min(total, config.max_trials) if config.max_trials else total
+
+
+_BELOW = " (ranked below every completed and pruned trial)"
+
+
+def rescore_diverged(oracle: Any, records: Sequence[TrialRecord]) -> list[str]:
+    """Give every DIVERGED trial the oracle knows a stand-in score just worse than the worst
+    ranked (completed or pruned) trial, revised whenever called.
+
+    The oracle needs a finite score for a diverged trial (NaN would read as a perfect score to
+    KerasTuner's Bayesian oracle, and Hyperband sorts by score), but the worst score *so far*
+    goes stale: a later, worse trial would rank below a diverged one, and a Gaussian process
+    or a Hyperband promotion would prefer the diverged configuration. Called before each new
+    trial (and by the chief before each ``CreateTrial``), so promotions and proposals always
+    see diverged trials last. The stand-in is the worst score moved by 0.1% of its size
+    (at least 1e-6) in the losing direction.
+
+    Args:
+        oracle: A KerasTuner oracle (not a worker's client).
+        records: The search's trial records (their statuses say which trials diverged).
+
+    Returns:
+        The ids of the trials whose score changed (their ``trial.json`` is rewritten).
+    """
+    diverged = [r.trial_id for r in records if r.outcome == "diverged"]
+    scores = [r.score for r in records if is_ranked(r)]
+    if not diverged or not scores:
+        return []
+    maximize = oracle.objective.direction == "max"
+    worst = min(scores) if maximize else max(scores)
+    margin = max(abs(worst) * 1e-3, 1e-6)
+    stand_in = worst - margin if maximize else worst + margin
+    changed = []
+    for trial_id in diverged:
+        trial = oracle.trials.get(trial_id)
+        if trial is None or trial.score is None or trial.score == stand_in:
+            continue
+        trial.score = stand_in
+        oracle._save_trial(trial)
+        changed.append(trial_id)
+    if changed:
+        oracle.save()
+    return changed
 
 
 def _save_checkpoint(callback: Any, save: Callable[[Any, str], None]) -> None:

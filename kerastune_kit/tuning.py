@@ -32,8 +32,8 @@ from kerastune_kit import __version__
 from kerastune_kit._backend import warm_up_tensorflow  # noqa: F401 - re-exported for the CLI
 from kerastune_kit._logging import get_logger
 from kerastune_kit.config import (
-    RESUME_KEYS,
     SearchConfig,
+    check_resume_settings,
     load_saved_config,
     load_saved_fingerprint,
 )
@@ -136,14 +136,7 @@ def _check_run_dir(config: SearchConfig, dataset: Dataset, space: SearchSpace, *
             raise RunDirError(
                 f"run_dir: '{run_dir}' holds no search to resume; drop --resume to start one"
             )
-        saved = SearchConfig(**{**load_saved_config(run_dir), "run_dir": str(run_dir)})
-        now, before = config.resume_fingerprint(), saved.resume_fingerprint()
-        for key in RESUME_KEYS:
-            if now.get(key) != before.get(key):
-                raise RunDirError(
-                    f"{key}: the saved search in '{run_dir}' used {before.get(key)!r}, received "
-                    f"{now.get(key)!r}; resume with the same settings or pass --overwrite"
-                )
+        check_resume_settings(config)
         saved_print = load_saved_fingerprint(run_dir)
         current = _fingerprint(dataset, space)
         if saved_print.get("data", current["data"]) != current["data"]:

@@ -1,0 +1,152 @@
+"""Numbers and printed commands you can trust: ranking of diverged trials, one "best", one
+direction rule, ``--resume`` from the saved settings."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kerastune_kit.cli import main
+from kerastune_kit.report import rank_numbers
+from kerastune_kit.results import TrialRecord, best_of, direction_of, rank, read_leaderboard
+from tests.conftest import REPO, error_lines, run_cli
+
+
+def _records(direction: str) -> list[TrialRecord]:
+    good, bad = (0.2, 0.1083) if direction == "max" else (40.0, 60.0)
+    stale = 0.1333 if direction == "max" else 50.0  # a stand-in better than the worst
+    return [
+        TrialRecord("0", "COMPLETED", score=bad),
+        TrialRecord("1", "DIVERGED", score=stale, message="loss diverged"),
+        TrialRecord("2", "PRUNED", score=good),
+        TrialRecord("3", "FAILED", message="boom"),
+        TrialRecord("4", "FAILED", score=None, message="the loss diverged at epoch 1"),
+        TrialRecord("5", "RUNNING"),
+    ]
+
+
+@pytest.mark.parametrize("direction", ["max", "min"])
+def test_diverged_trials_rank_below_every_completed_and_pruned_trial(direction):
+    ranked = rank(_records(direction), direction)
+    assert [r.trial_id for r in ranked] == ["2", "0", "1", "4", "3", "5"]
+    assert rank_numbers(ranked) == ["1", "2", "-", "-", "-", "-"]  # 1..N, no gaps
+    assert best_of(ranked, direction).trial_id == "2"  # a pruned trial can be the best
+
+
+def test_one_direction_rule():
+    from kerastune_kit.hypermodels import objective_direction
+
+    for name in ("val_accuracy", "accuracy", "val_auc", "val_binary_accuracy", "val_loss",
+                 "val_mae", "mse"):
+        assert objective_direction(name) == direction_of(name)
+
+
+def test_the_oracle_sees_diverged_trials_below_the_worst_finished_one(tmp_path):
+    """A stand-in set when the trial diverged goes stale once a worse trial finishes."""
+    kt = pytest.importorskip("keras_tuner")
+    from kerastune_kit.tuners import rescore_diverged
+
+    for direction, scores, stale in (("max", [0.5, 0.3], 0.4), ("min", [10.0, 30.0], 20.0)):
+        oracle = kt.oracles.RandomSearchOracle(
+            objective=kt.Objective("val_metric", direction), max_trials=5, seed=1)
+        oracle._set_project_dir(str(tmp_path), f"p-{direction}")
+        hp = kt.HyperParameters()
+        hp.Float("x", 0, 1)
+        oracle.update_space(hp)
+        ids = []
+        for value in [*scores, stale]:
+            trial = oracle.create_trial("tuner0")
+            oracle.update_trial(trial.trial_id, {"val_metric": value})
+            trial.status = "COMPLETED"
+            oracle.end_trial(trial)
+            ids.append(trial.trial_id)
+        records = [TrialRecord(ids[0], "COMPLETED", score=scores[0]),
+                   TrialRecord(ids[1], "COMPLETED", score=scores[1]),
+                   TrialRecord(ids[2], "DIVERGED")]
+        assert rescore_diverged(oracle, records) == [ids[2]]
+        best = oracle.get_best_trials(3)
+        assert [t.trial_id for t in best] == ids  # the diverged one last, below the worse one
+        saved = json.loads(Path(oracle._get_trial_dir(ids[2]), "trial.json").read_text())
+        assert saved["score"] == best[-1].score
+        assert rescore_diverged(oracle, records) == []  # idempotent
+
+
+@pytest.mark.slow
+def test_diverging_search_ranks_every_diverged_trial_last_everywhere(tmp_path):
+    """The issue's command: high SGD learning rates on diabetes (val_loss, minimized)."""
+    from kerastune_kit.config import SearchConfig
+    from kerastune_kit.runs import load_results
+    from kerastune_kit.tuning import run_search
+
+    run = tmp_path / "run"
+    result = run_search(SearchConfig(
+        data="diabetes", tuner="random", max_trials=6, max_epochs=3, run_dir=str(run), seed=0,
+        overrides={"learning_rate": {"min": 0.5, "max": 10.0}, "optimizer": "sgd",
+                   "clipnorm": "off", "normalization": "none"}))
+    statuses = [r.status for r in result.trials]
+    assert "DIVERGED" in statuses and "COMPLETED" in statuses, statuses
+    rows = read_leaderboard(run)
+    first_diverged = [row["status"] for row in rows].index("DIVERGED")
+    assert all(row["status"] != "COMPLETED" for row in rows[first_diverged:])
+    assert all(row["score"] == "" for row in rows if row["status"] == "DIVERGED")
+    results = load_results(run)
+    assert results.best.trial_id == result.best.trial_id == rows[0]["trial_id"]
+    best_json = json.loads((run / "best_hyperparameters.json").read_text())
+    assert best_json["trial_id"] == result.best.trial_id
+    # The oracle (what a Bayesian oracle learns from) has every diverged trial last.
+    finished = [r.score for r in result.trials if r.status in ("COMPLETED", "PRUNED")]
+    for record in result.trials:
+        if record.status == "DIVERGED":
+            state = json.loads((run / "tuner" / f"trial_{record.trial_id}" /
+                                "trial.json").read_text())
+            assert state["score"] > max(finished)
+    table = run_cli("inspect", str(run), "--top", "0", timeout=120)
+    ranks = [line.split()[0] for line in table.stdout.splitlines()
+             if re.match(r"^(\d+|-)\s+\d", line)]
+    numbered = [int(r) for r in ranks if r != "-"]
+    assert numbered == list(range(1, len(numbered) + 1))
+
+
+# ---------------------------------------------------------------------- --resume
+def _printed_command(stdout: str, prefix: str) -> list[str]:
+    line = next(line for line in stdout.splitlines() if prefix in line)
+    return shlex.split(line.split(prefix, 1)[1].strip())
+
+
+@pytest.mark.slow
+def test_the_printed_resume_command_works_as_pasted(tmp_path):
+    run = tmp_path / "R"
+    stopped = run_cli("search", "--data", "iris", "--tuner", "random", "--max-trials", "60",
+                      "--max-epochs", "2", "--max-time", "4s", "--run-dir", str(run),
+                      timeout=300)
+    assert stopped.returncode == 0, stopped.stderr[-2000:]
+    assert "search stopped (time budget)" in stopped.stdout, stopped.stdout
+    command = _printed_command(stopped.stdout, "continue it with: ")
+    assert command[:4] == ["python", "-m", "kerastune_kit", "search"]
+    before = len(read_leaderboard(run))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    resumed = subprocess.run([sys.executable, *command[1:], "--max-trials", str(before + 2)],
+                             cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    saved = (run / "config.toml").read_text()
+    assert 'tuner = "random"' in saved and 'data = "iris"' in saved
+    assert len(read_leaderboard(run)) == before + 2
+
+
+def test_resume_refuses_a_typed_flag_that_contradicts_the_saved_search(tmp_path, capsys):
+    run = tmp_path / "R"
+    run.mkdir()
+    (run / "config.toml").write_text(
+        f'[search]\ndata = "iris"\ntuner = "random"\nmax_epochs = 2\nrun_dir = "{run}"\n')
+    (run / "run.json").write_text("{}")
+    code = main(["search", "--run-dir", str(run), "--resume", "--tuner", "bayesian"])
+    err = error_lines(capsys.readouterr().err)
+    assert code == 2 and len(err) == 1, err
+    assert "tuner" in err[0] and "'random'" in err[0] and "'bayesian'" in err[0]
