@@ -233,5 +233,5 @@ def test_workers_end_when_their_chief_is_killed_and_the_run_resumes(tmp_path):
         chief.kill()
     resumed = subprocess.run(
         [sys.executable, "-m", "kerastune_kit", "search", *args, "--resume", "--max-time",
-         "20s"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+         "3s"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
