@@ -175,6 +175,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     )
     from kerastune_kit.rundir import check_run_dir_usable
 
+    args.effective_run_dir = config.effective_run_dir()
     check_run_dir_usable(config.effective_run_dir())  # before TensorFlow's seconds of start-up
     if config.resume:
         check_resume_settings(config)
@@ -270,9 +271,11 @@ def _print_csv(records: Sequence[Any], hp_names: Sequence[str]) -> None:
 
 def _print_inspection(results: Any, shown: Sequence[Any], importance: Any) -> None:
     from kerastune_kit.report import best_lines, text_table
+    from kerastune_kit.results import LEADERBOARD
 
     source = ("TensorBoard event files" if results.source == "tensorboard"
-              else "leaderboard.csv and trial records")
+              else "leaderboard.csv and trial records"
+              if (results.run_dir / LEADERBOARD).is_file() else "trial records")
     objective = results.objective or "score"
     print(f"run {results.run_dir} (read from {source}); objective {objective} "
           f"({results.direction})")
@@ -317,7 +320,16 @@ def _print_trial(record: Any) -> None:
             f" ({record.wall_time_s or 0:.1f}s)  " + " ".join(shown))
     if record.status != "COMPLETED" and record.message:
         line += f"  [{record.message}]"
-    print(line, flush=True)
+    _say(line)
+
+
+def _say(line: str) -> None:
+    """Print a progress or summary line of a search; a closed stdout (`search | head -1`)
+    must not stop the search, so from then on the lines go nowhere."""
+    try:
+        print(line, flush=True)
+    except BrokenPipeError:
+        _detach_stdout()
 
 
 def _short(value: Any) -> str:
@@ -332,20 +344,20 @@ def _print_summary(result: Any) -> None:
         counts[record.status.lower()] = counts.get(record.status.lower(), 0) + 1
     status = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
     ended = f"search stopped ({result.stopped})" if result.stopped else "search finished"
-    print(f"{ended} in {result.wall_time_s:.1f}s: {len(result.trials)} trials ({status})")
+    _say(f"{ended} in {result.wall_time_s:.1f}s: {len(result.trials)} trials ({status})")
     if result.stopped:
-        print(f"continue it with: python -m kerastune_kit search --run-dir {result.run_dir} "
+        _say(f"continue it with: python -m kerastune_kit search --run-dir {result.run_dir} "
               "--resume")
     if result.best is None:
-        print(f"no trial completed; see {result.run_dir / 'leaderboard.csv'} for the reasons")
+        _say(f"no trial completed; see {result.run_dir / 'leaderboard.csv'} for the reasons")
         return
     best = result.best
     values = " ".join(f"{k}={_short(v)}" for k, v in best.hyperparameters.items())
-    print(f"best trial {best.trial_id}: {result.objective}={best.score:.4f} "
+    _say(f"best trial {best.trial_id}: {result.objective}={best.score:.4f} "
           f"(epoch {best.best_epoch})  {values}")
-    print(f"results: {result.run_dir}/leaderboard.csv, best_hyperparameters.json, "
+    _say(f"results: {result.run_dir}/leaderboard.csv, best_hyperparameters.json, "
           "best_model.keras")
-    print(f"tensorboard --logdir {result.run_dir / 'tensorboard'}")
+    _say(f"tensorboard --logdir {result.run_dir / 'tensorboard'}")
 
 
 # ---------------------------------------------------------------------- entry point
@@ -406,7 +418,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("error: interrupted; continue with --resume", file=sys.stderr)
+        run_dir = getattr(args, "effective_run_dir", None)
+        saved = run_dir is not None and (run_dir / "config.toml").is_file()
+        print("error: interrupted" + (f"; continue with: python -m kerastune_kit search "
+                                      f"--run-dir {run_dir} --resume" if saved else
+                                      " before the search started; nothing was saved"),
+              file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence
         if debug:
@@ -415,9 +432,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         error = find_write_error(exc)
         if error is not None:  # a write the library did not name: still the user's to fix
-            action = "export" if args.command == "export" else (
-                "search" if args.command == "search" else "start")
-            print(f"error: {write_error(error, None, action=action)}", file=sys.stderr)
+            if args.command == "search":
+                message = write_error(error, getattr(args, "run_dir", None), action="search")
+            elif args.command == "export":
+                message = write_error(error, args.output, action="export")
+            else:
+                message = write_error(OSError(error.errno, error.strerror), "standard output",
+                                      action="output")
+            print(f"error: {message}", file=sys.stderr)
             return EXIT_USAGE
         message = str(exc).strip().splitlines()
         detail = message[-1] if message else type(exc).__name__

@@ -229,9 +229,11 @@ class ChiefServer:
         return None
 
     def done(self) -> bool:
-        """The oracle has no more trials to hand out and none is running."""
+        """The oracle has no more trials to hand out, none is running and none waits to be
+        re-run (a re-queued trial of a dead worker)."""
         with self.lock:
-            return self.stop_triggered and not self.oracle.ongoing_trials
+            return (self.stop_triggered and not self.oracle.ongoing_trials
+                    and not self.oracle._retry_queue)
 
     def release(self, tuner_id: str, reason: str, *, count: bool = True) -> str | None:
         """A worker is gone: re-queue its trial once, then record it as FAILED.
@@ -438,6 +440,7 @@ def serve_and_wait(
     from multiprocessing.connection import wait
 
     from kerastune_kit.errors import WriteError
+    from kerastune_kit.workers import sigint_ignored
 
     tuner.oracle.verbose = 0
     server = ChiefServer(tuner.oracle, host, port, threads=max(4, 2 * n_workers + 2),
@@ -462,7 +465,8 @@ def serve_and_wait(
         process = context.Process(target=_worker_main, name=f"kerastune-kit-{tuner_id}",
                                   args=(resumed, env, list(callbacks or []), writer, deadline),
                                   daemon=True)
-        process.start()
+        with sigint_ignored():  # Ctrl-C reaches the chief, which stops its workers
+            process.start()
         writer.close()  # the worker holds the only write end: its death is end of file here
         workers[tuner_id] = _LocalWorker(tuner_id, process, reader)
 
@@ -509,7 +513,8 @@ def serve_and_wait(
                 how = _describe_exit(code)
                 # A stop leaves trials unfinished on purpose: re-queue without counting.
                 trial_id = server.release(worker.tuner_id, how, count=reason == "finished")
-                if code != 0 and trial_id is None and not worker.killed:
+                if code != 0 and trial_id is None and not worker.killed \
+                        and worker.signalled_at is None:
                     logger.warning("worker %s %s while idle", worker.tuner_id, how)
                 if reason == "finished" and not server.done() and (
                         trial_id is not None or (code != 0 and respawns_left > 0)):

@@ -46,7 +46,10 @@ _MESSAGES = {
     "not a directory": errno.ENOTDIR,
 }
 _ERRNO_IN_TEXT = re.compile(r"errno = (\d+)")
-_NAME_IN_TEXT = re.compile(r"(?:file)?name = '([^']+)'")
+_NAME_IN_TEXT = re.compile(
+    r"(?:file)?name = '([^']+)'"  # h5py
+    r"|(/[^\s;'\"]+); (?:No space left|Read-only file system|Permission denied|Disk quota)"
+)  # TensorFlow: "/run/tensorboard/0/train/events.out...; No space left on device"
 
 
 def find_write_error(exc: BaseException | None) -> OSError | None:
@@ -69,7 +72,8 @@ def find_write_error(exc: BaseException | None) -> OSError | None:
         code = _errno_in(text)
         if code is not None:
             name = _NAME_IN_TEXT.search(text)
-            return OSError(code, os.strerror(code), name.group(1) if name else None)
+            return OSError(code, os.strerror(code),
+                           (name.group(1) or name.group(2)) if name else None)
         exc = exc.__cause__ or exc.__context__
     return None
 
@@ -93,8 +97,8 @@ def write_error(error: OSError, path: str | Path | None, *, action: str) -> Writ
         path: The path the user gave (the run directory, ``--output``), used when the error
             names no file or names a temporary one.
         action: ``search`` (the search stopped: free space / make it writable, then
-            ``--resume``), ``start`` (nothing was written: pick another ``--run-dir``) or
-            ``export`` (run ``export`` again).
+            ``--resume``), ``start`` (nothing was written: pick another ``--run-dir``),
+            ``export`` (run ``export`` again) or ``output`` (the command's standard output).
 
     Returns:
         The error to raise; the CLI prints it as ``error: …`` and exits with status 2.
@@ -113,13 +117,15 @@ def write_error(error: OSError, path: str | Path | None, *, action: str) -> Writ
     if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         fix = {"search": "free space and continue with --resume",
                "start": "free space or pass another --run-dir",
-               "export": "free space and export again"}[action]
+               "export": "free space and export again",
+               "output": "free space or send the output elsewhere"}[action]
     elif code == errno.ENOTDIR:
         fix = "pass a path whose parents are directories"
     else:
         fix = {"search": "make it writable and continue with --resume",
                "start": "pass a --run-dir you can write to",
-               "export": "pass an --output you can write to"}[action]
+               "export": "pass an --output you can write to",
+               "output": "send the output somewhere writable"}[action]
     return WriteError(f"{cause} while writing {target}; {fix}", error)
 
 
@@ -133,6 +139,8 @@ class RunDirLock:
 
     Args:
         run_dir: The run directory (created if missing).
+        action: How a write error is explained (:func:`write_error`): ``start`` for a new
+            search, ``search`` for a resumed one.
 
     Raises:
         RunDirError: Another live search holds the directory (one line naming its pid).
@@ -143,8 +151,9 @@ class RunDirLock:
         ...     ...  # the search
     """
 
-    def __init__(self, run_dir: str | Path) -> None:
+    def __init__(self, run_dir: str | Path, *, action: str = "start") -> None:
         self.run_dir = Path(run_dir)
+        self.action = action  # for write errors: "start", or "search" when resuming
         self._fd: int | None = None
 
     @property
@@ -163,7 +172,7 @@ class RunDirLock:
                 raise RunDirError(
                     f"run_dir: '{self.run_dir}' is a file; pass a directory to --run-dir"
                 ) from None
-            raise write_error(error, self.run_dir, action="start") from None
+            raise write_error(error, self.run_dir, action=self.action) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:

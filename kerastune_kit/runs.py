@@ -244,5 +244,7 @@ def export_best(run_dir: str | Path, output: str | Path) -> tuple[Path, Path]:
         error = find_write_error(exc)
         if error is None:
             raise
-        raise write_error(error, output, action="export") from None
+        # (shutil names the source file in its errors: the user's path is the output)
+        raise write_error(OSError(error.errno, error.strerror), output,
+                          action="export") from None
     return output, sidecar

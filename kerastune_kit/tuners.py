@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import json
 import math
 import shutil
 import time
@@ -37,6 +38,7 @@ from kerastune_kit.results import (
     read_trial_records,
     write_json_atomic,
     write_leaderboard,
+    write_text_atomic,
 )
 from kerastune_kit.rundir import find_write_error
 from kerastune_kit.space import SearchSpace
@@ -56,6 +58,7 @@ def _classes() -> dict[str, type]:
     from kerastune_kit.tensorboard import SearchSummaryWriter, TrialWriter
 
     patch_keras_tuner_protos()
+    patch_keras_tuner_writes()
 
     class SearchStopped(kt.errors.FatalError):
         """Ends ``tuner.search`` without ending the running trial (it stays resumable).
@@ -164,6 +167,8 @@ def _classes() -> dict[str, type]:
             writer.write_hparams(values, parent_trial_id=values.get("tuner/trial_id"),
                                  with_parent=isinstance(self, kt.Hyperband))
             self._kit_writers[trial_id] = writer
+            if not self._is_worker():  # `inspect` shows the trial while it runs
+                self.kit_write_leaderboard()
 
         def _run_and_update_trial(self, trial: Any, *args: Any, **kwargs: Any) -> Any:
             # KerasTuner records any exception of a trial as INVALID/FAILED; a write error is
@@ -501,6 +506,31 @@ def expected_trials(config: SearchConfig) -> int:
         for round_num in range(bracket + 1):
             total += math.ceil(end_size / (bracket + 1) * factor ** (bracket - round_num))
     return min(total, config.max_trials) if config.max_trials else total
+
+
+def patch_keras_tuner_writes() -> None:
+    """Make KerasTuner's own state files (``oracle.json``, ``trial.json``, ``tuner0.json``)
+    atomic: written to a temporary file, then renamed.
+
+    ``keras_tuner.src.utils.save_json`` writes in place, so a full disk left them empty or cut
+    short, and ``--resume`` then failed to parse them even after space was freed. Remote paths
+    (``gs://``) keep KerasTuner's writer.
+    """
+    from keras_tuner.src import utils
+
+    if getattr(utils.save_json, "_kerastune_kit", False):
+        return
+    original = utils.save_json
+
+    def save_json(path: Any, obj: Any) -> str:
+        if "://" in str(path):
+            return original(path, obj)
+        text = json.dumps(obj)
+        write_text_atomic(path, text)
+        return text
+
+    save_json._kerastune_kit = True  # type: ignore[attr-defined]
+    utils.save_json = save_json
 
 
 _BELOW = " (ranked below every completed and pruned trial)"

@@ -354,7 +354,7 @@ def run_search(
     started = time.perf_counter()
     deadline = time.time() + config.max_time if config.max_time else None
     dataset, space, hypermodel, objective = prepare(config)
-    with RunDirLock(config.effective_run_dir()):
+    with RunDirLock(config.effective_run_dir(), action="search" if config.resume else "start"):
         # Checked again under the lock: a search that ended meanwhile may have filled it.
         _check_run_dir(config, dataset, space, locked=True)
         with _write_errors(config.effective_run_dir(),
@@ -385,8 +385,9 @@ def run_search(
 def _requeue_write_failures(tuner: Any) -> None:
     requeued = tuner.kit_requeue_write_failures()
     if requeued:
-        logger.warning("trials %s failed only because files could not be written; running "
-                       "them again", ", ".join(requeued))
+        logger.warning("%s %s failed only because files could not be written; running %s again",
+                       "trial" if len(requeued) == 1 else "trials", ", ".join(requeued),
+                       "it" if len(requeued) == 1 else "them")
 
 
 @contextlib.contextmanager

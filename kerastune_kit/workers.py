@@ -47,6 +47,26 @@ def exit_with_parent(interval: float = 1.0) -> None:
     threading.Thread(target=watch, name="kerastune-kit-parent-watch", daemon=True).start()
 
 
+@contextlib.contextmanager
+def sigint_ignored() -> Any:
+    """Ignore SIGINT while starting a worker process, which keeps ignoring it for life.
+
+    A Ctrl-C in a terminal goes to the whole process group; workers must not see it (it broke
+    their imports with KeyboardInterrupt tracebacks). The parent handles it and stops its
+    workers with SIGTERM. A signal disposition of SIG_IGN survives ``exec`` and Python leaves an
+    ignored SIGINT ignored; a blocked mask would not (multiprocessing resets it). Only the main
+    thread can change dispositions; elsewhere this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _worker_main(config: SearchConfig, callbacks: Sequence[Any], conn: Any,
                  deadline: float | None) -> None:
     """Entry point of one worker process; it reports to the parent over its own pipe."""
@@ -78,6 +98,8 @@ def _worker_main(config: SearchConfig, callbacks: Sequence[Any], conn: Any,
 #: its epoch) before it is killed.
 EXIT_GRACE_S = 30.0
 STOP_GRACE_S = 120.0
+#: A worker that dies this many times in a row without finishing a trial ends the search.
+MAX_WORKER_DEATHS = 3
 
 
 def search_in_workers(
@@ -115,6 +137,14 @@ def search_in_workers(
             if process.is_alive() and process.pid is not None:
                 os.kill(process.pid, signal.SIGTERM)
 
+    deaths = 0
+    progressed = [False]  # the current worker finished a trial
+
+    def relay(record: TrialRecord) -> None:
+        progressed[0] = True
+        if on_trial is not None:
+            on_trial(record)
+
     previous = {}
     if threading.current_thread() is threading.main_thread():
         previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -122,23 +152,34 @@ def search_in_workers(
         while True:
             if stop:
                 return f"interrupted by {stop[0]}"
+            progressed[0] = False
             reader, writer = context.Pipe(duplex=False)
             process = context.Process(target=_worker_main, name="kerastune-kit-worker",
                                       args=(resumed, callbacks, writer, deadline), daemon=True)
             current[:] = [process]
-            process.start()
+            with sigint_ignored():  # Ctrl-C reaches this process, which forwards SIGTERM
+                process.start()
             writer.close()  # the worker holds the only write end: its death is end of file
             try:
-                reason = _drain(process, reader, on_trial, stopping=lambda: bool(stop))
+                reason = _drain(process, reader, relay, stopping=lambda: bool(stop))
             finally:
                 reader.close()
                 _reap(process)
                 current.clear()
+            if stop:  # the worker stopped (or was stopped) because we were asked to
+                return f"interrupted by {stop[0]}"
             if reason is None:
-                raise RuntimeError(
-                    f"a worker process {_exit_text(process.exitcode)} before finishing its "
-                    "trials; the search is saved, continue it with --resume"
-                )
+                deaths = deaths + 1 if not progressed[0] else 1
+                if deaths > MAX_WORKER_DEATHS:
+                    raise RuntimeError(
+                        f"a worker process {_exit_text(process.exitcode)} {deaths} times in a "
+                        "row without finishing a trial; the search is saved, continue it with "
+                        "--resume"
+                    )
+                logger.warning("the worker process %s; starting a fresh one, which runs its "
+                               "unfinished trial again", _exit_text(process.exitcode))
+                continue
+            deaths = 0
             if reason != "worker budget":
                 return reason
             logger.info("worker finished its %d trials; starting a fresh one",

@@ -235,3 +235,64 @@ def test_workers_end_when_their_chief_is_killed_and_the_run_resumes(tmp_path):
         [sys.executable, "-m", "kerastune_kit", "search", *args, "--resume", "--max-time",
          "3s"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
+
+
+def test_the_chief_is_not_done_while_a_dead_workers_trial_waits_to_run_again():
+    """Even with every other worker gone: the re-queued trial gets a fresh worker."""
+    kt = pytest.importorskip("keras_tuner")
+    from kerastune_kit.distributed import ChiefServer
+
+    oracle = kt.oracles.RandomSearchOracle(objective=kt.Objective("val_loss", "min"),
+                                           max_trials=2)
+    server = ChiefServer(oracle, "127.0.0.1", free_port())
+    server.stop_triggered = True
+    assert server.done()
+    oracle._retry_queue.append("1")
+    assert not server.done()
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_workers_start_stops_cleanly(tmp_path):
+    """SIGINT to the whole process group (a terminal's Ctrl-C) as the workers import
+    TensorFlow: the chief stops them; no worker prints a KeyboardInterrupt traceback."""
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    chief = subprocess.Popen(
+        [sys.executable, "-m", "kerastune_kit", "search", "--data", "iris", "--tuner",
+         "random", "--max-trials", "6", "--max-epochs", "2", "--workers", "2", "--run-dir",
+         str(run)], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and len(_children(chief.pid)) < 2:
+            time.sleep(0.1)
+        assert len(_children(chief.pid)) >= 2, "no workers started"
+        os.killpg(chief.pid, signal.SIGINT)
+        out, err = chief.communicate(timeout=180)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(chief.pid, signal.SIGKILL)
+    assert chief.returncode == 130, err[-3000:]
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-3000:]
+    assert "while idle" not in err
+
+
+@pytest.mark.slow
+def test_a_recycled_worker_killed_mid_search_is_replaced(tmp_path):
+    killed: list[int] = []
+
+    def kill_the_worker(record) -> None:
+        if killed:
+            return
+        workers = [p for p in multiprocessing.active_children()
+                   if p.name == "kerastune-kit-worker"]
+        if workers:
+            killed.append(workers[0].pid)
+            os.kill(workers[0].pid, signal.SIGKILL)
+
+    with _warnings() as warnings:
+        result = run_search(_config(tmp_path, max_trials=3, max_epochs=1,
+                                    trials_per_worker=2), on_trial=kill_the_worker)
+    assert killed
+    assert len(result.trials) == 3 and all(r.status == "COMPLETED" for r in result.trials)
+    assert any("was killed by SIGKILL; starting a fresh one" in w for w in warnings), warnings

@@ -82,7 +82,8 @@ def _statuses(run: Path) -> list[str]:
              "flags = 13, o_flags = 242)"), errno.ENOSPC, "/r/c.weights.h5"),
     # TensorFlow's C++ writers: only the message says it
     (RuntimeError("ResourceExhaustedError: /r/events.out; No space left on device"),
-     errno.ENOSPC, None),
+     errno.ENOSPC, "/r/events.out"),
+    (RuntimeError("Failed to flush: No space left on device"), errno.ENOSPC, None),
 ])
 def test_write_errors_are_found_wherever_libraries_hide_them(exc, code, name):
     found = find_write_error(exc)
@@ -182,10 +183,10 @@ def test_two_searches_on_one_run_directory(tmp_path):
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 240
-        while not (run / LEADERBOARD).is_file() and time.time() < deadline \
-                and first.poll() is None:
+        while time.time() < deadline and first.poll() is None and not (
+                (run / LEADERBOARD).is_file() and "COMPLETED" in _statuses(run)):
             time.sleep(0.5)
-        assert first.poll() is None and (run / LEADERBOARD).is_file(), first.stderr.read()
+        assert first.poll() is None and "COMPLETED" in _statuses(run), first.stderr.read()
         for extra in (["--overwrite"], [], ["--resume"]):
             second = run_cli("search", "--data", "iris", "--tuner", "random", "--max-trials",
                              "40", "--max-epochs", "20", "--run-dir", str(run), "--seed", "2",
@@ -392,3 +393,80 @@ def test_overwrite_keeps_the_lock_file_and_refuses_nothing_it_holds(tmp_path):
         assert sorted(os.listdir(run)) == [LOCK_FILE] and not is_occupied(run)
         assert holder_of(run) is not None
     shutil.rmtree(run)
+
+
+def test_keras_tuner_state_files_are_written_atomically(tmp_path, monkeypatch):
+    """A full disk during KerasTuner's own writes (oracle.json, trial.json, tuner0.json) leaves
+    the previous file intact, never an empty or cut one that --resume cannot parse."""
+    pytest.importorskip("keras_tuner")
+    from keras_tuner.src import utils
+
+    from kerastune_kit.tuners import tuner_class
+
+    tuner_class("random")  # installs the patch
+    path = tmp_path / "oracle.json"
+    utils.save_json(str(path), {"trials": 1})
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full)
+    with pytest.raises(OSError):
+        utils.save_json(str(path), {"trials": 2})
+    assert json.loads(path.read_text()) == {"trials": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["oracle.json"]
+
+
+def test_export_to_a_full_disk_names_the_output_not_the_model_it_copies(tmp_path, monkeypatch):
+    from kerastune_kit.runs import export_best
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "best_model.keras").write_bytes(b"model")
+    (run / "best_hyperparameters.json").write_text(json.dumps({"trial_id": "0"}))
+
+    def full(src, dst, **kwargs):
+        error = OSError(errno.ENOSPC, "No space left on device")
+        error.filename, error.filename2 = str(src), str(dst)  # as shutil reports it
+        raise error
+
+    monkeypatch.setattr(shutil, "copyfile", full)
+    output = tmp_path / "out" / "m.keras"
+    with pytest.raises(WriteError) as excinfo:
+        export_best(run, output)
+    assert str(excinfo.value) == (f"no space left on device while writing '{output}'; "
+                                  "free space and export again")
+
+
+def test_tensorflow_write_errors_name_the_event_file():
+    text = ("{{function_node __wrapped__WriteSummary}} /r/tensorboard/0/train/events.out."
+            "tfevents.1.vm.1.v2; No space left on device\n\tFailed to flush 11 events")
+    found = find_write_error(RuntimeError(text))
+    assert found.errno == errno.ENOSPC
+    assert found.filename == "/r/tensorboard/0/train/events.out.tfevents.1.vm.1.v2"
+
+
+def test_a_resumed_search_on_a_read_only_place_says_make_it_writable(tmp_path, monkeypatch):
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(tmp_path / "run" / LOCK_FILE))
+
+    monkeypatch.setattr(os, "open", read_only)
+    with pytest.raises(WriteError, match="make it writable and continue with --resume"):
+        RunDirLock(tmp_path / "run", action="search").acquire()
+    with pytest.raises(WriteError, match="pass a --run-dir you can write to"):
+        RunDirLock(tmp_path / "run").acquire()
+
+
+@pytest.mark.slow
+def test_search_into_a_closed_pipe_still_finishes_and_writes_its_results(tmp_path):
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        ["bash", "-c",
+         f"{shlex_quote(sys.executable)} -m kerastune_kit search --data iris --tuner random "
+         f"--max-trials 3 --max-epochs 1 --run-dir {shlex_quote(str(run))} | head -1"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.stdout.startswith("trial "), proc.stdout + proc.stderr
+    assert error_lines(proc.stderr) == [], proc.stderr
+    assert _statuses(run) == ["COMPLETED"] * 3
+    assert (run / "best_model.keras").is_file()

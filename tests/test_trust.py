@@ -124,7 +124,7 @@ def _printed_command(stdout: str, prefix: str) -> list[str]:
 def test_the_printed_resume_command_works_as_pasted(tmp_path):
     run = tmp_path / "R"
     stopped = run_cli("search", "--data", "iris", "--tuner", "random", "--max-trials", "60",
-                      "--max-epochs", "2", "--max-time", "4s", "--run-dir", str(run),
+                      "--max-epochs", "2", "--max-time", "10s", "--run-dir", str(run),
                       timeout=300)
     assert stopped.returncode == 0, stopped.stderr[-2000:]
     assert "search stopped (time budget)" in stopped.stdout, stopped.stdout
