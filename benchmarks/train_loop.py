@@ -205,10 +205,17 @@ def bench(name: str, workload: Any, repeats: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global EPOCHS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=6,
                         help="repeats of the MLP (the CNN, slower, runs 2/3 as many)")
+    parser.add_argument("--epochs", type=int, default=EPOCHS,
+                        help=f"epochs per measured run, at least 2 (default: {EPOCHS})")
     args = parser.parse_args(argv)
+    if args.repeats < 1 or args.epochs < 2:
+        parser.error(f"expected --repeats >= 1 and --epochs >= 2, received --repeats "
+                     f"{args.repeats} --epochs {args.epochs}")
+    EPOCHS = args.epochs
     mlp = bench("mlp 784-128-64-10, 3840 samples", mlp_workload, args.repeats)
     cnn = bench("cnn 16/32 filters, 2048 samples", cnn_workload,
                 max(1, round(args.repeats * 2 / 3)))

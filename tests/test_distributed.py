@@ -294,5 +294,6 @@ def test_a_recycled_worker_killed_mid_search_is_replaced(tmp_path):
         result = run_search(_config(tmp_path, max_trials=3, max_epochs=1,
                                     trials_per_worker=2), on_trial=kill_the_worker)
     assert killed
-    assert len(result.trials) == 3 and all(r.status == "COMPLETED" for r in result.trials)
+    assert [r.status for r in result.trials] == ["COMPLETED"] * 3, \
+        [(r.trial_id, r.status, r.message) for r in result.trials]
     assert any("was killed by SIGKILL; starting a fresh one" in w for w in warnings), warnings

@@ -94,8 +94,8 @@ def test_tutorial_notebook_executes(tmp_path, monkeypatch):
 def test_train_loop_benchmark_runs_and_ends_with_its_goal_line(tmp_path):
     """The benchmark's output format (its figures are measured, not asserted)."""
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "train_loop.py"),
-                           "--repeats", "1"], cwd=tmp_path, env=_env(), capture_output=True,
-                          text=True, timeout=300)
+                           "--repeats", "1", "--epochs", "2"], cwd=tmp_path, env=_env(),
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()
     assert re.fullmatch(r"ratio_vs_model_fit=\d+\.\d\d cnn_ratio_vs_model_fit=\d+\.\d\d",

@@ -287,7 +287,7 @@ def test_a_real_full_disk_exits_2_in_one_line_and_resume_finishes(tmpfs):
     disk = tmpfs("full", "2m")
     run = disk / "run"
     args = ["search", "--data", "iris", "--tuner", "random", "--max-trials", "10",
-            "--max-epochs", "3", "--run-dir", str(run)]
+            "--max-epochs", "2", "--run-dir", str(run)]
     full = run_cli(*args, timeout=300)
     lines = error_lines(full.stderr)
     assert full.returncode == 2, full.stderr[-3000:]
