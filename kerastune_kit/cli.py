@@ -185,7 +185,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         warm_up_tensorflow()
     result = run_search(config, on_trial=None if args.quiet else _print_trial,
                         workers=args.workers or 0, role=args.role, oracle=args.oracle,
-                        worker_timeout=args.worker_timeout)
+                        worker_timeout=args.worker_timeout,
+                        on_start=None if args.quiet else _say)
     _print_summary(result)
     if result.stopped and result.stopped.startswith("interrupted"):
         return EXIT_INTERRUPTED

@@ -582,11 +582,6 @@ def _end_all(workers: Sequence[_LocalWorker], handle: Callable[[_LocalWorker], N
 
 
 def _describe_exit(code: int | None) -> str:
-    if code is None:
-        return "stopped answering"
-    if code < 0:
-        try:
-            return f"was killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"was killed by signal {-code}"
-    return f"exited with code {code}"
+    from kerastune_kit.workers import exit_text
+
+    return "stopped answering" if code is None else exit_text(code)

@@ -484,11 +484,46 @@ def build_tuner(config: SearchConfig, hypermodel: Any, *, objective: str,
         kwargs.update(max_epochs=config.max_epochs, factor=config.factor)
     else:
         kwargs["max_trials"] = config.effective_max_trials()
+    if config.tuner == "bayesian":
+        kwargs["num_initial_points"] = initial_random_points(
+            config.effective_max_trials(), len(hypermodel.space.hparam_domains()))
     with contextlib.redirect_stdout(io.StringIO()):  # KerasTuner prints "Reloading Tuner"
         tuner = tuner_class(config.tuner)(**kwargs)
     if config.tuner == "hyperband" and config.max_trials is not None:
         tuner.oracle.max_trials = config.max_trials
     return tuner
+
+
+def initial_random_points(max_trials: int | None, dimensions: int) -> int:
+    """Random trials a Bayesian search starts with before its Gaussian process proposes.
+
+    KerasTuner's default, 3 × the number of hyperparameters (Snoek et al., 2012 use a similar
+    rule), is 48 for the default 16-knob space: a 12-trial "Bayesian" search would be random
+    from start to end. Here it is a quarter of the trial budget, at least 3 and at most
+    3 × dimensions.
+
+    Example:
+        >>> initial_random_points(12, 16), initial_random_points(100, 16)
+        (3, 25)
+    """
+    ceiling = max(3, 3 * dimensions)
+    if not max_trials:
+        return ceiling
+    return max(3, min(ceiling, round(max_trials / 4)))
+
+
+def search_plan(config: SearchConfig, hypermodel: Any) -> str:
+    """One line saying how the search will choose its trials (printed before it starts)."""
+    trials = config.effective_max_trials()
+    if config.tuner == "bayesian":
+        random = initial_random_points(trials, len(hypermodel.space.hparam_domains()))
+        return (f"bayesian optimization: the first {min(random, trials or random)} of {trials} "
+                f"trials are random, the other {max(0, (trials or 0) - random)} are proposed "
+                "by a Gaussian process fitted to the finished ones")
+    if config.tuner == "hyperband":
+        return (f"hyperband: up to {expected_trials(config)} trials in brackets of "
+                f"{config.max_epochs} epochs at most, factor {config.factor}")
+    return f"{config.tuner} search: {trials} trials of {config.max_epochs} epochs"
 
 
 def expected_trials(config: SearchConfig) -> int:

@@ -319,6 +319,7 @@ def run_search(
     role: str | None = None,
     oracle: str | None = None,
     worker_timeout: float = 600.0,
+    on_start: Callable[[str], None] | None = None,
 ) -> SearchResult:
     """Run a complete search and write the results into the run directory.
 
@@ -341,6 +342,8 @@ def run_search(
             :func:`run_worker`.
         oracle: ``HOST:PORT`` the chief listens on.
         worker_timeout: Seconds without a heartbeat after which a worker's trial is re-queued.
+        on_start: Called once, before the first trial, with one line saying how the search
+            chooses its trials (for a Bayesian search: how many start random).
 
     Returns:
         The :class:`SearchResult`.
@@ -362,7 +365,10 @@ def run_search(
             run_dir = _init_run_dir(config, dataset, space, objective)
         logger.info("search: %s, %s tuner, objective %s, run directory %s",
                     dataset.summary(), config.tuner, objective, run_dir)
-        from kerastune_kit.tuners import expected_trials
+        from kerastune_kit.tuners import expected_trials, search_plan
+
+        if on_start is not None:
+            on_start(search_plan(config, hypermodel))
 
         with _write_errors(run_dir, action="search"):
             if workers or role == "chief":

@@ -172,12 +172,12 @@ def search_in_workers(
                 deaths = deaths + 1 if not progressed[0] else 1
                 if deaths > MAX_WORKER_DEATHS:
                     raise RuntimeError(
-                        f"a worker process {_exit_text(process.exitcode)} {deaths} times in a "
+                        f"a worker process {exit_text(process.exitcode)} {deaths} times in a "
                         "row without finishing a trial; the search is saved, continue it with "
                         "--resume"
                     )
                 logger.warning("the worker process %s; starting a fresh one, which runs its "
-                               "unfinished trial again", _exit_text(process.exitcode))
+                               "unfinished trial again", exit_text(process.exitcode))
                 continue
             deaths = 0
             if reason != "worker budget":
@@ -239,7 +239,8 @@ def _reap(process: Any) -> None:
         process.join(5)
 
 
-def _exit_text(code: int | None) -> str:
+def exit_text(code: int | None) -> str:
+    """How a process ended: ``was killed by SIGKILL``, ``exited with code 1``."""
     if code is not None and code < 0:
         try:
             return f"was killed by {signal.Signals(-code).name}"

@@ -466,7 +466,7 @@ def test_search_into_a_closed_pipe_still_finishes_and_writes_its_results(tmp_pat
          f"{shlex_quote(sys.executable)} -m kerastune_kit search --data iris --tuner random "
          f"--max-trials 3 --max-epochs 1 --run-dir {shlex_quote(str(run))} | head -1"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.stdout.startswith("trial "), proc.stdout + proc.stderr
+    assert proc.stdout.startswith("random search: 3 trials"), proc.stdout + proc.stderr
     assert error_lines(proc.stderr) == [], proc.stderr
     assert _statuses(run) == ["COMPLETED"] * 3
     assert (run / "best_model.keras").is_file()

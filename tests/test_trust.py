@@ -150,3 +150,48 @@ def test_resume_refuses_a_typed_flag_that_contradicts_the_saved_search(tmp_path,
     err = error_lines(capsys.readouterr().err)
     assert code == 2 and len(err) == 1, err
     assert "tuner" in err[0] and "'random'" in err[0] and "'bayesian'" in err[0]
+
+
+# ---------------------------------------------------------------------- Bayesian proposals
+def test_initial_random_points_follow_the_budget():
+    from kerastune_kit.tuners import initial_random_points
+
+    assert initial_random_points(12, 16) == 3
+    assert initial_random_points(100, 16) == 25
+    assert initial_random_points(1000, 2) == 6  # never more than KerasTuner's 3 x dimensions
+    assert initial_random_points(None, 16) == 48
+
+
+def test_a_12_trial_bayesian_search_makes_model_based_proposals(tmp_path, monkeypatch):
+    """The oracle of a 12-trial search is driven directly: 3 random points, 9 proposals."""
+    pytest.importorskip("keras_tuner")
+    from keras_tuner.src.tuners.bayesian import BayesianOptimizationOracle
+
+    from kerastune_kit.config import SearchConfig
+    from kerastune_kit.tuners import build_tuner, search_plan
+    from kerastune_kit.tuning import prepare
+
+    config = SearchConfig(data="iris", tuner="bayesian", max_trials=12, max_epochs=1,
+                          run_dir=str(tmp_path / "run"), seed=3)
+    _, _, hypermodel, objective = prepare(config)
+    plan = search_plan(config, hypermodel)
+    assert plan.startswith("bayesian optimization: the first 3 of 12 trials are random, "
+                           "the other 9 are proposed by a Gaussian process")
+    tuner = build_tuner(config, hypermodel, objective=objective)
+    oracle = tuner.oracle
+    assert oracle.num_initial_points == 3
+    random_calls = []
+    original = BayesianOptimizationOracle._random_populate_space
+
+    def counted(self):
+        random_calls.append(1)
+        return original(self)
+
+    monkeypatch.setattr(BayesianOptimizationOracle, "_random_populate_space", counted)
+    for i in range(12):
+        trial = oracle.create_trial("tuner0")
+        oracle.update_trial(trial.trial_id, {objective: 0.5 + 0.03 * (i % 5)})
+        trial.status = "COMPLETED"
+        oracle.end_trial(trial)
+    assert len(random_calls) == 3
+    assert len(oracle.trials) == 12
