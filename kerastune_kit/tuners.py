@@ -489,6 +489,12 @@ def build_tuner(config: SearchConfig, hypermodel: Any, *, objective: str,
             config.effective_max_trials(), len(hypermodel.space.hparam_domains()))
     with contextlib.redirect_stdout(io.StringIO()):  # KerasTuner prints "Reloading Tuner"
         tuner = tuner_class(config.tuner)(**kwargs)
+    if not tuner._is_worker():
+        # KerasTuner saves oracle.json before it forgets an ended trial, and a reload re-queues
+        # every trial oracle.json calls ongoing: a process killed in between would run a
+        # COMPLETED trial again.
+        queue = tuner.oracle._retry_queue
+        queue[:] = [t for t in queue if str(tuner.oracle.trials[t].status) != "COMPLETED"]
     if config.tuner == "hyperband" and config.max_trials is not None:
         tuner.oracle.max_trials = config.max_trials
     return tuner

@@ -294,6 +294,8 @@ def test_a_recycled_worker_killed_mid_search_is_replaced(tmp_path):
         result = run_search(_config(tmp_path, max_trials=3, max_epochs=1,
                                     trials_per_worker=2), on_trial=kill_the_worker)
     assert killed
-    assert [r.status for r in result.trials] == ["COMPLETED"] * 3, \
+    # No trial lost or failed for the worker's death (a random configuration may diverge).
+    assert len({r.trial_id for r in result.trials}) == 3
+    assert {r.status for r in result.trials} <= {"COMPLETED", "DIVERGED"}, \
         [(r.trial_id, r.status, r.message) for r in result.trials]
     assert any("was killed by SIGKILL; starting a fresh one" in w for w in warnings), warnings
