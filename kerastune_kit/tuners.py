@@ -494,7 +494,8 @@ def build_tuner(config: SearchConfig, hypermodel: Any, *, objective: str,
         # every trial oracle.json calls ongoing: a process killed in between would run a
         # COMPLETED trial again.
         queue = tuner.oracle._retry_queue
-        queue[:] = [t for t in queue if str(tuner.oracle.trials[t].status) != "COMPLETED"]
+        queue[:] = [t for t in queue
+                    if str(getattr(tuner.oracle.trials.get(t), "status", "")) != "COMPLETED"]
     if config.tuner == "hyperband" and config.max_trials is not None:
         tuner.oracle.max_trials = config.max_trials
     return tuner

@@ -470,3 +470,25 @@ def test_search_into_a_closed_pipe_still_finishes_and_writes_its_results(tmp_pat
     assert error_lines(proc.stderr) == [], proc.stderr
     assert _statuses(run) == ["COMPLETED"] * 3
     assert (run / "best_model.keras").is_file()
+
+
+def test_a_kill_between_keras_tuners_two_saves_does_not_rerun_a_completed_trial(tmp_path):
+    """KerasTuner writes oracle.json (the trial still "ongoing") before it forgets an ended
+    trial; a search killed right then must not run that COMPLETED trial again on resume."""
+    pytest.importorskip("keras_tuner")
+    from kerastune_kit.config import SearchConfig
+    from kerastune_kit.tuning import run_search
+
+    config = dict(data="iris", tuner="random", max_epochs=1, seed=5,
+                  run_dir=str(tmp_path / "run"), trials_per_worker=0)
+    first = run_search(SearchConfig(**config, max_trials=2))
+    done = first.trials[0].trial_id
+    oracle_json = tmp_path / "run" / "tuner" / "oracle.json"
+    state = json.loads(oracle_json.read_text())
+    state["ongoing_trials"] = {"tuner0": done}
+    oracle_json.write_text(json.dumps(state))
+    seen = []
+    result = run_search(SearchConfig(**config, max_trials=3, resume=True), on_trial=seen.append)
+    assert [r.trial_id for r in seen] == [t for t in sorted(r.trial_id for r in result.trials)
+                                          if t not in {r.trial_id for r in first.trials}]
+    assert len(result.trials) == 3
