@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,14 @@ class HParamsCallback(keras.callbacks.Callback):
         value = _float(logs.get(self.objective))
         if value is not None:
             self._series.append((epoch, value))
+        elif epoch == self._first_epoch:
+            hint = (" (validation metrics need validation_data or validation_split)"
+                    if self.objective.startswith("val_") and not any(
+                        k.startswith("val_") for k in logs) else "")
+            warnings.warn(
+                f"HParamsCallback: objective {self.objective!r} is not in the epoch logs, "
+                f"which have {', '.join(sorted(logs)) or 'nothing'}{hint}; the run gets no "
+                "score. Pass objective= one of those.", stacklevel=2)
         loss = _float(logs.get("loss"))
         if loss is not None and not math.isfinite(loss) and self._diverged_at is None:
             self._diverged_at = epoch

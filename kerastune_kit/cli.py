@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -23,6 +24,7 @@ from kerastune_kit._backend import native_stderr_silenced
 from kerastune_kit.errors import KerastuneKitError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+_STARTED = time.perf_counter()  # this module loads first: start-up is measured from here
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what `head`'s writers usually end with
 _MAIN_HPARAMS = ("num_layers", "num_blocks", "units_0", "filters_0", "normalization",
                  "residual", "learning_rate", "optimizer", "clipnorm", "batch_size")
@@ -183,10 +185,17 @@ def cmd_search(args: argparse.Namespace) -> int:
         from kerastune_kit.tuning import run_search, warm_up_tensorflow
 
         warm_up_tensorflow()
+    startup = time.perf_counter() - _STARTED
     result = run_search(config, on_trial=None if args.quiet else _print_trial,
                         workers=args.workers or 0, role=args.role, oracle=args.oracle,
                         worker_timeout=args.worker_timeout,
                         on_start=None if args.quiet else _say)
+    if result.stopped == "time budget" and all(r.status == "RUNNING" for r in result.trials):
+        raise ConfigError(
+            f"max_time: the budget of {config.max_time:g}s ran out before the first trial "
+            f"finished (TensorFlow's start-up took {startup:.1f}s more, not counted); give a "
+            "longer --max-time"
+        )
     _print_summary(result)
     if result.stopped and result.stopped.startswith("interrupted"):
         return EXIT_INTERRUPTED

@@ -195,3 +195,42 @@ def test_a_12_trial_bayesian_search_makes_model_based_proposals(tmp_path, monkey
         oracle.end_trial(trial)
     assert len(random_calls) == 3
     assert len(oracle.trials) == 12
+
+
+# ---------------------------------------------------------------------- messages
+@pytest.mark.parametrize("objective, validation, hint", [
+    ("val_acc", True, "val_accuracy"),
+    ("val_accuracy", False, "validation_data or validation_split"),
+])
+def test_hparams_callback_warns_when_its_objective_is_not_logged(tmp_path, objective,
+                                                                 validation, hint):
+    keras = pytest.importorskip("keras")
+    import numpy as np
+
+    from kerastune_kit import HParamsCallback
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 4)).astype("float32")
+    y = (x[:, 0] > 0).astype("int32")
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+    callback = HParamsCallback(tmp_path / "run", {"learning_rate": 1e-3}, objective=objective)
+    with pytest.warns(UserWarning, match=rf"objective '{objective}' is not in the epoch logs"
+                      rf".*{hint}") as caught:
+        model.fit(x, y, epochs=2, verbose=0, callbacks=[callback],
+                  validation_data=(x, y) if validation else None)
+    assert len([w for w in caught if "HParamsCallback" in str(w.message)]) == 1  # once
+    assert callback.record.score is None
+
+
+def test_a_budget_that_ends_before_the_first_trial_says_so_in_one_line(tmp_path, capsys):
+    code = main(["search", "--data", "iris", "--tuner", "random", "--max-epochs", "400",
+                 "--max-time", "1s", "--run-dir", str(tmp_path / "run"), "--quiet"])
+    captured = capsys.readouterr()
+    err = error_lines(captured.err)
+    assert code == 2 and len(err) == 1, captured
+    assert err[0].startswith("error: max_time: the budget of 1s ran out before the first "
+                             "trial finished") and "give a longer --max-time" in err[0]
+    assert "0 trials" not in captured.out
