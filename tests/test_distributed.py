@@ -208,8 +208,8 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.slow
 def test_workers_end_when_their_chief_is_killed_and_the_run_resumes(tmp_path):
-    if not Path("/proc/self/task").is_dir():
-        pytest.skip("needs Linux /proc")
+    if not Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").is_file():
+        pytest.skip("needs Linux /proc/PID/task/PID/children")
     run = tmp_path / "run"
     args = ["--data", "iris", "--tuner", "random", "--max-trials", "30", "--max-epochs", "20",
             "--run-dir", str(run), "--workers", "2"]
@@ -255,6 +255,8 @@ def test_the_chief_is_not_done_while_a_dead_workers_trial_waits_to_run_again():
 def test_ctrl_c_while_workers_start_stops_cleanly(tmp_path):
     """SIGINT to the whole process group (a terminal's Ctrl-C) as the workers import
     TensorFlow: the chief stops them; no worker prints a KeyboardInterrupt traceback."""
+    if not Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").is_file():
+        pytest.skip("needs Linux /proc/PID/task/PID/children")
     run = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     chief = subprocess.Popen(
