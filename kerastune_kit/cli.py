@@ -25,7 +25,8 @@ from kerastune_kit.errors import KerastuneKitError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 _STARTED = time.perf_counter()  # this module loads first: start-up is measured from here
-EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what `head`'s writers usually end with
+EXIT_BROKEN_PIPE = 141
+_STDOUT_GONE = False  # 128 + SIGPIPE, what `head`'s writers usually end with
 _MAIN_HPARAMS = ("num_layers", "num_blocks", "units_0", "filters_0", "normalization",
                  "residual", "learning_rate", "optimizer", "clipnorm", "batch_size")
 
@@ -196,7 +197,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             f"finished (TensorFlow's start-up took {startup:.1f}s more, not counted); give a "
             "longer --max-time"
         )
-    _print_summary(result)
+    _print_summary(result, workers=args.workers or 0)
     if result.stopped and result.stopped.startswith("interrupted"):
         return EXIT_INTERRUPTED
     return EXIT_OK if result.best is not None else EXIT_FAILURE
@@ -336,10 +337,17 @@ def _print_trial(record: Any) -> None:
 def _say(line: str) -> None:
     """Print a progress or summary line of a search; a closed stdout (`search | head -1`)
     must not stop the search, so from then on the lines go nowhere."""
+    global _STDOUT_GONE
+    if _STDOUT_GONE:
+        return
     try:
         print(line, flush=True)
-    except BrokenPipeError:
+    except OSError as exc:  # a closed pipe, a full disk behind `> file`: not the search's fault
+        _STDOUT_GONE = True
         _detach_stdout()
+        if not isinstance(exc, BrokenPipeError):
+            print(f"warning: cannot write to standard output ({exc.strerror or exc}); the "
+                  "search goes on without progress lines", file=sys.stderr)
 
 
 def _short(value: Any) -> str:
@@ -348,18 +356,25 @@ def _short(value: Any) -> str:
     return str(value)
 
 
-def _print_summary(result: Any) -> None:
+def _print_summary(result: Any, *, workers: int = 0) -> None:
     counts: dict[str, int] = {}
     for record in result.trials:
         counts[record.status.lower()] = counts.get(record.status.lower(), 0) + 1
     status = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
     ended = f"search stopped ({result.stopped})" if result.stopped else "search finished"
-    _say(f"{ended} in {result.wall_time_s:.1f}s: {len(result.trials)} trials ({status})")
+    finished = [r for r in result.trials if r.status != "RUNNING"]
+    if finished:
+        _say(f"{ended} in {result.wall_time_s:.1f}s: {len(result.trials)} trials ({status})")
+    else:
+        _say(f"{ended} in {result.wall_time_s:.1f}s, before any trial finished")
     if result.stopped:
+        more = f" --workers {workers}" if workers else ""
         _say(f"continue it with: python -m kerastune_kit search --run-dir {result.run_dir} "
-              "--resume")
+             f"--resume{more}")
     if result.best is None:
-        _say(f"no trial completed; see {result.run_dir / 'leaderboard.csv'} for the reasons")
+        if finished:
+            _say(f"no trial completed; see {result.run_dir / 'leaderboard.csv'} for the "
+                 "reasons")
         return
     best = result.best
     values = " ".join(f"{k}={_short(v)}" for k, v in best.hyperparameters.items())

@@ -40,7 +40,8 @@ PRUNERS: tuple[str, ...] = ("none", "median", "percentile", "asha")
 #: Fields that change what a search computes; ``--resume`` refuses a run whose saved values differ.
 RESUME_KEYS: tuple[str, ...] = (
     "data", "target", "task", "model", "tuner", "max_epochs", "objective", "seed",
-    "validation_split", "factor", "overrides",
+    "validation_split", "factor", "overrides", "pruner", "pruner_warmup_trials",
+    "pruner_min_epoch", "pruner_percentile",
 )
 
 
@@ -362,12 +363,26 @@ def check_resume_settings(config: SearchConfig) -> None:
         return
     saved = SearchConfig(**{**load_saved_config(run_dir), "run_dir": str(run_dir)})
     now, before = config.resume_fingerprint(), saved.resume_fingerprint()
+    if before.get("objective") is None:  # saved before the default was resolved: run.json has it
+        before["objective"] = _saved_objective(run_dir)
+    if now.get("objective") is None:  # not given: the task's default, which the run resolved
+        now["objective"] = before["objective"]
     for key in RESUME_KEYS:
         if now.get(key) != before.get(key):
             raise RunDirError(
                 f"{key}: the saved search in '{run_dir}' used {before.get(key)!r}, received "
                 f"{now.get(key)!r}; resume with the same settings or pass --overwrite"
             )
+
+
+def _saved_objective(run_dir: Path) -> str | None:
+    import json
+
+    try:
+        value = json.loads((run_dir / "run.json").read_text(encoding="utf-8")).get("objective")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
 
 
 def load_saved_fingerprint(run_dir: str | Path) -> dict[str, str]:

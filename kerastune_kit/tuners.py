@@ -496,6 +496,13 @@ def build_tuner(config: SearchConfig, hypermodel: Any, *, objective: str,
         queue = tuner.oracle._retry_queue
         queue[:] = [t for t in queue
                     if str(getattr(tuner.oracle.trials.get(t), "status", "")) != "COMPLETED"]
+        # A trial whose trial.json was written but whose oracle.json update was not (a full
+        # disk, a kill) is RUNNING and owned by nobody: run it again rather than leave it.
+        owned = {t.trial_id for t in tuner.oracle.ongoing_trials.values()}
+        orphans = sorted((trial_id for trial_id, trial in tuner.oracle.trials.items()
+                          if str(trial.status) == "RUNNING" and trial_id not in owned
+                          and trial_id not in queue), reverse=True)
+        queue.extend(orphans)  # popped from the end: the lowest id runs first
     if config.tuner == "hyperband" and config.max_trials is not None:
         tuner.oracle.max_trials = config.max_trials
     return tuner

@@ -112,7 +112,12 @@ def prepare(config: SearchConfig, *, check_run_dir: bool = True
     factory = factory_for(config.model, dataset)
     space = SearchSpace(config.overrides, family=factory.family)
     head = task_head(dataset.task, dataset.n_classes)
-    objective = config.objective or head.default_objective
+    saved = None
+    if config.resume and not config.objective:  # the objective the run started with
+        from kerastune_kit.runs import saved_objective
+
+        saved = saved_objective(config.effective_run_dir())
+    objective = config.objective or saved or head.default_objective
     choices = available_objectives(dataset.task)
     if objective not in choices:
         raise ConfigError(
@@ -178,8 +183,9 @@ def _init_run_dir(config: SearchConfig, dataset: Dataset, space: SearchSpace,
     if config.overwrite and run_dir.exists():
         empty_run_dir(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    effective = dataclasses.replace(config, objective=objective)  # the default, resolved
     write_text_atomic(run_dir / "config.toml",
-                      config.to_toml(fingerprint=_fingerprint(dataset, space)))
+                      effective.to_toml(fingerprint=_fingerprint(dataset, space)))
     marker = _read_marker(run_dir) if config.resume else {}
     from kerastune_kit.hypermodels import objective_direction
 

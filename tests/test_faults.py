@@ -492,3 +492,28 @@ def test_a_kill_between_keras_tuners_two_saves_does_not_rerun_a_completed_trial(
     assert [r.trial_id for r in seen] == [t for t in sorted(r.trial_id for r in result.trials)
                                           if t not in {r.trial_id for r in first.trials}]
     assert len(result.trials) == 3
+
+
+def test_a_trial_created_but_never_recorded_in_oracle_json_runs_on_resume(tmp_path):
+    """A full disk can let trial.json (RUNNING) through and stop oracle.json's update: the
+    trial belongs to nobody; --resume must run it, not leave it RUNNING for good."""
+    pytest.importorskip("keras_tuner")
+    from kerastune_kit.config import SearchConfig
+    from kerastune_kit.tuning import run_search
+
+    config = dict(data="iris", tuner="random", max_epochs=1, seed=5, max_trials=2,
+                  run_dir=str(tmp_path / "run"), trials_per_worker=0)
+    first = run_search(SearchConfig(**config))
+    orphan = first.trials[-1].trial_id
+    tuner_dir = tmp_path / "run" / "tuner"
+    trial_json = tuner_dir / f"trial_{orphan}" / "trial.json"
+    trial_json.write_text(json.dumps({**json.loads(trial_json.read_text()),
+                                      "status": "RUNNING", "score": None}))
+    (tuner_dir / f"trial_{orphan}" / "kerastune_kit_trial.json").unlink()
+    oracle = json.loads((tuner_dir / "oracle.json").read_text())
+    oracle["end_order"] = [t for t in oracle["end_order"] if t != orphan]
+    (tuner_dir / "oracle.json").write_text(json.dumps(oracle))
+    seen = []
+    result = run_search(SearchConfig(**config, resume=True), on_trial=seen.append)
+    assert [r.trial_id for r in seen] == [orphan]
+    assert [r.status for r in result.trials] == ["COMPLETED", "COMPLETED"]

@@ -234,3 +234,26 @@ def test_a_budget_that_ends_before_the_first_trial_says_so_in_one_line(tmp_path,
     assert err[0].startswith("error: max_time: the budget of 1s ran out before the first "
                              "trial finished") and "give a longer --max-time" in err[0]
     assert "0 trials" not in captured.out
+
+
+def test_resume_accepts_the_effective_objective_and_refuses_a_new_pruner(tmp_path, capsys):
+    run = tmp_path / "R"
+    run.mkdir()
+    (run / "config.toml").write_text(  # written before the default objective was saved
+        f'[search]\ndata = "iris"\ntuner = "random"\nmax_epochs = 2\nrun_dir = "{run}"\n')
+    (run / "run.json").write_text(json.dumps({"objective": "val_accuracy"}))
+    from kerastune_kit.config import build_config, check_resume_settings, resume_base
+
+    def resumed(**flags):
+        values = resume_base(None, run_dir=str(run), data=None, tuner=None)
+        return build_config(values, resume=True, **flags)
+
+    check_resume_settings(resumed(objective="val_accuracy"))  # the value it really used
+    check_resume_settings(resumed(max_trials=30, max_time=60.0))  # may change
+    from kerastune_kit.errors import RunDirError
+
+    with pytest.raises(RunDirError, match="objective: .* used 'val_accuracy', received "
+                                          "'val_loss'"):
+        check_resume_settings(resumed(objective="val_loss"))
+    with pytest.raises(RunDirError, match="pruner: .* used 'none', received 'median'"):
+        check_resume_settings(resumed(pruner="median"))
