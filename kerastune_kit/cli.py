@@ -25,8 +25,8 @@ from kerastune_kit.errors import KerastuneKitError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 _STARTED = time.perf_counter()  # this module loads first: start-up is measured from here
-EXIT_BROKEN_PIPE = 141
-_STDOUT_GONE = False  # 128 + SIGPIPE, what `head`'s writers usually end with
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what `head`'s writers usually end with
+_STDOUT_GONE = False  # set once stdout refused a write: progress lines are dropped from then on
 _MAIN_HPARAMS = ("num_layers", "num_blocks", "units_0", "filters_0", "normalization",
                  "residual", "learning_rate", "optimizer", "clipnorm", "batch_size")
 
