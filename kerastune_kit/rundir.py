@@ -69,7 +69,7 @@ def find_write_error(exc: BaseException | None) -> OSError | None:
         if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:
             return exc
         text = str(exc)
-        code = _errno_in(text)
+        code = errno_in_text(text)
         if code is not None:
             name = _NAME_IN_TEXT.search(text)
             return OSError(code, os.strerror(code),
@@ -78,7 +78,9 @@ def find_write_error(exc: BaseException | None) -> OSError | None:
     return None
 
 
-def _errno_in(text: str) -> int | None:
+def errno_in_text(text: str) -> int | None:
+    """The write errno (:data:`WRITE_ERRNOS`) a message names, such as a trial's stored
+    traceback (``errno = 28``, ``No space left on device``), or None."""
     match = _ERRNO_IN_TEXT.search(text)
     if match and int(match.group(1)) in WRITE_ERRNOS:
         return int(match.group(1))
@@ -180,10 +182,7 @@ class RunDirLock:
             os.close(fd)
             if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
                 raise
-            raise RunDirError(
-                f"run_dir: '{self.run_dir}' is in use by another search ({holder}); wait for it "
-                "to end or stop it, or pass another --run-dir"
-            ) from None
+            raise in_use(self.run_dir, holder) from None
         try:
             os.ftruncate(fd, 0)
             os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since "
@@ -203,6 +202,14 @@ class RunDirLock:
 
     def __exit__(self, *exc: Any) -> None:
         self.release()
+
+
+def in_use(run_dir: str | Path, holder: str) -> RunDirError:
+    """The one-line refusal of a run directory another live search holds."""
+    return RunDirError(
+        f"run_dir: '{run_dir}' is in use by another search ({holder}); wait for it to end or "
+        "stop it, or pass another --run-dir"
+    )
 
 
 def _read_holder(fd: int) -> str:
@@ -258,10 +265,7 @@ def check_run_dir_usable(run_dir: str | Path, *, locked: bool = False) -> None:
             break
     holder = None if locked else holder_of(run_dir)
     if holder is not None:
-        raise RunDirError(
-            f"run_dir: '{run_dir}' is in use by another search ({holder}); wait for it to end "
-            "or stop it, or pass another --run-dir"
-        )
+        raise in_use(run_dir, holder)
 
 
 def empty_run_dir(run_dir: str | Path) -> None:

@@ -40,7 +40,7 @@ from kerastune_kit.results import (
     write_leaderboard,
     write_text_atomic,
 )
-from kerastune_kit.rundir import find_write_error
+from kerastune_kit.rundir import errno_in_text, find_write_error
 from kerastune_kit.space import SearchSpace
 
 
@@ -284,7 +284,7 @@ def _classes() -> dict[str, type]:
             for trial_id, trial in oracle.trials.items():
                 if str(trial.status) not in ("FAILED", "INVALID") or not trial.message \
                         or trial_id in oracle._retry_queue \
-                        or find_write_error(RuntimeError(trial.message)) is None:
+                        or errno_in_text(trial.message) is None:
                     continue
                 trial.message = None
                 if trial_id in oracle.end_order:

@@ -69,19 +69,26 @@ def test_two_workers_run_exactly_the_requested_trials(tmp_path):
         sorted(str(sorted(r.hyperparameters.items())) for r in single.trials)
 
 
-@pytest.mark.slow
-def test_a_killed_worker_does_not_hang_the_search(tmp_path):
-    killed: list[int] = []
+def _kill_first_worker(killed: list[int], named):
+    """An ``on_trial`` callback: SIGKILL the first live worker process whose name matches,
+    once; its pid goes to ``killed``."""
 
-    def kill_one_worker(record) -> None:
+    def kill(record) -> None:
         if killed:
             return
-        workers = [p for p in multiprocessing.active_children()
-                   if p.name.startswith("kerastune-kit-worker")]
+        workers = [p for p in multiprocessing.active_children() if named(p.name)]
         if workers:
             killed.append(workers[0].pid)
             os.kill(workers[0].pid, signal.SIGKILL)
 
+    return kill
+
+
+@pytest.mark.slow
+def test_a_killed_worker_does_not_hang_the_search(tmp_path):
+    killed: list[int] = []
+    kill_one_worker = _kill_first_worker(killed, lambda name: name.startswith(
+        "kerastune-kit-worker"))
     with _warnings() as warnings:
         result = run_search(_config(tmp_path, max_trials=5, max_epochs=3), workers=2,
                             on_trial=kill_one_worker)
@@ -282,16 +289,7 @@ def test_ctrl_c_while_workers_start_stops_cleanly(tmp_path):
 @pytest.mark.slow
 def test_a_recycled_worker_killed_mid_search_is_replaced(tmp_path):
     killed: list[int] = []
-
-    def kill_the_worker(record) -> None:
-        if killed:
-            return
-        workers = [p for p in multiprocessing.active_children()
-                   if p.name == "kerastune-kit-worker"]
-        if workers:
-            killed.append(workers[0].pid)
-            os.kill(workers[0].pid, signal.SIGKILL)
-
+    kill_the_worker = _kill_first_worker(killed, lambda name: name == "kerastune-kit-worker")
     with _warnings() as warnings:
         result = run_search(_config(tmp_path, max_trials=3, max_epochs=1,
                                     trials_per_worker=2), on_trial=kill_the_worker)
