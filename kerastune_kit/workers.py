@@ -55,7 +55,8 @@ def sigint_ignored() -> Any:
     their imports with KeyboardInterrupt tracebacks). The parent handles it and stops its
     workers with SIGTERM. A signal disposition of SIG_IGN survives ``exec`` and Python leaves an
     ignored SIGINT ignored; a blocked mask would not (multiprocessing resets it). Only the main
-    thread can change dispositions; elsewhere this does nothing.
+    thread can change dispositions; elsewhere this does nothing. The cost: a Ctrl-C that lands in
+    the milliseconds of ``Process.start()`` is ignored by the parent too (press it again).
     """
     if threading.current_thread() is not threading.main_thread():
         yield
