@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import random
 from collections.abc import Sequence
 from typing import Any
 
@@ -164,10 +165,21 @@ class KitHyperModel(kt.HyperModel):
 
     # -------------------------------------------------------------- build
     def build(self, hp: Any) -> Any:
-        """Register the knobs on ``hp``, build and compile the model."""
+        """Register the knobs on ``hp``, build and compile the model.
+
+        The weights and dropout masks depend only on ``seed`` and the hyperparameters; the
+        global random generators of Python, NumPy and TensorFlow are left untouched.
+        """
         params = self.space.resolve(hp)
-        keras.utils.set_random_seed(self.seed)
-        model = self._build_network(params)
+        # Keras draws the seeds of initializers and dropout layers built without one from
+        # Python's ``random``: seeding it for the build alone makes every trial's network
+        # reproducible and leaves the caller's random state (Python, NumPy, TensorFlow) as it was.
+        state = random.getstate()
+        random.seed(self.seed)
+        try:
+            model = self._build_network(params)
+        finally:
+            random.setstate(state)
         model.compile(optimizer=make_optimizer(params), loss=self.head.loss(),
                       metrics=self.head.metrics())
         # Create the optimizer's slots now, so that a checkpoint loaded into this model

@@ -179,3 +179,33 @@ def test_cnn_inactive_blocks_carry_no_values():
     assert "filters_0" in hp.values and "filters_1" not in hp.values
     assert "dropout_1" not in hp.values
     assert [layer.name for layer in model.layers if layer.name.startswith("conv_")] == ["conv_0"]
+
+
+@pytest.mark.parametrize("family", ["mlp", "cnn"])
+def test_build_is_seeded_and_leaves_the_global_random_state_alone(family):
+    """Issue 13 item 6: ``build`` used to reseed Python's, NumPy's and TensorFlow's generators."""
+    import random
+
+    import tensorflow as tf
+
+    factory = MLPHyperModel if family == "mlp" else CNNHyperModel
+    overrides = {"dropout": 0.3}
+
+    def weights(seed):
+        hypermodel = factory(SearchSpace(overrides, family=family), input_shape=(8, 8, 1),
+                             task="multiclass", n_classes=10, seed=seed)
+        return [w.copy() for w in hypermodel.build(kt.HyperParameters()).get_weights()]
+
+    random.seed(1234)
+    np.random.seed(1234)
+    tf.random.set_seed(1234)
+    expected = (random.random(), float(np.random.rand()), float(tf.random.uniform([])))
+    random.seed(1234)
+    np.random.seed(1234)
+    tf.random.set_seed(1234)
+    first = weights(seed=7)
+    after = (random.random(), float(np.random.rand()), float(tf.random.uniform([])))
+    assert after == expected
+    again, other = weights(seed=7), weights(seed=8)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not all(np.array_equal(a, b) for a, b in zip(first, other, strict=True))
