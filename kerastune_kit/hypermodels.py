@@ -196,18 +196,23 @@ class KitHyperModel(kt.HyperModel):
 
     # -------------------------------------------------------------- fit protocol
     def fit(self, hp: Any, model: Any, x: Any = None, y: Any = None, *,
-            validation_data: tuple[Any, Any] | None = None, epochs: int = 1,
+            validation_data: tuple[Any, ...] | None = None, epochs: int = 1,
             initial_epoch: int = 0, callbacks: Sequence[Any] | None = None,
             batch_size: int | None = None, verbose: int = 0, shuffle: bool = True,
             **kwargs: Any) -> Any:
         """Train ``model`` with :class:`TrainLoop`, following KerasTuner's ``fit`` protocol.
 
+        Takes ``model.fit``'s keyword arguments: besides those named, ``validation_split``,
+        ``class_weight``, ``sample_weight``, ``steps_per_epoch``, ``validation_steps``,
+        ``validation_batch_size`` and ``validation_freq`` (see :meth:`TrainLoop.fit`).
         The batch size is the trial's ``batch_size`` hyperparameter unless passed explicitly.
         Validation metrics are measured once before training (``history.initial_logs``): for a
         promoted Hyperband trial they show it starts from its parent's weights; for a new trial
         they are the untrained model's score.
 
         Raises:
+            UnsupportedFitArgument: A keyword ``model.fit`` does not take (a KerasTuner
+                ``FatalError``: the search stops at the first trial instead of retrying).
             DivergedTrialError: The loss diverged before any finite epoch (a
                 ``keras_tuner.errors.FailedTrialError``, so plain KerasTuner records it as failed).
         """
@@ -215,9 +220,13 @@ class KitHyperModel(kt.HyperModel):
 
         from kerastune_kit.training import TrainLoop
 
-        if kwargs:
-            unknown = ", ".join(sorted(kwargs))
-            raise TypeError(f"fit: unsupported keyword arguments: {unknown}")
+        unknown = sorted(set(kwargs) - set(FIT_KEYWORDS))
+        if unknown:
+            raise UnsupportedFitArgument(
+                f"fit: model.fit takes no argument {', '.join(map(repr, unknown))}; the "
+                f"keywords are {', '.join(('batch_size', 'epochs', *FIT_KEYWORDS))} (Keras 3 "
+                f"moved workers/use_multiprocessing/max_queue_size to keras.utils.PyDataset)"
+            )
         streamed = isinstance(x, tf.data.Dataset)
         if x is None or (y is None and not streamed):
             raise ValueError("fit: expected training data x and y (or a tf.data.Dataset x), "
@@ -226,7 +235,8 @@ class KitHyperModel(kt.HyperModel):
             batch_size = int(hp.get("batch_size")) if "batch_size" in hp.values else 32
         val = validation_data
         if val is not None and not isinstance(val, tf.data.Dataset):
-            val = (np.asarray(val[0], dtype="float32"), self.head.prepare_targets(val[1]))
+            val = (np.asarray(val[0], dtype="float32"), self.head.prepare_targets(val[1]),
+                   *val[2:])
         if not streamed:
             x, y = np.asarray(x, dtype="float32"), self.head.prepare_targets(y)
         _skip_idle_tuner_batch_hooks(callbacks or [])
@@ -235,11 +245,22 @@ class KitHyperModel(kt.HyperModel):
         history = loop.fit(
             x, y, batch_size=batch_size, epochs=epochs, initial_epoch=initial_epoch,
             validation_data=val, callbacks=callbacks, shuffle=shuffle, seed=self.seed,
-            evaluate_first=True, verbose=verbose,
+            evaluate_first=True, verbose=verbose, **kwargs,
         )
         if history.divergence is not None and not _has_finite_epoch(history):
             raise DivergedTrialError(history)
         return history
+
+
+#: ``model.fit`` keywords :meth:`KitHyperModel.fit` passes on to :meth:`TrainLoop.fit` (Keras 3's
+#: full list besides x, y, batch_size, epochs, verbose, callbacks, validation_data, shuffle and
+#: initial_epoch).
+FIT_KEYWORDS = ("validation_split", "class_weight", "sample_weight", "steps_per_epoch",
+                "validation_steps", "validation_batch_size", "validation_freq")
+
+
+class UnsupportedFitArgument(kt.errors.FatalError, TypeError):
+    """A ``fit`` keyword that ``model.fit`` does not take; stops a KerasTuner search at once."""
 
 
 class DivergedTrialError(kt.errors.FailedTrialError):

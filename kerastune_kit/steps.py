@@ -148,10 +148,18 @@ class TrainSteps:
         return tf.function(body, autograph=False, reduce_retracing=True)
 
     # -------------------------------------------------------------- compiled bodies
-    def _loss(self, x: Any, y: Any, training: bool) -> tuple[Any, Any, Any]:
-        """(mean data loss of the batch, regularization loss, predictions)."""
+    def _loss(self, x: Any, y: Any, training: bool, w: Any = None) -> tuple[Any, Any, Any]:
+        """(mean data loss of the batch, regularization loss, predictions).
+
+        ``w`` holds per-sample weights; the loss reduces them as Keras's does in ``model.fit``
+        (``sum_over_batch_size``: the sum of weighted losses over the batch size).
+        """
         predictions = self.model(x, training=training)
-        data_loss = tf.cast(self.loss_fn(y, predictions), tf.float32)
+        if w is None:
+            data_loss = self.loss_fn(y, predictions)
+        else:
+            data_loss = self.loss_fn(y, predictions, sample_weight=w)
+        data_loss = tf.cast(data_loss, tf.float32)
         if self.distributed and not tf.distribute.in_cross_replica_context():
             # Keras's averaging losses divide by the replica count under a strategy (its
             # trainer multiplies it back); undo it to get this replica's mean.
@@ -162,11 +170,11 @@ class TrainSteps:
             regularization = tf.add_n([tf.cast(l, tf.float32) for l in self.model.losses])
         return data_loss, regularization, predictions
 
-    def _gradients(self, x: Any, y: Any, share: Any = None, replicas: int = 1
+    def _gradients(self, x: Any, y: Any, share: Any = None, replicas: int = 1, w: Any = None
                    ) -> tuple[Any, Any, Any]:
         """(batch loss, predictions, gradients); ``share`` weights the data loss by replica."""
         with tf.GradientTape() as tape:
-            data_loss, regularization, predictions = self._loss(x, y, training=True)
+            data_loss, regularization, predictions = self._loss(x, y, training=True, w=w)
             objective = data_loss + regularization
             if share is not None:
                 objective = data_loss * share + regularization / replicas
@@ -191,15 +199,17 @@ class TrainSteps:
 
     def _update_metrics(self, metrics: Sequence[Any], loss_tracker: Any, loss: Any, y: Any,
                         predictions: Any) -> None:
+        # Sample weights reach the loss only: ``model.fit`` weighs ``compile(metrics=...)``
+        # by none (only ``weighted_metrics``).
         count = tf.cast(tf.shape(predictions)[0], tf.float32)
         loss_tracker.update_state(loss, sample_weight=count)
         for metric in metrics:
             metric.update_state(y, predictions)
 
     @_plain_tf
-    def _train_step(self, x: Any, y: Any, step: Any) -> Any:
+    def _train_step(self, x: Any, y: Any, step: Any, w: Any = None) -> Any:
         """One step; returns whether the loss was finite (nothing is applied otherwise)."""
-        loss, predictions, gradients = self._gradients(x, y)
+        loss, predictions, gradients = self._gradients(x, y, w=w)
         health = self.health
 
         def apply() -> Any:
@@ -217,13 +227,13 @@ class TrainSteps:
 
         return tf.cond(tf.math.is_finite(loss), apply, lambda: tf.constant(False))
 
-    def _replica_gradients(self, x: Any, y: Any) -> tuple[Any, Any, Any]:
+    def _replica_gradients(self, x: Any, y: Any, w: Any = None) -> tuple[Any, Any, Any]:
         context = tf.distribute.get_replica_context()
         count = tf.cast(tf.shape(y)[0], tf.float32)
         total = context.all_reduce(tf.distribute.ReduceOp.SUM, count)
         share = tf.math.divide_no_nan(count, total)
         loss, predictions, gradients = self._gradients(
-            x, y, share=share, replicas=self.strategy.num_replicas_in_sync)
+            x, y, share=share, replicas=self.strategy.num_replicas_in_sync, w=w)
         self._update_metrics(self.train_metrics, self.train_loss, loss, y, predictions)
         squared = []
         if self.health is not None:  # the norm of the summed gradient, as the update sees it
@@ -235,9 +245,9 @@ class TrainSteps:
         self.optimizer.apply_gradients(zip(gradients, self._variables, strict=True))
 
     @_plain_tf
-    def _distributed_train_step(self, x: Any, y: Any, step: Any) -> Any:
+    def _distributed_train_step(self, x: Any, y: Any, step: Any, w: Any = None) -> Any:
         strategy = self.strategy
-        weighted, gradients, squared = strategy.run(self._replica_gradients, args=(x, y))
+        weighted, gradients, squared = strategy.run(self._replica_gradients, args=(x, y, w))
         loss = strategy.reduce(tf.distribute.ReduceOp.SUM, weighted, axis=None)
         health = self.health
 
@@ -268,7 +278,7 @@ class TrainSteps:
         return bad_step, results, health
 
     def _train_arrays(self, x: Any, y: Any, order: Any, start: Any, stop: Any,
-                      batch_size: Any) -> Any:
+                      batch_size: Any, w: Any = None) -> Any:
         self.trace_counts["train"] += 1
         if start == 0:
             self._reset_train()
@@ -283,7 +293,8 @@ class TrainSteps:
             else:
                 low = step * batch_size
                 index = order[low:tf.minimum(low + batch_size, n)]
-            if not self._train_step(tf.gather(x, index), tf.gather(y, index), step):
+            batch_w = None if w is None else tf.gather(w, index)
+            if not self._train_step(tf.gather(x, index), tf.gather(y, index), step, batch_w):
                 bad_step = step
                 break
         return self._train_results(bad_step)
@@ -298,11 +309,11 @@ class TrainSteps:
             batch = iterator.get_next_as_optional()
             if not batch.has_value():
                 break
-            x, y = batch.get_value()
+            x, y, w = _unpack(batch.get_value())
             if self.distributed:
-                finite = self._distributed_train_step(x, y, step + offset)
+                finite = self._distributed_train_step(x, y, step + offset, w)
             else:
-                finite = self._train_step(x, y, step + offset)
+                finite = self._train_step(x, y, step + offset, w)
             if not finite:
                 bad_step = step
                 break
@@ -310,8 +321,8 @@ class TrainSteps:
         return step, self._train_results(bad_step)
 
     @_plain_tf
-    def _eval_step(self, x: Any, y: Any) -> None:
-        data_loss, regularization, predictions = self._loss(x, y, training=False)
+    def _eval_step(self, x: Any, y: Any, w: Any = None) -> None:
+        data_loss, regularization, predictions = self._loss(x, y, training=False, w=w)
         self._update_metrics(self.val_metrics, self.val_loss, data_loss + regularization, y,
                              predictions)
 
@@ -320,14 +331,14 @@ class TrainSteps:
         for metric in [self.val_loss, *self.val_metrics]:
             metric.reset_state()
 
-    def _eval_arrays(self, x: Any, y: Any, batch_size: Any) -> list[Any]:
+    def _eval_arrays(self, x: Any, y: Any, batch_size: Any, w: Any = None) -> list[Any]:
         self.trace_counts["eval"] += 1
         self._reset_eval()
         n = tf.shape(x, out_type=tf.int64)[0]
         for step in tf.range((n + batch_size - 1) // batch_size):
             low = step * batch_size
             high = tf.minimum(low + batch_size, n)
-            self._eval_step(x[low:high], y[low:high])
+            self._eval_step(x[low:high], y[low:high], None if w is None else w[low:high])
         return [m.result() for m in [self.val_loss, *self.val_metrics]]
 
     def _eval_batches(self, iterator: Any) -> list[Any]:
@@ -338,11 +349,11 @@ class TrainSteps:
             batch = iterator.get_next_as_optional()
             if not batch.has_value():
                 break
-            x, y = batch.get_value()
+            x, y, w = _unpack(batch.get_value())
             if self.distributed:
-                self.strategy.run(self._eval_step, args=(x, y))
+                self.strategy.run(self._eval_step, args=(x, y, w))
             else:
-                self._eval_step(x, y)
+                self._eval_step(x, y, w)
             step += 1
         return [m.result() for m in [self.val_loss, *self.val_metrics]]
 
@@ -363,6 +374,11 @@ def _converted_loop(name: str) -> Any:
     if name not in _CONVERTED:
         _CONVERTED[name] = tf.autograph.to_graph(getattr(TrainSteps, name))
     return _CONVERTED[name]
+
+
+def _unpack(batch: Any) -> tuple[Any, Any, Any]:
+    """``(x, y)`` or ``(x, y, sample_weight)``, as ``model.fit`` reads a dataset's elements."""
+    return batch[0], batch[1], batch[2] if len(batch) > 2 else None
 
 
 def _shuffled_order(n: Any, seed: Any) -> Any:

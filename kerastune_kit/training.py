@@ -121,10 +121,20 @@ class _Arrays:
     y: Any
     n: int
     batch_size: int
+    w: Any = None  # per-sample weights, or None
+    max_steps: int | None = None  # steps_per_epoch
+    position: int = 0  # the step of the current pass the next epoch starts at
+    order: Any = None  # the current pass's order of the samples
+
+    @property
+    def pass_steps(self) -> int:
+        """Steps in one pass over the data."""
+        return math.ceil(self.n / self.batch_size)
 
     @property
     def steps(self) -> int:
-        return math.ceil(self.n / self.batch_size)
+        """Steps per epoch, as the callbacks' ``params`` report them."""
+        return self.pass_steps if self.max_steps is None else self.max_steps
 
 
 @dataclasses.dataclass
@@ -133,6 +143,25 @@ class _Batches:
 
     make: Callable[[int], Any]  # epoch -> an iterable of batches
     steps: int | None
+    #: With ``steps_per_epoch``, one iterator runs on across epochs, as in ``model.fit``.
+    continuing: bool = False
+    cardinality: int | None = None  # batches in the dataset, when known
+    iterator: Any = None
+    seen: int = 0  # batches the current iterator has given
+
+    def epoch_iterator(self, epoch: int) -> Any:
+        if not self.continuing:
+            return iter(self.make(epoch))
+        if self.iterator is None:
+            self.iterator, self.seen = iter(self.make(epoch)), 0
+        return self.iterator
+
+    def finish_epoch(self, steps: int) -> None:
+        """After an epoch of ``steps`` steps: start over once the data is used up."""
+        self.seen += steps
+        ran_out = self.steps is not None and steps < self.steps
+        if ran_out or (self.cardinality is not None and self.seen >= self.cardinality):
+            self.iterator = None
 
 
 class TrainLoop(TrainSteps):
@@ -164,14 +193,20 @@ class TrainLoop(TrainSteps):
     """
 
     # -------------------------------------------------------------- data
-    def _training_data(self, x: Any, y: Any, batch_size: int, shuffle: bool, seed: int
+    def _training_data(self, x: Any, y: Any, batch_size: int, shuffle: bool, seed: int,
+                       sample_weight: Any = None, steps_per_epoch: int | None = None
                        ) -> _Arrays | _Batches:
         if isinstance(x, tf.data.Dataset):
             if y is not None:
                 raise ValueError("y: a tf.data.Dataset x yields (inputs, targets); received a "
                                  "separate y too; pass y=None")
+            if sample_weight is not None:
+                raise ValueError("sample_weight: a tf.data.Dataset x yields (inputs, targets, "
+                                 "sample_weight); received a separate sample_weight too")
             _check_pairs(x, "x")
-            return _Batches(lambda epoch: self._distribute(x), _cardinality(x))
+            cardinality = _cardinality(x)
+            return _Batches(lambda epoch: self._distribute(x), steps_per_epoch or cardinality,
+                            continuing=steps_per_epoch is not None, cardinality=cardinality)
         if y is None:
             raise ValueError("y: expected training targets with array x, received None; "
                              "pass y or a tf.data.Dataset of (inputs, targets)")
@@ -180,33 +215,51 @@ class TrainLoop(TrainSteps):
         n = int(x_tensor.shape[0])
         if n == 0:
             raise ValueError("x: expected at least one training sample, received 0")
+        w_tensor = None if sample_weight is None else _weights_tensor(sample_weight, n,
+                                                                        "sample_weight")
         batch = max(1, min(int(batch_size), n))
         if not self.distributed:
-            return _Arrays(x_tensor, y_tensor, n, batch)
+            return _Arrays(x_tensor, y_tensor, n, batch, w_tensor, steps_per_epoch)
 
         def make(epoch: int) -> Any:
-            dataset = tf.data.Dataset.from_tensor_slices((x_tensor, y_tensor))
+            tensors = (x_tensor, y_tensor) if w_tensor is None else (x_tensor, y_tensor, w_tensor)
+            dataset = tf.data.Dataset.from_tensor_slices(tensors)
             if shuffle:
                 dataset = dataset.shuffle(n, seed=_epoch_seed(seed, epoch))
-            return self._distribute(dataset.batch(batch))
+            dataset = dataset.batch(batch)
+            if steps_per_epoch is not None:
+                dataset = dataset.take(steps_per_epoch)
+            return self._distribute(dataset)
 
-        return _Batches(make, math.ceil(n / batch))
+        steps = math.ceil(n / batch)
+        return _Batches(make, steps if steps_per_epoch is None else min(steps, steps_per_epoch))
 
-    def _validation_data(self, validation_data: Any, batch_size: int) -> Any:
+    def _validation_data(self, validation_data: Any, batch_size: int,
+                         steps: int | None = None) -> Any:
         if validation_data is None or isinstance(validation_data, tf.data.Dataset):
             if validation_data is not None:
                 _check_pairs(validation_data, "validation_data")
+                if steps is not None:
+                    validation_data = validation_data.take(steps)
             return validation_data
-        if len(validation_data) != 2:
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+            received = (f"a {len(validation_data)}-tuple"
+                        if isinstance(validation_data, (tuple, list))
+                        else type(validation_data).__name__)
             raise ValueError(
-                f"validation_data: expected (x_val, y_val) or a tf.data.Dataset, received a "
-                f"{len(validation_data)}-tuple; sample weights are not supported"
+                f"validation_data: expected (x_val, y_val), (x_val, y_val, sample_weight) or a "
+                f"tf.data.Dataset, received {received}"
             )
-        x_val = tf.convert_to_tensor(np.asarray(validation_data[0]))
-        y_val = tf.convert_to_tensor(np.asarray(validation_data[1]))
+        tensors = [tf.convert_to_tensor(np.asarray(validation_data[0])),
+                   tf.convert_to_tensor(np.asarray(validation_data[1]))]
+        n = int(tensors[0].shape[0])
+        if len(validation_data) == 3 and validation_data[2] is not None:
+            tensors.append(_weights_tensor(validation_data[2], n, "validation_data sample_weight"))
+        if steps is not None:
+            tensors = [t[: steps * batch_size] for t in tensors]
         if self.distributed:
-            return tf.data.Dataset.from_tensor_slices((x_val, y_val)).batch(batch_size)
-        return x_val, y_val
+            return tf.data.Dataset.from_tensor_slices(tuple(tensors)).batch(batch_size)
+        return tuple(tensors)
 
     # -------------------------------------------------------------- public API
     def evaluate(self, x: Any, y: Any = None, *, batch_size: int = 256) -> dict[str, float]:
@@ -217,6 +270,8 @@ class TrainLoop(TrainSteps):
     def _evaluate(self, data: Any, batch_size: int) -> dict[str, float]:
         if isinstance(data, tf.data.Dataset):
             values = self._eval_batches_fn(iter(self._distribute(data)))
+        elif len(data) == 3:
+            values = self._eval_fn(data[0], data[1], tf.constant(batch_size, tf.int64), data[2])
         else:
             values = self._eval_fn(data[0], data[1], tf.constant(batch_size, tf.int64))
         names = [m.name for m in [self.val_loss, *self.val_metrics]]
@@ -231,8 +286,15 @@ class TrainLoop(TrainSteps):
         epochs: int = 1,
         initial_epoch: int = 0,
         validation_data: Any = None,
+        validation_split: float = 0.0,
         callbacks: Sequence[Any] | None = None,
         shuffle: bool = True,
+        class_weight: dict[int, float] | None = None,
+        sample_weight: Any = None,
+        steps_per_epoch: int | None = None,
+        validation_steps: int | None = None,
+        validation_batch_size: int | None = None,
+        validation_freq: int = 1,
         seed: int = 0,
         evaluate_first: bool = False,
         verbose: int = 0,
@@ -256,10 +318,28 @@ class TrainLoop(TrainSteps):
             batch_size: Samples per gradient step (global, across replicas).
             epochs: Index of the epoch to stop before (cumulative, like ``model.fit``).
             initial_epoch: Index of the first epoch to run.
-            validation_data: ``(x_val, y_val)`` or a batched ``tf.data.Dataset``, evaluated
-                after every epoch.
+            validation_data: ``(x_val, y_val)``, ``(x_val, y_val, val_sample_weight)`` or a
+                batched ``tf.data.Dataset``, evaluated after every epoch.
+            validation_split: Fraction ``0 <= v < 1`` of the arrays (their *last* samples,
+                before shuffling, as ``model.fit`` takes them) held out for validation when
+                ``validation_data`` is None. Not available for a ``tf.data.Dataset`` x.
             callbacks: Keras callbacks.
             shuffle: Draw a new order of the samples every epoch.
+            class_weight: ``{class index: weight}``; each sample's loss is weighted by its
+                class's weight (1.0 for classes not listed). Targets may be
+                class indices or one-hot rows. Not together with ``sample_weight``.
+            sample_weight: Per-sample weights, shape ``(n,)``, for the loss (as in
+                ``model.fit``: the sum of weighted losses over the batch size; the metrics stay
+                unweighted, as ``compile(metrics=...)`` ones do). A ``tf.data.Dataset`` carries them as a third element instead.
+            steps_per_epoch: Steps per epoch. As in ``model.fit``, an epoch continues where
+                the last one stopped, and one that reaches the end of the data (of a pass over
+                the arrays, or of a finite dataset) ends there; the next epoch starts a new
+                pass (a new order).
+            validation_steps: Evaluate only the first this many validation batches.
+            validation_batch_size: Batch size of the validation pass (default: the larger
+                of ``batch_size`` and 256; the results do not depend on it).
+            validation_freq: Validate after every ``validation_freq``-th epoch (1-based, as
+                ``model.fit``: 2 validates after epochs 2, 4, ...).
             seed: Seeds the per-epoch orders (epoch ``e`` always gets the same order, so a
                 resumed run continues as an uninterrupted one would).
             evaluate_first: Measure validation metrics before training (``history.initial_logs``).
@@ -272,9 +352,22 @@ class TrainLoop(TrainSteps):
             The :class:`TrainingHistory`.
         """
         model = self.model
-        data = self._training_data(x, y, batch_size, shuffle, seed)
-        eval_batch = max(getattr(data, "batch_size", 0), 256)
-        val = self._validation_data(validation_data, eval_batch)
+        _check_fit_arguments(validation_split=validation_split, steps_per_epoch=steps_per_epoch,
+                             validation_steps=validation_steps, validation_freq=validation_freq,
+                             validation_batch_size=validation_batch_size,
+                             class_weight=class_weight, sample_weight=sample_weight)
+        if validation_split and validation_data is None:
+            x, y, sample_weight, validation_data = _split_tail(x, y, sample_weight,
+                                                               validation_split)
+        if class_weight is not None:
+            if isinstance(x, tf.data.Dataset):
+                x = x.map(_class_weight_map(class_weight))
+            else:
+                sample_weight = class_weights_to_sample_weights(y, class_weight)
+        data = self._training_data(x, y, batch_size, shuffle, seed, sample_weight,
+                                   steps_per_epoch)
+        eval_batch = validation_batch_size or max(getattr(data, "batch_size", 0), 256)
+        val = self._validation_data(validation_data, eval_batch, validation_steps)
         history = TrainingHistory()
         history.initial_epoch = initial_epoch
         callback_list = keras.callbacks.CallbackList(
@@ -312,7 +405,7 @@ class TrainLoop(TrainSteps):
                                  for m in [self.val_loss, *self.val_metrics]})
                 history.divergence = Divergence(epoch, bad_step, self.learning_rate())
                 model.stop_training = True
-            elif val is not None:
+            elif val is not None and (epoch + 1) % validation_freq == 0:
                 callback_list.on_test_begin()
                 val_logs = self._evaluate(val, eval_batch)
                 callback_list.on_test_end(val_logs)
@@ -326,22 +419,34 @@ class TrainLoop(TrainSteps):
 
     def _array_epoch(self, data: _Arrays, epoch: int, shuffle: bool, seed: int,
                      batch_hooks: bool, callback_list: Any) -> tuple[int, Any, Any]:
-        n = tf.constant(data.n, tf.int64)
-        order = (self._order_fn(n, tf.constant([seed, epoch], tf.int64)) if shuffle
-                 else tf.range(n))
+        # With steps_per_epoch an epoch continues the pass (and its order) where the last one
+        # stopped, and a new pass starts once the data is used up, as model.fit does.
+        first = data.position
+        if first == 0 or data.order is None:
+            n = tf.constant(data.n, tf.int64)
+            order = (self._order_fn(n, tf.constant([seed, epoch], tf.int64)) if shuffle
+                     else tf.range(n))
+            if data.n % data.batch_size == 0:  # whole batches: one row of the order per step
+                order = tf.reshape(order, [data.n // data.batch_size, data.batch_size])
+            data.order = order
+        order = data.order
+        last = min(first + data.steps, data.pass_steps)
+        data.position = 0 if last >= data.pass_steps else last
         batch = tf.constant(data.batch_size, tf.int64)
-        if data.n % data.batch_size == 0:  # whole batches only: one row of the order per step
-            order = tf.reshape(order, [data.steps, data.batch_size])
+        weights = () if data.w is None else (data.w,)
+        if first > 0:
+            self._reset_train()  # the compiled pass resets only when it starts at step 0
 
         def run(start: int, stop: int) -> tuple[int, Any, Any]:
             bad_step, values, health = self._train_fn(
-                data.x, data.y, order, tf.constant(start, tf.int64),
-                tf.constant(stop, tf.int64), batch)
-            return int(bad_step), values, health
+                data.x, data.y, order, tf.constant(first + start, tf.int64),
+                tf.constant(first + stop, tf.int64), batch, *weights)
+            bad_step = int(bad_step)
+            return (bad_step - first if bad_step >= 0 else bad_step), values, health
 
         if not batch_hooks:
-            return run(0, data.steps)
-        for step in range(data.steps):
+            return run(0, last - first)
+        for step in range(last - first):
             callback_list.on_train_batch_begin(step)
             bad_step, values, health = run(step, step + 1)
             if bad_step >= 0:
@@ -353,7 +458,18 @@ class TrainLoop(TrainSteps):
 
     def _batches_epoch(self, data: _Batches, epoch: int, batch_hooks: bool,
                        callback_list: Any) -> tuple[int, Any, Any]:
-        iterator = iter(data.make(epoch))
+        iterator = data.epoch_iterator(epoch)
+        if data.continuing:  # steps_per_epoch: read on where the last epoch stopped
+            bad_step, values, health, steps = self._batches_steps(iterator, data, batch_hooks,
+                                                                  callback_list)
+            data.finish_epoch(steps)
+            return bad_step, values, health
+        bad_step, values, health, _ = self._batches_steps(iterator, data, batch_hooks,
+                                                          callback_list)
+        return bad_step, values, health
+
+    def _batches_steps(self, iterator: Any, data: _Batches, batch_hooks: bool,
+                       callback_list: Any) -> tuple[int, Any, Any, int]:
 
         def run(max_steps: int, reset: bool, offset: int = 0) -> tuple[int, int, Any, Any]:
             done, (bad_step, values, health) = self._train_batches_fn(
@@ -362,22 +478,22 @@ class TrainLoop(TrainSteps):
             return int(done), int(bad_step), values, health
 
         if not batch_hooks:
-            _, bad_step, values, health = run(data.steps or MANY, True)
-            return bad_step, values, health
+            done, bad_step, values, health = run(data.steps or MANY, True)
+            return bad_step, values, health, done
         _, _, values, health = run(0, True)  # reset, and results even for an empty dataset
         step = 0
         while data.steps is None or step < data.steps:
             callback_list.on_train_batch_begin(step)
             done, bad_step, values, health = run(1, False, step)
             if bad_step >= 0:
-                return step, values, health
+                return step, values, health, step + 1
             if done == 0:
                 break
             callback_list.on_train_batch_end(step, self._logs(values))
+            step += 1
             if self.model.stop_training:
                 break
-            step += 1
-        return -1, values, health
+        return -1, values, health, step
 
     def _logs(self, values: Sequence[Any]) -> dict[str, float]:
         names = [m.name for m in [self.train_loss, *self.train_metrics]]
@@ -394,11 +510,109 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 
 def _check_pairs(dataset: Any, field: str) -> None:
     spec = dataset.element_spec
-    if not (isinstance(spec, tuple) and len(spec) == 2):
+    if not (isinstance(spec, tuple) and len(spec) in (2, 3)):
         raise ValueError(
-            f"{field}: expected a tf.data.Dataset of (inputs, targets) batches, received "
-            f"elements {spec}; map it to 2-tuples (sample weights are not supported)"
+            f"{field}: expected a tf.data.Dataset of (inputs, targets) or (inputs, targets, "
+            f"sample_weight) batches, received elements {spec}; map it to such tuples"
         )
+
+
+def _check_fit_arguments(*, validation_split: Any, steps_per_epoch: Any, validation_steps: Any,
+                         validation_freq: Any, validation_batch_size: Any, class_weight: Any,
+                         sample_weight: Any) -> None:
+    """One-line ``ValueError`` for a ``fit`` argument ``model.fit`` would refuse too."""
+    if not isinstance(validation_split, (int, float)) or not 0 <= validation_split < 1:
+        raise ValueError(f"validation_split: expected a fraction 0 <= v < 1, received "
+                         f"{validation_split!r}")
+    for name, value in (("steps_per_epoch", steps_per_epoch),
+                        ("validation_steps", validation_steps),
+                        ("validation_batch_size", validation_batch_size)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < 1):
+            raise ValueError(f"{name}: expected a positive integer or None, received {value!r}")
+    if isinstance(validation_freq, bool) or not isinstance(validation_freq, int) \
+            or validation_freq < 1:
+        raise ValueError(f"validation_freq: expected a positive integer (validate every that "
+                         f"many epochs), received {validation_freq!r}")
+    if class_weight is not None:
+        if not isinstance(class_weight, dict):
+            raise ValueError(f"class_weight: expected a dict {{class index: weight}}, received "
+                             f"{type(class_weight).__name__}")
+        if sample_weight is not None:
+            raise ValueError("class_weight: pass class_weight or sample_weight, not both (as "
+                             "in model.fit); fold the class weights into sample_weight")
+
+
+def _weights_tensor(weights: Any, n: int, field: str) -> Any:
+    array = np.asarray(weights, dtype="float32")
+    if array.ndim == 2 and array.shape[1] == 1:
+        array = array.reshape(-1)
+    if array.shape != (n,):
+        raise ValueError(f"{field}: expected one weight per sample, shape ({n},), received "
+                         f"shape {array.shape}")
+    return tf.convert_to_tensor(array)
+
+
+def _split_tail(x: Any, y: Any, sample_weight: Any, fraction: float
+                ) -> tuple[Any, Any, Any, tuple[Any, ...]]:
+    """``model.fit``'s ``validation_split``: the last ``fraction`` of the samples validate."""
+    if isinstance(x, tf.data.Dataset):
+        raise ValueError("validation_split: not available for a tf.data.Dataset x (as in "
+                         "model.fit); pass validation_data")
+    x, y = np.asarray(x), np.asarray(y)
+    split_at = int(math.floor(len(x) * (1.0 - fraction)))
+    if split_at in (0, len(x)):
+        raise ValueError(f"validation_split: {fraction} of {len(x)} samples leaves an empty "
+                         f"training or validation set; use more data or another fraction")
+    if sample_weight is None:
+        return x[:split_at], y[:split_at], None, (x[split_at:], y[split_at:])
+    w = np.asarray(sample_weight)
+    return (x[:split_at], y[:split_at], w[:split_at],
+            (x[split_at:], y[split_at:], w[split_at:]))
+
+
+def class_weights_to_sample_weights(y: Any, class_weight: dict[int, float]) -> np.ndarray:
+    """Per-sample weights from ``{class index: weight}``, as ``model.fit`` derives them.
+
+    Args:
+        y: Class indices, shape ``(n,)`` or ``(n, 1)`` (rounded, so 0./1. binary targets
+            work), or one-hot rows ``(n, K)``.
+        class_weight: Weight of each class; unlisted classes weigh 1.0.
+
+    Returns:
+        float32 array of shape ``(n,)``.
+    """
+    y = np.asarray(y)
+    if y.ndim > 1:
+        y = np.argmax(y, axis=-1) if y.shape[-1] != 1 else y.reshape(-1)
+    labels = np.round(y).astype("int64")
+    table = {int(k): float(v) for k, v in class_weight.items()}
+    return np.array([table.get(int(label), 1.0) for label in labels], dtype="float32")
+
+
+def _class_weight_map(class_weight: dict[int, float]) -> Callable[..., Any]:
+    """A ``Dataset.map`` function adding per-sample class weights to ``(x, y)`` batches."""
+    size = max(int(k) for k in class_weight) + 1 if class_weight else 1
+    values = np.ones(size, dtype="float32")
+    for k, v in class_weight.items():
+        values[int(k)] = float(v)
+    table = tf.constant(values)
+
+    def add(*batch: Any) -> tuple[Any, Any, Any]:
+        if len(batch) > 2:
+            raise ValueError("class_weight: the dataset already yields sample weights; pass "
+                             "class_weight or sample weights, not both")
+        x, y = batch
+        labels = y
+        if y.shape.rank is not None and y.shape.rank > 1:
+            labels = (tf.argmax(y, axis=-1) if y.shape[-1] != 1 else tf.reshape(y, [-1]))
+        labels = tf.cast(tf.round(tf.cast(labels, tf.float32)), tf.int32)
+        inside = tf.logical_and(labels >= 0, labels < size)
+        weights = tf.where(inside, tf.gather(table, tf.clip_by_value(labels, 0, size - 1)),
+                           tf.ones_like(labels, tf.float32))
+        return x, y, weights
+
+    return add
 
 
 def _cardinality(dataset: Any) -> int | None:

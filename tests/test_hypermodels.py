@@ -209,3 +209,32 @@ def test_build_is_seeded_and_leaves_the_global_random_state_alone(family):
     again, other = weights(seed=7), weights(seed=8)
     assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
     assert not all(np.array_equal(a, b) for a, b in zip(first, other, strict=True))
+
+
+def test_factory_in_a_users_keras_tuner_takes_model_fit_arguments(tmp_path):
+    """Issue 13 item 5: ``validation_split``, ``class_weight`` and ``sample_weight`` used to fail
+    every trial inside a plain ``kt.RandomSearch``; a keyword ``model.fit`` lacks stops it at once."""
+    from sklearn.datasets import load_iris
+
+    from kerastune_kit.hypermodels import UnsupportedFitArgument
+
+    x, y = load_iris(return_X_y=True)
+    order = np.random.default_rng(0).permutation(len(y))
+    x, y = x[order].astype("float32"), y[order]
+    space = SearchSpace({"num_layers": 1, "units": 16, "batch_size": 32}, family="mlp")
+    hypermodel = MLPHyperModel(space, input_shape=(4,), task="multiclass", n_classes=3)
+    for i, kwargs in enumerate([{"validation_split": 0.2},
+                                {"validation_split": 0.2, "class_weight": {0: 2.0, 1: 1.0}},
+                                {"validation_split": 0.2, "sample_weight": np.ones(len(y))}]):
+        tuner = kt.RandomSearch(hypermodel, objective="val_accuracy", max_trials=2,
+                                directory=str(tmp_path), project_name=f"p{i}")
+        tuner.search(x, y, epochs=2, verbose=0, **kwargs)
+        trials = tuner.oracle.get_best_trials(2)
+        assert [t.status for t in trials] == ["COMPLETED", "COMPLETED"], kwargs
+        assert trials[0].score is not None
+    tuner = kt.RandomSearch(hypermodel, objective="val_accuracy", max_trials=3,
+                            directory=str(tmp_path), project_name="bad")
+    with pytest.raises(UnsupportedFitArgument, match="^fit: model.fit takes no argument "
+                                                     "'workers'"):
+        tuner.search(x, y, epochs=1, validation_split=0.2, workers=4, verbose=0)
+    assert len(tuner.oracle.trials) == 1  # stopped at the first trial, no retries

@@ -235,10 +235,22 @@ def test_bad_inputs_name_the_field():
         loop.fit(x)
     with pytest.raises(ValueError, match="^y: "):
         loop.fit(_dataset(x, y, 16), y)
-    with pytest.raises(ValueError, match="^x: .*2-tuples"):
+    with pytest.raises(ValueError, match="^x: .*tuples"):
         loop.fit(_dataset(x, y, 16).map(lambda a, b: a))
-    with pytest.raises(ValueError, match="^validation_data: "):
-        loop.fit(x, y, validation_data=(x, y, y))
+    with pytest.raises(ValueError, match="^validation_data: .*4-tuple"):
+        loop.fit(x, y, validation_data=(x, y, y, y))
+    with pytest.raises(ValueError, match="^class_weight: .*not both"):
+        loop.fit(x, y, class_weight={0: 2.0}, sample_weight=np.ones(len(y)))
+    with pytest.raises(ValueError, match=r"^sample_weight: .*\(96,\)"):
+        loop.fit(x, y, sample_weight=np.ones(5))
+    with pytest.raises(ValueError, match="^validation_split: "):
+        loop.fit(x, y, validation_split=1.5)
+    with pytest.raises(ValueError, match="^validation_split: .*tf.data"):
+        loop.fit(_dataset(x, y, 16), validation_split=0.2)
+    with pytest.raises(ValueError, match="^validation_freq: "):
+        loop.fit(x, y, validation_freq=0)
+    with pytest.raises(ValueError, match="^steps_per_epoch: "):
+        loop.fit(x, y, steps_per_epoch=-1)
     compiled = _model()
     uncompiled = keras.Model(compiled.inputs, compiled.outputs)
     with pytest.raises(ValueError, match="^optimizer: .*compile the model"):
@@ -357,3 +369,63 @@ def test_run_eagerly_matches_the_compiled_loop():
     np.testing.assert_allclose(eager["loss"], compiled["loss"], rtol=1e-5)
     streamed = eager_loop.fit(_dataset(x, y, 16), epochs=1, validation_data=_dataset(x, y, 16))
     assert np.isfinite(streamed.history["val_loss"]).all()
+
+
+_FIT_ARGUMENTS = {
+    "sample_weight": lambda x, y: {"sample_weight": np.linspace(0.1, 2.0, len(y))},
+    "class_weight": lambda x, y: {"class_weight": {0: 3.0, 1: 0.5}},  # class 2 weighs 1.0
+    "validation_split": lambda x, y: {"validation_split": 0.25},
+    "weighted_validation_split": lambda x, y: {
+        "validation_split": 0.25, "sample_weight": np.linspace(2.0, 0.1, len(y))},
+    "weighted_validation_data": lambda x, y: {
+        "validation_data": (*_data(32, seed=1), np.linspace(0.5, 1.5, 32))},
+    "validation_freq": lambda x, y: {"validation_freq": 2,
+                                     "validation_data": _data(32, seed=1)},
+    "steps_per_epoch": lambda x, y: {"steps_per_epoch": 4, "validation_steps": 1,
+                                     "validation_batch_size": 8,
+                                     "validation_data": _data(32, seed=1)},
+}
+
+
+@pytest.mark.parametrize("case", sorted(_FIT_ARGUMENTS))
+def test_model_fit_keyword_arguments_match_model_fit(case):
+    """Issue 13 item 5: ``model.fit``'s keywords work in the loop, with ``model.fit``'s numbers."""
+    x, y = _data(96)
+    kwargs = _FIT_ARGUMENTS[case](x, y)
+    reference = _model().fit(x, y, batch_size=16, epochs=4, shuffle=False, verbose=0,
+                             **kwargs).history
+    ours = _loop(_model()).fit(x, y, batch_size=16, epochs=4, shuffle=False, **kwargs).history
+    assert sorted(ours) == sorted([*reference, "learning_rate"]) or sorted(ours) == sorted(
+        reference)
+    for key, values in reference.items():
+        np.testing.assert_allclose(ours[key], values, rtol=1e-4, atol=1e-5, err_msg=key)
+
+
+def test_class_weight_and_sample_weights_in_a_dataset_match_model_fit():
+    x, y = _data(96)
+    weights = np.linspace(0.1, 2.0, len(y)).astype("float32")
+    import tensorflow as tf
+
+    for make, kwargs in (
+        (lambda: tf.data.Dataset.from_tensor_slices((x, y, weights)).batch(16), {}),
+        # (model.fit needs every class in class_weight for a dataset)
+        (lambda: _dataset(x, y, 16), {"class_weight": {0: 3.0, 1: 0.5, 2: 1.0}}),
+    ):
+        reference = _model().fit(make(), epochs=3, verbose=0, **kwargs).history
+        ours = _loop(_model()).fit(make(), epochs=3, **kwargs).history
+        np.testing.assert_allclose(ours["loss"], reference["loss"], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(ours["accuracy"], reference["accuracy"], rtol=1e-4)
+
+
+@pytest.mark.parametrize("repeat", [True, False], ids=["endless", "finite"])
+def test_steps_per_epoch_reads_a_dataset_on_across_epochs(repeat):
+    """As ``model.fit``: with ``steps_per_epoch`` the next epoch continues the iterator."""
+    import tensorflow as tf
+
+    x, y = _data(96)
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    if repeat:
+        dataset = dataset.repeat()
+    reference = _model().fit(dataset, epochs=5, steps_per_epoch=4, verbose=0).history
+    ours = _loop(_model()).fit(dataset, epochs=5, steps_per_epoch=4).history
+    np.testing.assert_allclose(ours["loss"], reference["loss"], rtol=1e-4, atol=1e-5)
