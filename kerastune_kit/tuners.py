@@ -505,7 +505,35 @@ def build_tuner(config: SearchConfig, hypermodel: Any, *, objective: str,
         queue.extend(orphans)  # popped from the end: the lowest id runs first
     if config.tuner == "hyperband" and config.max_trials is not None:
         tuner.oracle.max_trials = config.max_trials
+    if config.tuner == "grid" and not tuner._is_worker():
+        restore_grid_walk(tuner.oracle)
     return tuner
+
+
+def restore_grid_walk(oracle: Any) -> None:
+    """Rebuild a reloaded ``GridSearchOracle``'s walk over the grid from its trials.
+
+    KerasTuner keeps the walk (trial ids in grid order, and the queue of trials whose next
+    grid point is still to be proposed) in memory only, not in ``oracle.json``. A reloaded
+    grid search therefore failed with ``KeyError`` in ``LinkedList.next`` once a re-run trial
+    ended, and a second reload stopped as "exhausted" with grid points never run. Here every
+    trial started so far goes back into the ordered list, and each is queued so its next
+    point is proposed unless that point was already tried (KerasTuner's own skip rule).
+    """
+    import functools
+
+    ordered = getattr(oracle, "_ordered_ids", None)
+    if ordered is None or getattr(ordered, "_memory", None) or not oracle.start_order:
+        return  # not a grid oracle, a walk already in memory, or nothing to restore
+    ids = [t for t in dict.fromkeys(oracle.start_order) if t in oracle.trials]
+
+    def values(trial_id: str) -> dict[str, Any]:
+        return oracle.trials[trial_id].hyperparameters.values
+
+    ids.sort(key=functools.cmp_to_key(lambda a, b: oracle._compare(values(a), values(b))))
+    for trial_id in ids:
+        ordered.insert(trial_id)
+    oracle._populate_next[:] = ids
 
 
 def initial_random_points(max_trials: int | None, dimensions: int) -> int:

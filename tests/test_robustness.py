@@ -179,3 +179,28 @@ def test_sigint_writes_results_and_leaves_the_run_resumable(tmp_path):
     out, err = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, err[-2000:]
     assert len(_rows(run)) == 3
+
+
+@pytest.mark.slow
+def test_grid_search_killed_then_resumed_runs_every_point_exactly_once(tmp_path):
+    """Issue 13 item 3: KerasTuner keeps its grid walk in memory only; the first resume used to
+    exit 1 with KeyError and the second to stop with grid points never run."""
+    run = tmp_path / "run"
+    fixed = ["num_layers=1", "units=16", "dropout=0", "normalization=none", "residual=false",
+             "clipnorm=off", "activation=relu", "kernel_initializer=auto", "l2=off",
+             "batch_size=32", "optimizer=adam,sgd,rmsprop", "learning_rate=1e-3,1e-2"]
+    args = ["--data", "iris", "--tuner", "grid", "--max-trials", "6", "--max-epochs", "20",
+            *[part for knob in fixed for part in ("--set", knob)], "--run-dir", str(run)]
+    proc = _spawn_search(*args)
+    _wait_for(lambda: _finished_trials(run) >= 2, 240, proc)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert 2 <= _finished_trials(run) < 6
+
+    resumed = _spawn_search(*args, "--resume")
+    out, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err[-2000:]
+    rows = _rows(run)
+    points = sorted((row["optimizer"], float(row["learning_rate"])) for row in rows)
+    assert points == sorted((o, lr) for o in ("adam", "sgd", "rmsprop") for lr in (1e-3, 1e-2))
+    assert all(row["status"] == "COMPLETED" for row in rows)
