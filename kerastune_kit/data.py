@@ -17,7 +17,11 @@ from __future__ import annotations
 import csv
 import difflib
 import hashlib
+import io
+import math
 import os
+import zipfile
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -40,6 +44,16 @@ DEFAULT_DATASET = "digits"
 _TASKS: tuple[str, ...] = get_args(Task)
 _SUFFIXES = (".npz", ".csv")
 _MAX_CLASSES_INFERRED = 20
+# A search needs one sample to train on and one to validate (classification: of 2 classes).
+_MIN_SAMPLES = 2
+_NEED_SAMPLES = (
+    f"a search needs at least {_MIN_SAMPLES} (one to train on, one to validate; for "
+    "classification, of 2 different classes)"
+)
+# Cells read as missing (compared case-insensitively after stripping), as pandas and UCI files write
+# them; anything float() parses to NaN ("nan", "-NaN") is missing too.
+_MISSING_MARKERS = frozenset({"", "na", "n/a", "#n/a", "<na>", "nan", "null", "none", "?"})
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass(frozen=True, eq=False)
@@ -317,77 +331,369 @@ def _read_bundled(name: str) -> _Raw:
 
 def _read_npz(path: Path) -> _Raw:
     """Read a ``.npz`` archive with ``x``/``y`` or explicit train/val keys."""
+    fix = f"save arrays with np.savez('{path}', x=..., y=...)"
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {k: archive[k] for k in archive.files}
-    except (OSError, ValueError) as exc:
-        reason = " ".join(str(exc).split())
+        with path.open("rb") as handle:
+            head = handle.read(512)
+    except OSError as exc:
         raise DataError(
-            f"data: cannot read '{path}' as .npz without pickle ({reason}); save plain numeric "
-            "arrays with np.savez"
+            f"data: cannot read '{path}' ({exc.strerror or exc}); check that it is a readable file"
         ) from exc
+    if not head:
+        raise DataError(f"data: '{path}' is empty (0 bytes), not a .npz archive; {fix}")
+    if head.startswith(b"\x93NUMPY"):
+        raise DataError(
+            f"data: '{path}' is a single .npy array, not a .npz archive of x and y; {fix}"
+        )
+    if not head.startswith(b"PK"):
+        looks, csv_hint = _describe_bytes(head)
+        hint = " (or, if it is a CSV file, rename it to .csv and pass --target)" if csv_hint else ""
+        raise DataError(
+            f"data: '{path}' is not a .npz archive (it is not a zip file; {looks}); {fix}{hint}"
+        )
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except MemoryError:
+        raise
+    except Exception as exc:  # zipfile/zlib/numpy header errors all mean a damaged archive
+        reason = (
+            "its zip directory is missing or damaged"
+            if isinstance(exc, zipfile.BadZipFile)
+            else _one_line(exc)
+        )
+        raise DataError(
+            f"data: '{path}' is a damaged or truncated .npz archive ({reason}); re-create it: {fix}"
+        ) from exc
+    arrays: dict[str, Any] = {}
+    with archive:
+        for key in archive.files:
+            try:
+                arrays[key] = archive[key]
+            except ValueError as exc:
+                if "pickle" not in str(exc):
+                    raise DataError(
+                        f"data: array {key!r} in '{path}' cannot be read ({_one_line(exc)}); "
+                        f"re-create it: {fix}"
+                    ) from exc
+                raise DataError(
+                    f"data: array {key!r} in '{path}' holds Python objects (dtype=object), which "
+                    "are not loaded because that would need pickle; save plain numeric arrays, "
+                    f"e.g. np.savez('{path}', x=np.asarray(x, dtype=np.float32), y=np.asarray(y))"
+                ) from exc
+            except MemoryError:
+                raise
+            except Exception as exc:  # zlib.error, BadZipFile, EOFError, tokenize.TokenError...
+                raise DataError(
+                    f"data: '{path}' is a damaged .npz archive (array {key!r}: {_one_line(exc)}); "
+                    f"re-create it: {fix}"
+                ) from exc
     keys = set(arrays)
-    split_keys = {"x_train", "y_train", "x_val", "y_val"}
-    if split_keys <= keys:
+    split_keys = ("x_train", "y_train", "x_val", "y_val")
+    if set(split_keys) <= keys:
         return _Raw(
             path.stem, arrays["x_train"], arrays["y_train"], arrays["x_val"], arrays["y_val"]
         )
     if {"x", "y"} <= keys:
-        return _Raw(path.stem, arrays["x"], arrays["y"])
-    raise DataError(
+        x, y = np.asarray(arrays["x"]), np.asarray(arrays["y"])
+        if x.ndim >= 1 and y.ndim >= 1 and len(x) == len(y) and len(x) < _MIN_SAMPLES:
+            what = "0 samples (x and y are empty)" if len(x) == 0 else "1 sample"
+            raise DataError(f"data: '{path}' has {what}; {_NEED_SAMPLES}; add samples")
+        return _Raw(path.stem, x, y)
+    raise DataError(_npz_keys_message(path, keys, split_keys))
+
+
+def _npz_keys_message(path: Path, keys: set[str], split_keys: tuple[str, ...]) -> str:
+    """Say which keys an ``.npz`` lacks, for the layout its keys come closest to."""
+    if not keys:
+        return f"data: '{path}' holds no arrays; save arrays with np.savez('{path}', x=..., y=...)"
+    present = [k for k in split_keys if k in keys]
+    if present:
+        missing = [k for k in split_keys if k not in keys]
+        return (
+            f"data: '{path}' has {', '.join(map(repr, present))} but no "
+            f"{', '.join(map(repr, missing))}; add them, or save all samples as 'x' and 'y' and "
+            "let validation_split make the split"
+        )
+    if "x" in keys or "y" in keys:
+        have, lack = ("x", "y") if "x" in keys else ("y", "x")
+        return (
+            f"data: '{path}' has {have!r} but no {lack!r}; save both: "
+            f"np.savez('{path}', x=..., y=...)"
+        )
+    lowered = {k.lower(): k for k in keys}
+    if {"x", "y"} <= set(lowered):
+        return (
+            f"data: '{path}' has keys {sorted(keys)}; keys are case-sensitive: save them as "
+            f"'x' and 'y' (np.savez('{path}', x=..., y=...))"
+        )
+    return (
         f"data: '{path}' has keys {sorted(keys)}; expected 'x' and 'y', or 'x_train', "
         "'y_train', 'x_val' and 'y_val'"
     )
 
 
-def _read_csv(path: Path, target: str | None) -> _Raw:
-    """Read a ``.csv`` file with a header row; numeric features, any target."""
+def _describe_bytes(head: bytes) -> tuple[str, bool]:
+    """Describe what the first bytes of a file look like; also whether it looks like a CSV."""
+    if b"\x00" not in head:
+        text = head.decode("utf-8", errors="replace")
+        if text.count("\ufffd") <= 1:
+            first = text.lstrip("\ufeff").strip().splitlines()[0] if text.strip() else ""
+            if len(first) > 40:
+                first = first[:40] + "..."
+            if "," in first:
+                return f"it looks like text/CSV, starting {first!r}", True
+            return f"it looks like text, starting {first!r}", False
+    if head.startswith(b"\x80"):
+        return "it looks like a Python pickle", False
+    return f"it starts with bytes {head[:4].hex(' ')}", False
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception's message on one line."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _read_text(path: Path) -> str:
+    """Read a ``.csv`` file as UTF-8 text, naming the real problem when it is not text."""
     try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            rows = [row for row in csv.reader(handle) if any(cell.strip() for cell in row)]
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(f"data: cannot read '{path}' as UTF-8 csv ({exc}); check the file") from exc
-    if not rows:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(
+            f"data: cannot read '{path}' ({exc.strerror or exc}); check that it is a readable file"
+        ) from exc
+    export = "export the table as comma-separated UTF-8 text"
+    if data.startswith(b"PK\x03\x04"):
+        raise DataError(
+            f"data: '{path}' is a zip archive (an .xlsx workbook or .npz archive?), not a text "
+            f".csv; {export}, or give an .npz archive the .npz suffix"
+        )
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise DataError(f"data: '{path}' is UTF-16 encoded text; re-save it as UTF-8")
+    if b"\x00" in data:
+        line = data.count(b"\n", 0, data.index(b"\x00")) + 1
+        raise DataError(
+            f"data: '{path}' is not a text file (it has a NUL byte on line {line}); {export}"
+        )
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise DataError(
+            f"data: '{path}' is not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line} "
+            "cannot be decoded); re-save it as UTF-8 (it may be Latin-1 or Windows-1252)"
+        ) from None
+
+
+def _csv_records(text: str, path: Path) -> list[tuple[int, list[str]]]:
+    """Parse CSV text into ``(line, row)`` pairs, ``line`` as an editor numbers it (1-based,
+    where the record starts); blank rows are skipped but still counted."""
+
+    def parse(strict: bool) -> list[tuple[int, list[str]]]:
+        reader = csv.reader(io.StringIO(text, newline=""), strict=strict)
+        records: list[tuple[int, list[str]]] = []
+        for row in reader:
+            if any(cell.strip() for cell in row):
+                records.append((state["next"], row))
+            state["next"] = reader.line_num + 1
+        return records
+
+    state = {"next": 1}
+    try:
+        return parse(strict=True)
+    except csv.Error as exc:
+        if "unexpected end of data" in str(exc):
+            raise DataError(
+                f"data: '{path}' has a quoted field opened on line {state['next']} that is never "
+                'closed; add the closing " or remove the stray one'
+            ) from None
+    state["next"] = 1
+    try:  # strict mode also refuses odd but readable quoting such as 1,"a"b: accept it as before
+        return parse(strict=False)
+    except csv.Error as exc:
+        raise DataError(
+            f"data: '{path}' is not valid CSV near line {state['next']} ({_one_line(exc)}); "
+            "fix the quoting there"
+        ) from None
+
+
+def _is_missing(cell: str) -> bool:
+    """Whether a CSV cell is empty or a missing-value marker (NA, N/A, NaN, null, None, ?)."""
+    text = cell.strip()
+    if text.lower() in _MISSING_MARKERS:
+        return True
+    try:
+        return math.isnan(float(text))
+    except ValueError:
+        return False
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def _short(cell: str) -> str:
+    """A cell's text, stripped and cut to 40 characters, for a message."""
+    text = cell.strip()
+    return text if len(text) <= 40 else text[:40] + "..."
+
+
+def _cell(cell: str) -> str:
+    """Describe a cell for a message: ``empty cell`` or ``value 'NA'``."""
+    return "empty cell" if not cell.strip() else f"value {_short(cell)!r}"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def _read_csv(path: Path, target: str | None) -> _Raw:
+    """Read a ``.csv`` file with a header row; numeric features, any target.
+
+    Blank lines are skipped; messages give line numbers as an editor shows them. Empty cells and
+    missing-value markers (``_MISSING_MARKERS``) are reported as missing values, not as text.
+    """
+    records = _csv_records(_read_text(path), path)
+    if not records:
         raise DataError(f"data: '{path}' is empty; it needs a header row and data rows")
-    header = [name.strip() for name in rows[0]]
+    header_line, header_row = records[0]
+    header = [name.strip() for name in header_row]
     columns = ", ".join(header)
+    if len(header) == 1:
+        for sep, label in ((";", "';'"), ("\t", "tab"), ("|", "'|'")):
+            if sep in header[0]:
+                raise DataError(
+                    f"data: '{path}' has a single column {header[0]!r} on line {header_line}; it "
+                    f"looks {label}-separated, but a .csv must be comma-separated: re-save it "
+                    "with commas"
+                )
+    no_header = ""
+    if all(_is_number(name) for name in header):
+        no_header = (
+            f"; line {header_line} ({','.join(header)[:40]!r}) looks like data, not a header: "
+            "add a header row naming the columns"
+        )
     if target is None:
-        raise DataError(f"target: a .csv dataset needs --target COLUMN; columns are: {columns}")
+        raise DataError(
+            f"target: a .csv dataset needs --target COLUMN; columns are: {columns}{no_header}"
+        )
     if target not in header:
         close = difflib.get_close_matches(target, header, n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""
         raise DataError(
-            f"target: column {target!r} not found in '{path}'; columns are: {columns}{hint}"
+            f"target: column {target!r} not found in '{path}'; columns are: {columns}"
+            f"{no_header or hint}"
+        )
+    if header.count(target) > 1:
+        where = " and ".join(str(i + 1) for i, name in enumerate(header) if name == target)
+        raise DataError(
+            f"target: column {target!r} appears {header.count(target)} times in the header of "
+            f"'{path}' (columns {where}); rename the duplicates"
         )
     if len(header) < 2:
         raise DataError(
             f"data: '{path}' has only the target column {target!r}; add feature columns"
         )
-    body = rows[1:]
+    body = records[1:]
     if not body:
-        raise DataError(f"data: '{path}' has a header but no data rows")
-    for line, row in enumerate(body, start=2):
+        raise DataError(
+            f"data: '{path}' has a header but no data rows; {_NEED_SAMPLES}; add data rows"
+        )
+    for line, row in body:
         if len(row) != len(header):
+            extra = ""
+            if len(row) == len(header) + 1 and not row[-1].strip():
+                extra = " (it ends with an extra comma)"
             raise DataError(
-                f"data: '{path}' line {line} has {len(row)} fields but the header has "
-                f"{len(header)}; fix the row"
+                f"data: '{path}' line {line} has {_plural(len(row), 'field')} but the header has "
+                f"{len(header)}{extra}; fix the row"
             )
+    if len(body) < _MIN_SAMPLES:
+        raise DataError(
+            f"data: '{path}' has 1 data row (line {body[0][0]}); {_NEED_SAMPLES}; add data rows"
+        )
     t_idx = header.index(target)
     feature_idx = [i for i in range(len(header)) if i != t_idx]
     x = np.empty((len(body), len(feature_idx)), dtype=np.float64)
-    for j, col in enumerate(feature_idx):
-        for i, row in enumerate(body):
-            try:
-                x[i, j] = float(row[col])
-            except ValueError:
+    texts: dict[tuple[int, int], str] = {}  # (line, column index) -> non-numeric feature cell
+    for i, (line, row) in enumerate(body):
+        try:
+            x[i] = [float(row[col]) for col in feature_idx]
+        except ValueError:  # slow path: a missing-value marker (-> NaN) or text in this row
+            for j, col in enumerate(feature_idx):
+                try:
+                    x[i, j] = float(row[col])
+                except ValueError:
+                    x[i, j] = np.nan
+                    if row[col].strip().lower() not in _MISSING_MARKERS:
+                        texts[(line, col)] = row[col]
+    labels = [row[t_idx].strip() for _, row in body]
+    # (line, column index, cell) of every missing cell, in file order
+    missing = [
+        (body[i][0], feature_idx[j], body[i][1][feature_idx[j]])
+        for i, j in np.argwhere(np.isnan(x))
+        if (body[i][0], feature_idx[j]) not in texts
+    ]
+    target_missing = [i for i, label in enumerate(labels) if _is_missing(label)]
+    missing.extend((body[i][0], t_idx, body[i][1][t_idx]) for i in target_missing)
+    missing.sort(key=lambda m: (m[0], m[1]))
+    first_text = (*min(texts), texts[min(texts)]) if texts else None
+    huge = ~np.isnan(x) & ~(np.abs(x) <= _FLOAT32_MAX)
+    first_huge: tuple[int, int, str] | None = None  # inf, or beyond float32
+    if huge.any():
+        i, j = (int(v) for v in np.argwhere(huge)[0])
+        first_huge = (body[i][0], feature_idx[j], body[i][1][feature_idx[j]])
+    if missing:
+        for col, count in Counter(col for _, col, _ in missing).items():
+            if count == len(body):
+                line, _, cell = next(m for m in missing if m[1] == col)
+                if col == t_idx:
+                    raise DataError(
+                        f"target: column {target!r} in '{path}' has no values (all "
+                        f"{len(body)} data rows are missing, e.g. {_cell(cell)} on line {line}); "
+                        "pick another --target"
+                    )
                 raise DataError(
-                    f"data: feature column {header[col]!r} in '{path}' is not numeric (value "
-                    f"{row[col].strip()!r} on line {i + 2}); encode or drop it"
-                ) from None
-    labels = [row[t_idx].strip() for row in body]
-    if any(label == "" for label in labels):
+                    f"data: column {header[col]!r} in '{path}' has no values (all {len(body)} "
+                    f"data rows are missing, e.g. {_cell(cell)} on line {line}); drop the column"
+                )
+    problems = [p for p in (first_text, first_huge, missing[0] if missing else None) if p]
+    first = min(problems, default=None, key=lambda p: (p[0], p[1]))
+    if first is not None and first is first_text:
+        line, col, cell = first
         raise DataError(
-            f"target: column {target!r} in '{path}' has empty values; fill or drop those rows"
+            f"data: feature column {header[col]!r} in '{path}' is not numeric (value "
+            f"{_short(cell)!r} on line {line}); encode or drop it"
+        )
+    if first is not None and first is first_huge:
+        line, col, cell = first
+        raise DataError(
+            f"data: feature column {header[col]!r} in '{path}' has value {_short(cell)!r} on line "
+            f"{line}, which is not a finite float32 number (NaN/inf, or beyond +-3.4e38); "
+            "replace it or drop the row"
+        )
+    if first is not None:
+        line, col, cell = first
+        kind = "missing target value" if col == t_idx else "missing value"
+        where = f"line {line}, column {header[col]!r} in '{path}' ({_cell(cell)})"
+        if len(missing) == 1 and col == t_idx:
+            label = ""
+            if cell.strip() and not _is_number(cell):  # 'NA'/'None' may be a real class
+                label = f" (or, if {_short(cell)!r} is a class name, rename it)"
+            raise DataError(f"data: {kind} on {where}; fill it or drop the row{label}")
+        if len(missing) == 1:
+            raise DataError(f"data: {kind} on {where}; fill it (impute) or drop the row")
+        n_rows = len({m[0] for m in missing})
+        first_is = "first on" if col != t_idx else f"first is a {kind} on"
+        rows = "the row" if n_rows == 1 else f"the {n_rows} rows"
+        raise DataError(
+            f"data: {len(missing)} missing values; {first_is} {where}; fill them (impute) or "
+            f"drop {rows} that have them"
         )
     try:
         y: np.ndarray = np.array([float(label) for label in labels])
@@ -400,10 +706,28 @@ def _as_features(x: Any, name: str, key: str) -> tuple[np.ndarray, bool]:
     """Convert raw features to float32, checking emptiness, rank and finiteness."""
     x = np.asarray(x)
     was_uint8 = x.dtype == np.uint8
+    if x.dtype.kind in "US":
+        example = str(x.reshape(-1)[0]) if x.size else ""
+        raise DataError(
+            f"data: {key} in '{name}' holds strings (dtype {x.dtype}, e.g. {example!r}); features "
+            "must be numbers: encode them (e.g. one-hot) before saving"
+        )
+    if x.dtype.kind == "c":
+        raise DataError(
+            f"data: {key} in '{name}' holds complex numbers (dtype {x.dtype}); features must be "
+            "real numbers: save the real and imaginary parts as separate features"
+        )
     if x.dtype.kind not in "biuf":
         raise DataError(f"data: {key} in '{name}' has dtype {x.dtype}; features must be numeric")
-    if x.ndim == 0 or len(x) == 0:
-        raise DataError(f"data: {key} in '{name}' is empty; it needs at least one sample")
+    if x.ndim == 0:
+        raise DataError(
+            f"data: {key} in '{name}' is a single value (shape ()), not an array of samples; "
+            "save one row per sample, shape (n, features)"
+        )
+    if len(x) == 0:
+        raise DataError(
+            f"data: {key} in '{name}' is empty (shape {x.shape}); it needs at least one sample"
+        )
     if x.ndim == 1:
         x = x.reshape(-1, 1)
     if x.ndim > 4:
@@ -411,15 +735,41 @@ def _as_features(x: Any, name: str, key: str) -> tuple[np.ndarray, bool]:
             f"data: {key} in '{name}' has shape {x.shape}; use (n, features), (n, H, W) "
             "or (n, H, W, C)"
         )
-    x = x.astype(np.float32)
-    bad = ~np.isfinite(x)
-    if bad.any():
-        row = int(np.argwhere(bad)[0][0])
-        raise DataError(
-            f"data: {key} in '{name}' contains {int(bad.sum())} NaN/inf value(s) (first in row "
-            f"{row}); clean or impute them before tuning"
-        )
-    return x, bool(was_uint8)
+    if x.dtype.kind == "f":
+        bad = ~np.isfinite(x)
+        if bad.any():
+            n_nan, n_inf = int(np.isnan(x).sum()), int(np.isinf(x).sum())
+            kinds = " and ".join(
+                f"{n} {label}" for n, label in ((n_nan, "NaN"), (n_inf, "inf")) if n
+            )
+            if bad.all():
+                raise DataError(
+                    f"data: {key} in '{name}' has no finite values (all {x.size} are NaN/inf: "
+                    f"{kinds}); check how the array was made"
+                )
+            flat = bad.reshape(len(x), -1)
+            dead = np.flatnonzero(flat.all(axis=0)) if x.ndim == 2 else np.array([], int)
+            if dead.size:
+                cols = ", ".join(str(int(c)) for c in dead[:5]) + (", ..." if dead.size > 5 else "")
+                raise DataError(
+                    f"data: {key} in '{name}' has feature column(s) {cols} (0-based) that are "
+                    "NaN/inf in every row; drop those columns"
+                )
+            row, col = (int(v) for v in np.argwhere(flat)[0])
+            at = f"row {row}, column {col}" if x.ndim == 2 else f"row {row}"
+            raise DataError(
+                f"data: {key} in '{name}' contains {kinds} value(s) (first in {at}, 0-based); "
+                "impute them or drop those rows before tuning"
+            )
+        huge = np.abs(x) > _FLOAT32_MAX
+        if huge.any():
+            row = int(np.argwhere(huge.reshape(len(x), -1))[0][0])
+            raise DataError(
+                f"data: {key} in '{name}' has {int(huge.sum())} value(s) beyond the float32 range "
+                f"+-3.4e38 (first in row {row}, 0-based: {float(x[row][huge[row]].flat[0])!r}); "
+                "rescale them"
+            )
+    return x.astype(np.float32), bool(was_uint8)
 
 
 def _as_target(y: Any, n: int, name: str, key: str) -> np.ndarray:
@@ -428,8 +778,17 @@ def _as_target(y: Any, n: int, name: str, key: str) -> np.ndarray:
     if y.ndim == 2 and y.shape[1] == 1:
         y = y.reshape(-1)
     if y.ndim != 1:
+        hint = ""
+        if (
+            y.ndim == 2
+            and y.dtype.kind in "biuf"
+            and y.size
+            and np.isin(y, (0, 1)).all()
+            and (y.sum(axis=1) == 1).all()
+        ):
+            hint = f" ({key} looks one-hot encoded: save class indices, {key}.argmax(axis=1))"
         raise DataError(
-            f"data: {key} in '{name}' has shape {y.shape}; targets must have shape (n,)"
+            f"data: {key} in '{name}' has shape {y.shape}; targets must have shape (n,){hint}"
         )
     if len(y) != n:
         raise DataError(
@@ -439,8 +798,19 @@ def _as_target(y: Any, n: int, name: str, key: str) -> np.ndarray:
     if y.dtype.kind not in "biufUS":
         raise DataError(f"data: {key} in '{name}' has dtype {y.dtype}; use numbers or strings")
     if y.dtype.kind == "f" and not np.isfinite(y).all():
-        raise DataError(f"data: {key} in '{name}' contains NaN/inf targets; drop or fix those rows")
+        bad = ~np.isfinite(y)
+        raise DataError(
+            f"data: {key} in '{name}' contains {int(bad.sum())} NaN/inf target value(s) (first "
+            f"in row {int(np.argmax(bad))}, 0-based); drop or fix those rows"
+        )
     return y
+
+
+def _label(value: Any) -> str:
+    """A target value as the user wrote it: ``0``, not ``0.0``."""
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def _resolve_task(y: np.ndarray, task: str | None, fixed: str | None, name: str) -> str:
@@ -455,15 +825,17 @@ def _resolve_task(y: np.ndarray, task: str | None, fixed: str | None, name: str)
             return "regression"
         if n_unique < 2:
             raise DataError(
-                f"data: target of '{name}' has a single distinct value {str(y[0])!r}; "
-                "classification needs at least 2 classes"
+                f"data: target of '{name}' has a single distinct value {_label(y[0])!r} in all "
+                f"{len(y)} samples; classification needs at least 2 classes: check the target, "
+                "or add samples of another class"
             )
         return "binary" if n_unique == 2 else "multiclass"
     if task == "regression":
         if is_str:
+            example = next((v for v in y if not _is_number(str(v))), y[0])
             raise DataError(
                 f"task: 'regression' needs a numeric target, but '{name}' has string labels such "
-                f"as {str(y[0])!r}; use --task multiclass/binary or omit --task"
+                f"as {str(example)!r}; use --task multiclass/binary or omit --task"
             )
         return task
     if not integral:
@@ -478,7 +850,10 @@ def _resolve_task(y: np.ndarray, task: str | None, fixed: str | None, name: str)
             "multiclass or omit --task"
         )
     if n_unique < 2:
-        raise DataError(f"task: {task!r} needs at least 2 classes, but '{name}' has {n_unique}")
+        raise DataError(
+            f"task: {task!r} needs at least 2 classes, but '{name}' has 1 (every target is "
+            f"{_label(y[0])!r}); check the target, or add samples of another class"
+        )
     return task
 
 
@@ -518,9 +893,16 @@ def _split(
                 raise
             parts = train_test_split(x, y, test_size=fraction, random_state=seed)
     except ValueError as exc:
+        n = len(y)
+        n_val = math.ceil(fraction * n)  # how scikit-learn sizes the validation part
+        most = math.floor((n - 1) / n * 100) / 100
+        fix = f"use a validation_split of at most {most:g} or more data"
+        if most <= 0:
+            fix = "use more data"
         raise DataError(
-            f"validation_split: {fraction!r} cannot split {len(y)} sample(s) into non-empty train "
-            "and validation sets; use more data or a different fraction"
+            f"validation_split: {fraction!r} of {_plural(n, 'sample')} puts {n_val} in validation "
+            f"and leaves {n - n_val} to train on, so it cannot make non-empty train and "
+            f"validation sets; {fix}"
         ) from exc
     x_train, x_val, y_train, y_val = parts
     return x_train, x_val, y_train, y_val

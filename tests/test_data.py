@@ -413,6 +413,275 @@ def test_bad_max_samples(value):
     assert repr(value) in msg
 
 
+# --------------------------------------------------------------------------- messages that
+# name the real cause (issue 13, item 10): missing cells, too few samples, files that are not what
+# their suffix says. Each asserts the key phrases, the real line number and that it is one line.
+
+
+def _write_text(path: Path, text: str | bytes) -> Path:
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _message(*args: object, **kwargs: object) -> str:
+    """The one-line DataError message ``load_dataset`` raises for these arguments."""
+    with pytest.raises(DataError) as info:
+        load_dataset(*args, **kwargs)  # type: ignore[arg-type]
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(("data: ", "target: ", "task: ", "validation_split: "))
+    assert isinstance(info.value, ValueError) and isinstance(info.value, KerastuneKitError)
+    return message
+
+
+def test_csv_empty_cell_is_a_missing_value_on_the_real_line(tmp_path: Path):
+    # Line 4 is blank, so the empty cell is on file line 6 (not data row 5).
+    path = _write_text(tmp_path / "gaps.csv", "x,y\n1,0\n2,1\n\n3,0\n,1\n4,0\n")
+    msg = _message(str(path), target="y")
+    assert msg == (
+        f"data: missing value on line 6, column 'x' in '{path}' (empty cell); "
+        "fill it (impute) or drop the row"
+    )
+
+
+@pytest.mark.parametrize("marker", ["NA", "N/A", "NaN", "nan", "null", "None", "?", "", "  "])
+def test_csv_missing_value_markers_are_not_called_non_numeric(tmp_path: Path, marker: str):
+    path = _write_text(tmp_path / "m.csv", f"x,z,y\n1,2,0\n{marker},3,1\n4,5,0\n")
+    msg = _message(str(path), target="y")
+    assert "missing value on line 3, column 'x'" in msg
+    assert "fill it (impute) or drop the row" in msg
+    assert "not numeric" not in msg and "encode" not in msg
+
+
+def test_csv_counts_all_missing_values_and_names_the_first(tmp_path: Path):
+    text = "x,z,y\n1,2,0\n2,?,1\nnan,3,0\n4,null,1\n5,5,0\n"
+    path = _write_text(tmp_path / "m3.csv", text)
+    msg = _message(str(path), target="y")
+    assert "3 missing values; first on line 3, column 'z'" in msg
+    assert "(value '?')" in msg and "drop the 3 rows that have them" in msg
+
+
+def test_csv_non_numeric_text_keeps_not_numeric_with_real_line(tmp_path: Path):
+    path = _write_text(tmp_path / "red.csv", "x,c,y\n1,1,0\n\n2,red,1\n3,2,0\n")
+    msg = _message(str(path), target="y")
+    assert "feature column 'c'" in msg and "is not numeric" in msg
+    assert "(value 'red' on line 4)" in msg and "encode or drop it" in msg
+
+
+@pytest.mark.parametrize(("cell", "shown"), [("", "empty cell"), ("NA", "value 'NA'")])
+def test_csv_missing_target_value(tmp_path: Path, cell: str, shown: str):
+    path = _write_text(tmp_path / "t.csv", f"x,y\n1,a\n2,b\n3,{cell}\n4,b\n")
+    msg = _message(str(path), target="y")
+    assert f"missing target value on line 4, column 'y' in '{path}' ({shown})" in msg
+    assert "fill it or drop the row" in msg
+
+
+def test_csv_na_in_string_target_is_no_longer_a_class(tmp_path: Path):
+    # Before, 'NA' silently became a third class; now it is a missing target value.
+    path = _write_text(tmp_path / "t.csv", "x,y\n1,cat\n2,dog\n3,NA\n4,dog\n5,cat\n")
+    msg = _message(str(path), target="y")
+    assert "missing target value on line 4" in msg
+    assert "if 'NA' is a class name, rename it" in msg
+
+
+def test_csv_nan_in_numeric_target_names_its_line(tmp_path: Path):
+    path = _write_text(tmp_path / "t.csv", "x,y\n1,0.5\n2,1.5\n3,NaN\n4,1.0\n")
+    msg = _message(str(path), target="y")
+    assert "missing target value on line 4, column 'y'" in msg and "class name" not in msg
+
+
+def test_csv_column_with_no_values_says_drop_the_column(tmp_path: Path):
+    path = _write_text(tmp_path / "t.csv", "x,z,y\n1,NaN,0\n2,,1\n3,NA,0\n")
+    msg = _message(str(path), target="y")
+    assert "column 'z'" in msg and "has no values (all 3 data rows are missing" in msg
+    assert "drop the column" in msg
+    path = _write_text(tmp_path / "u.csv", "x,y\n1,\n2,NA\n3,\n")
+    assert "pick another --target" in _message(str(path), target="y")
+
+
+def test_csv_inf_names_its_line_and_column(tmp_path: Path):
+    path = _write_text(tmp_path / "inf.csv", "a,y\n1,0\n\ninf,1\n2,0\n")
+    msg = _message(str(path), target="y")
+    assert "feature column 'a'" in msg and "value 'inf' on line 4" in msg
+    assert "not a finite float32 number" in msg
+
+
+@pytest.mark.parametrize(
+    ("text", "target"),
+    [("x,y\n1,0\n", "y"), ("x,y\n1,0.5\n", "y"), ("x,label\n\n3,cat\n", "label")],
+)
+def test_csv_one_data_row_names_the_row_count(tmp_path: Path, text: str, target: str):
+    path = _write_text(tmp_path / "one.csv", text)
+    msg = _message(str(path), target=target)
+    assert f"'{path}' has 1 data row (line {text.count(chr(10))})" in msg
+    assert "a search needs at least 2 (one to train on, one to validate" in msg
+    assert "single" not in msg and "validation_split" not in msg
+
+
+def test_csv_header_only_says_no_data_rows(tmp_path: Path):
+    path = _write_text(tmp_path / "h.csv", "x,y\n")
+    msg = _message(str(path), target="y")
+    assert "has a header but no data rows" in msg and "at least 2" in msg
+
+
+def test_npz_with_one_sample_names_the_sample_count(tmp_path: Path):
+    for y in (np.array([1]), np.array([0.5])):  # classification-looking and regression
+        path = tmp_path / "one.npz"
+        np.savez(path, x=np.ones((1, 3)), y=y)
+        msg = _message(str(path))
+        assert f"'{path}' has 1 sample; a search needs at least 2" in msg
+        assert "single" not in msg and "validation_split" not in msg
+    np.savez(path, x=np.zeros((0, 2)), y=np.zeros(0))
+    assert "has 0 samples (x and y are empty)" in _message(str(path))
+
+
+def test_single_class_shows_the_value_as_written(tmp_path: Path):
+    path = _write_text(tmp_path / "t.csv", "x,y\n1,0\n2,0\n3,0\n")
+    msg = _message(str(path), target="y")
+    assert "single distinct value '0' in all 3 samples" in msg and "'0.0'" not in msg
+    assert "at least 2 classes" in msg
+
+
+def test_split_fraction_too_large_names_the_counts(tmp_path: Path):
+    path = tmp_path / "two.npz"
+    np.savez(path, x=np.ones((2, 2)), y=np.array([0.5, 1.5]))
+    msg = _message(str(path), validation_split=0.6)
+    assert msg.startswith("validation_split: 0.6 of 2 samples puts 2 in validation")
+    assert "leaves 0 to train on" in msg and "at most 0.5" in msg
+
+
+def test_text_file_named_npz_is_not_about_pickle(tmp_path: Path):
+    path = _write_text(tmp_path / "data.npz", "x,y\n1,0\n2,1\n")
+    msg = _message(str(path))
+    head = f"data: '{path}' is not a .npz archive (it is not a zip file; it looks like text/CSV"
+    assert msg.startswith(head)
+    assert f"np.savez('{path}', x=..., y=...)" in msg and "rename it to .csv" in msg
+    assert "pickle" not in msg
+
+
+@pytest.mark.parametrize(
+    ("content", "phrase"),
+    [
+        (b"", "is empty (0 bytes), not a .npz archive"),
+        (bytes(range(256)), "is not a .npz archive (it is not a zip file; it starts with bytes"),
+        (b"\x80\x04\x95", "it looks like a Python pickle"),
+    ],
+)
+def test_non_zip_npz_files(tmp_path: Path, content: bytes, phrase: str):
+    path = _write_text(tmp_path / "bad.npz", content)
+    msg = _message(str(path))
+    assert phrase in msg and "np.savez(" in msg and "allow_pickle" not in msg
+
+
+def test_npy_file_named_npz(tmp_path: Path):
+    np.save(tmp_path / "arr.npy", np.ones(3))
+    path = (tmp_path / "arr.npy").rename(tmp_path / "arr.npz")
+    assert "is a single .npy array, not a .npz archive" in _message(str(path))
+
+
+def test_truncated_npz_is_damaged(tmp_path: Path):
+    full = tmp_path / "full.npz"
+    np.savez(full, x=np.ones((100, 3)), y=np.arange(100) % 2)
+    path = _write_text(tmp_path / "cut.npz", full.read_bytes()[:600])
+    msg = _message(str(path))
+    assert "is a damaged or truncated .npz archive" in msg and "re-create it" in msg
+
+
+def test_npz_with_object_arrays_is_about_python_objects(tmp_path: Path):
+    path = tmp_path / "obj.npz"
+    np.savez(path, x=np.array([[1, "a"], [2, None]], dtype=object), y=np.array([0, 1]))
+    msg = _message(str(path))
+    assert "array 'x'" in msg and "holds Python objects (dtype=object)" in msg
+    assert "save plain numeric arrays" in msg
+
+
+@pytest.mark.parametrize(
+    ("arrays", "phrase"),
+    [
+        ({}, "holds no arrays"),
+        ({"x": np.ones((4, 2))}, "has 'x' but no 'y'"),
+        ({"X": np.ones((4, 2)), "Y": np.ones(4)}, "keys are case-sensitive: save them as 'x'"),
+        (
+            {"x_train": np.ones((4, 2)), "y_train": np.ones(4)},
+            "has 'x_train', 'y_train' but no 'x_val', 'y_val'",
+        ),
+    ],
+)
+def test_npz_keys_name_what_is_missing(tmp_path: Path, arrays: dict, phrase: str):
+    path = tmp_path / "k.npz"
+    np.savez(path, **arrays)
+    assert phrase in _message(str(path))
+
+
+@pytest.mark.parametrize(
+    ("x", "y", "phrase"),
+    [
+        (np.array([["a", "b"]] * 4), np.arange(4) % 2, "holds strings (dtype <U1, e.g. 'a')"),
+        (np.array(3.0), np.zeros(1), "is a single value (shape ())"),
+        (np.zeros((0, 2)), np.zeros(5), "x in 'v' is empty (shape (0, 2))"),
+        (np.r_[np.ones((5, 2)), [[1e300, 1]]], np.arange(6) % 2, "beyond the float32 range"),
+        (np.c_[np.ones(6), np.full(6, np.nan)], np.arange(6) % 2, "column(s) 1 (0-based)"),
+        (np.full((4, 2), np.nan), np.arange(4) % 2, "has no finite values (all 8 are NaN/inf"),
+        (np.ones((6, 2)), np.eye(3)[[0, 1, 2, 0, 1, 2]], "looks one-hot encoded"),
+        (np.ones((10, 2)), np.arange(9) % 2, "10 samples of features but 9 y values"),
+    ],
+)
+def test_npz_array_problems(tmp_path: Path, x: np.ndarray, y: np.ndarray, phrase: str):
+    path = tmp_path / "v.npz"
+    np.savez(path, x=x, y=y)
+    assert phrase in _message(str(path))
+
+
+@pytest.mark.parametrize(
+    ("content", "phrases"),
+    [
+        ("x,y\n1,0\n\n2,1,5\n3,0\n", ["line 4 has 3 fields but the header has 2"]),
+        ("x,z,y\n1,0,1\n2\n3,0,1\n", ["line 3 has 1 field but the header has 3"]),
+        ("x,y\n1,0\n2,1,\n3,0\n", ["line 3 has 3 fields", "(it ends with an extra comma)"]),
+        ('x,y\n1,0\n"2,1\n3,0\n', ["quoted field opened on line 3 that is never closed"]),
+        ("x;y\n1;0\n2;1\n", ["single column 'x;y' on line 1", "';'-separated"]),
+        ("x\ty\n1\t0\n2\t1\n", ["tab-separated"]),
+        ("x,y\n1,caf\xe9\n".encode("latin-1"), ["is not UTF-8 text (byte 0xe9 on line 2"]),
+        (b"\xef\xbb\xbfx,y\n1,0\n2,\xe9\n", ["byte 0xe9 on line 3"]),
+        ("x,y\n1,0\n2,1\n".encode("utf-16"), ["is UTF-16 encoded text; re-save it as UTF-8"]),
+        (b"x,y\n1,0\n2\x00,1\n", ["is not a text file (it has a NUL byte on line 3)"]),
+        (b"PK\x03\x04rest", ["is a zip archive", "not a text .csv"]),
+        ("y,x,y\n1,2,0\n2,3,1\n", ["column 'y' appears 2 times", "(columns 1 and 3)"]),
+    ],
+)
+def test_csv_structure_problems(tmp_path: Path, content: str | bytes, phrases: list[str]):
+    path = _write_text(tmp_path / "s.csv", content)
+    msg = _message(str(path), target="y")
+    assert str(path) in msg
+    for phrase in phrases:
+        assert phrase in msg
+
+
+def test_csv_without_header_row_says_so(tmp_path: Path):
+    path = _write_text(tmp_path / "nh.csv", "1,0\n2,1\n3,0\n")
+    for target in (None, "y"):
+        msg = _message(str(path), target=target)
+        assert "line 1 ('1,0') looks like data, not a header: add a header row" in msg
+
+
+def test_regression_override_names_a_non_numeric_label(tmp_path: Path):
+    path = _write_text(tmp_path / "r.csv", "x,y\n1,1.5\n2,abc\n3,2.5\n")
+    msg = _message(str(path), target="y", task="regression")
+    assert "string labels such as 'abc'" in msg
+
+
+def test_readable_csv_edge_cases_still_load(tmp_path: Path):
+    # A stray quote inside a field (readable in the lenient csv mode) and CRLF line ends.
+    path = _write_text(tmp_path / "ok.csv", 'x,y\r\n1,"a"b\r\n2,c\r\n3,c\r\n\r\n4,"a"b\r\n')
+    ds = load_dataset(str(path), target="y")
+    assert ds.class_names == ("ab", "c")
+    path = _write_text(tmp_path / "crlf.csv", b"x,y\r\n1,0\r\n\r\n2,1\r\nNA,0\r\n")
+    assert "missing value on line 5" in _message(str(path), target="y")
+
+
 # --------------------------------------------------------------------------- hygiene
 
 
