@@ -56,6 +56,48 @@ _MISSING_MARKERS = frozenset({"", "na", "n/a", "#n/a", "<na>", "nan", "null", "n
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
+@dataclass(frozen=True)
+class Preprocessing:
+    """How raw features became the model's inputs, fitted on the training split only.
+
+    ``standardize``: ``(x - mean) / scale`` per feature (scikit-learn's ``StandardScaler``;
+    ``scale`` is 1 for a feature that is constant in training). ``rescale``: ``x * factor``
+    (pixels / 255). ``none``: unchanged. An exported model starts with the same step as Keras
+    layers (:func:`kerastune_kit.hypermodels.inference_model`), so it takes raw inputs.
+
+    Attributes:
+        kind: ``standardize``, ``rescale`` or ``none``.
+        mean: Per-feature means (``standardize``), length = number of features.
+        scale: Per-feature standard deviations (``standardize``).
+        factor: The multiplier (``rescale``).
+    """
+
+    kind: Literal["standardize", "rescale", "none"] = "none"
+    mean: tuple[float, ...] = ()
+    scale: tuple[float, ...] = ()
+    factor: float = 1.0
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """The preprocessed features, float32, same shape as ``x``."""
+        x = np.asarray(x, dtype=np.float32)
+        if self.kind == "standardize":
+            # In float32, as StandardScaler.transform computes for float32 features.
+            mean = np.asarray(self.mean, dtype=np.float32)
+            scale = np.asarray(self.scale, dtype=np.float32)
+            return (x - mean) / scale
+        if self.kind == "rescale":
+            return x * np.float32(self.factor)
+        return x
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON summary for sidecar files: the kind, and the feature count or factor."""
+        if self.kind == "standardize":
+            return {"kind": "standardize", "features": len(self.mean)}
+        if self.kind == "rescale":
+            return {"kind": "rescale", "factor": self.factor}
+        return {"kind": "none"}
+
+
 @dataclass(frozen=True, eq=False)
 class Dataset:
     """A loaded, split and scaled dataset.
@@ -73,6 +115,8 @@ class Dataset:
         feature_names: Feature column names when known, else ``None``.
         image_shape: For flattened pixel vectors (the bundled digits), the image layout
             ``(H, W, C)`` they come from, so ``--model cnn`` can use them; else ``None``.
+        preprocessing: The scaling applied to ``x_train`` and ``x_val`` (see
+            :class:`Preprocessing`); exported models include it.
     """
 
     name: str
@@ -85,6 +129,7 @@ class Dataset:
     class_names: tuple[str, ...] | None = field(default=None, repr=False)
     feature_names: tuple[str, ...] | None = field(default=None, repr=False)
     image_shape: tuple[int, ...] | None = field(default=None, repr=False)
+    preprocessing: Preprocessing = field(default_factory=lambda: Preprocessing(), repr=False)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -231,7 +276,9 @@ def load_dataset(
         x, x_val, y, y_val = _split(x, y, validation_split, seed, classify)
 
     if standardize:
-        x, x_val = _scale(x, x_val, was_uint8)
+        x, x_val, preprocessing = _scale(x, x_val, was_uint8)
+    else:
+        preprocessing = Preprocessing()
     return Dataset(
         name=raw.name,
         x_train=np.ascontiguousarray(x, dtype=np.float32),
@@ -243,6 +290,7 @@ def load_dataset(
         class_names=class_names,
         feature_names=raw.feature_names,
         image_shape=raw.image_shape,
+        preprocessing=preprocessing,
     )
 
 
@@ -910,17 +958,17 @@ def _split(
 
 def _scale(
     x_train: np.ndarray, x_val: np.ndarray, was_uint8: bool
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, Preprocessing]:
     """Scale features; statistics come from the training split only."""
     if x_train.ndim in (3, 4):
         peak = max(float(np.abs(x_train).max()), float(np.abs(x_val).max()))
         if was_uint8 or peak > 1.5:
-            return x_train / np.float32(255.0), x_val / np.float32(255.0)
-        return x_train, x_val
+            step = Preprocessing("rescale", factor=1.0 / 255.0)
+            return step.apply(x_train), step.apply(x_val), step
+        return x_train, x_val, Preprocessing()
     from sklearn.preprocessing import StandardScaler
 
     scaler = StandardScaler().fit(x_train)
-    return (
-        scaler.transform(x_train).astype(np.float32),
-        scaler.transform(x_val).astype(np.float32),
-    )
+    step = Preprocessing("standardize", mean=tuple(float(m) for m in scaler.mean_),
+                         scale=tuple(float(v) for v in scaler.scale_))
+    return step.apply(x_train), step.apply(x_val), step

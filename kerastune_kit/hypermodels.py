@@ -130,6 +130,11 @@ class KitHyperModel(kt.HyperModel):
     """
 
     family = "base"
+    #: How raw features become the network's inputs (a ``data.Preprocessing``; None: as
+    #: they are). :meth:`inference_model` puts it in front of a trained network.
+    preprocessing: Any = None
+    #: The label of each class index (from the data), or None.
+    class_names: tuple[str, ...] | None = None
     #: Add each trainable variable's values to the per-epoch diagnostics (TensorBoard
     #: histograms in a search); set it on an instance to turn it on.
     weight_histograms = False
@@ -159,9 +164,50 @@ class KitHyperModel(kt.HyperModel):
     @classmethod
     def for_dataset(cls, dataset: Any, space: SearchSpace | None = None, *, seed: int = 0
                     ) -> KitHyperModel:
-        """A factory sized for a :class:`~kerastune_kit.data.Dataset`."""
-        return cls(space, input_shape=dataset.input_shape, task=dataset.task,
-                   n_classes=dataset.n_classes, seed=seed)
+        """A factory sized for a :class:`~kerastune_kit.data.Dataset` (and its preprocessing)."""
+        hypermodel = cls(space, input_shape=dataset.input_shape, task=dataset.task,
+                         n_classes=dataset.n_classes, seed=seed)
+        hypermodel.preprocessing = dataset.preprocessing
+        hypermodel.class_names = dataset.class_names
+        return hypermodel
+
+    def inference_model(self, model: Any) -> Any:
+        """The trained ``model`` as users call it: raw inputs in, predictions out.
+
+        The training split's preprocessing comes first (``Normalization`` with the saved
+        means and variances, or ``Rescaling`` for pixels), and a multiclass head ends in a
+        softmax, so ``predict`` returns class probabilities, shape ``(n, n_classes)``; binary:
+        ``(n, 1)`` probabilities; regression: ``(n, 1)`` values. It is compiled with the
+        task's loss and metrics, so ``evaluate(raw_x_val, y_val)`` reproduces the search's
+        validation scores.
+
+        Args:
+            model: A network built by :meth:`build` (trained).
+
+        Returns:
+            A new ``keras.Model`` sharing ``model``'s layers and weights.
+        """
+        step = self.preprocessing
+        inputs = keras.Input(shape=self.input_shape, name="raw_inputs")
+        h = inputs
+        if step is not None and step.kind == "standardize":
+            scale = np.asarray(step.scale, dtype="float32")
+            h = keras.layers.Normalization(mean=np.asarray(step.mean, dtype="float32"),
+                                           variance=scale * scale, name="standardize")(h)
+        elif step is not None and step.kind == "rescale":
+            h = keras.layers.Rescaling(step.factor, name="rescale")(h)
+        outputs = model(h)
+        loss = self.head.loss()
+        if self.head.task == "multiclass":
+            outputs = keras.layers.Softmax(name="probabilities")(outputs)
+            loss = keras.losses.SparseCategoricalCrossentropy()
+        wrapped = keras.Model(inputs, outputs, name=f"{model.name}_with_preprocessing")
+        # A fresh optimizer of the trial's kind and settings, for fine-tuning; built now, so
+        # that loading the file restores every slot without Keras's "skipping" warning.
+        optimizer = type(model.optimizer).from_config(model.optimizer.get_config())
+        optimizer.build(wrapped.trainable_variables)
+        wrapped.compile(optimizer=optimizer, loss=loss, metrics=self.head.metrics())
+        return wrapped
 
     # -------------------------------------------------------------- build
     def build(self, hp: Any) -> Any:
@@ -368,8 +414,11 @@ class CNNHyperModel(KitHyperModel):
                 f"model: cnn needs image-shaped data, but '{dataset.name}' has "
                 f"{int(np.prod(dataset.input_shape))} features per sample; use --model mlp"
             )
-        return cls(space, input_shape=dataset.input_shape, task=dataset.task,
-                   n_classes=dataset.n_classes, seed=seed, image_shape=shape)
+        hypermodel = cls(space, input_shape=dataset.input_shape, task=dataset.task,
+                         n_classes=dataset.n_classes, seed=seed, image_shape=shape)
+        hypermodel.preprocessing = dataset.preprocessing
+        hypermodel.class_names = dataset.class_names
+        return hypermodel
 
     def _build_network(self, params: ModelParams) -> Any:
         inputs = keras.Input(shape=self.input_shape, name="image")

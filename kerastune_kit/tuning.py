@@ -499,14 +499,34 @@ def finish_search(config: SearchConfig, hypermodel: Any, objective: str, *, star
             "trial_id": best.trial_id, "objective": objective, "score": best.score,
             "best_epoch": best.best_epoch, "status": best.status,
             "hyperparameters": best.hyperparameters,
+            "model_card": _model_card(hypermodel),
         })
-        _save_best_model(tuner, best.trial_id, run_dir / BEST_MODEL)
+        _save_best_model(tuner, hypermodel, best.trial_id, run_dir / BEST_MODEL)
     return SearchResult(run_dir=run_dir, objective=objective,
                         direction=tuner.oracle.objective.direction, trials=records, best=best,
                         wall_time_s=time.perf_counter() - started, stopped=stopped)
 
 
-def _save_best_model(tuner: Any, trial_id: str, path: Path) -> None:
+def _model_card(hypermodel: Any) -> dict[str, Any]:
+    """What ``best_model.keras`` takes and returns, for ``best_hyperparameters.json``."""
+    step = hypermodel.preprocessing
+    head = hypermodel.head
+    outputs = {"multiclass": f"class probabilities, shape (n, {head.units})",
+               "binary": "probability of class 1, shape (n, 1)",
+               "regression": "predicted values, shape (n, 1)"}[head.task]
+    card: dict[str, Any] = {
+        "inputs": f"raw features as in the data, shape (n, {', '.join(map(str, hypermodel.input_shape))})",
+        "preprocessing": step.describe() if step is not None else {"kind": "none"},
+        "outputs": outputs,
+    }
+    if getattr(hypermodel, "class_names", None):
+        card["class_names"] = list(hypermodel.class_names)
+    return card
+
+
+def _save_best_model(tuner: Any, hypermodel: Any, trial_id: str, path: Path) -> None:
+    """The best trial's network behind the data's preprocessing: it takes raw inputs."""
     from kerastune_kit._saving import save_model_atomically
 
-    save_model_atomically(tuner.load_model(tuner.oracle.get_trial(trial_id)), path)
+    model = tuner.load_model(tuner.oracle.get_trial(trial_id))
+    save_model_atomically(hypermodel.inference_model(model), path)

@@ -257,3 +257,57 @@ def test_resume_accepts_the_effective_objective_and_refuses_a_new_pruner(tmp_pat
         check_resume_settings(resumed(objective="val_loss"))
     with pytest.raises(RunDirError, match="pruner: .* used 'none', received 'median'"):
         check_resume_settings(resumed(pruner="median"))
+
+
+def _image_npz(path: Path) -> Path:
+    """Raw uint8 8x8 images (digits scaled to 0..255): the search rescales them by 1/255."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = (digits.images[:400] * 16).clip(0, 255).astype("uint8")
+    np.savez(path, x=images, y=digits.target[:400])
+    return path
+
+
+@pytest.mark.parametrize("case", ["iris", "diabetes", "images"])
+def test_the_exported_model_takes_raw_inputs_and_reproduces_the_score(tmp_path, case):
+    """Issue 13 item 4: the model used to expect features standardized with statistics saved
+    nowhere, so ``predict(raw_x)`` was silently wrong."""
+    import numpy as np
+
+    keras = pytest.importorskip("keras")
+    from kerastune_kit.config import SearchConfig
+    from kerastune_kit.data import load_dataset
+    from kerastune_kit.runs import export_best
+    from kerastune_kit.tuning import run_search
+
+    data = str(_image_npz(tmp_path / "images.npz")) if case == "images" else case
+    model = "cnn" if case == "images" else "auto"
+    overrides = {"num_blocks": 1, "filters": 8} if case == "images" else {}
+    result = run_search(SearchConfig(data=data, model=model, tuner="random", max_trials=2,
+                                     max_epochs=3, seed=3, run_dir=str(tmp_path / "run"),
+                                     overrides=overrides))
+    raw = load_dataset(data, seed=3, standardize=False)
+    scaled = load_dataset(data, seed=3)
+    assert scaled.preprocessing.kind == ("rescale" if case == "images" else "standardize")
+    assert not np.allclose(raw.x_val, scaled.x_val)  # the raw inputs really differ
+    exported, sidecar = export_best(tmp_path / "run", tmp_path / "best.keras")
+    card = json.loads(sidecar.read_text())["model_card"]
+    assert card["preprocessing"]["kind"] == scaled.preprocessing.kind
+    for path in (tmp_path / "run" / "best_model.keras", exported):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # e.g. Keras's "Skipping variable loading"
+            loaded = keras.models.load_model(path)
+        scores = loaded.evaluate(raw.x_val, raw.y_val, verbose=0, return_dict=True)
+        metric = result.objective.removeprefix("val_")
+        assert scores[metric] == pytest.approx(result.best.score, rel=1e-4, abs=1e-5), path
+        predictions = loaded.predict(raw.x_val, verbose=0)
+        if case == "diabetes":
+            assert predictions.shape == (len(raw.x_val), 1)
+        else:
+            assert predictions.shape == (len(raw.x_val), scaled.n_classes)
+            np.testing.assert_allclose(predictions.sum(axis=1), 1.0, rtol=1e-5)  # probabilities
+            assert card["class_names"] == list(scaled.class_names)
