@@ -159,8 +159,8 @@ def is_ranked(record: TrialRecord) -> bool:
 
 
 def rank(records: Iterable[TrialRecord], direction: str) -> list[TrialRecord]:
-    """Records best first: ranked trials (:func:`is_ranked`) by score, then DIVERGED trials,
-    then the rest (failed, running), each group in id order.
+    """Records best first: ranked trials (:func:`is_ranked`) by score (ties: the later best
+    epoch first), then DIVERGED trials, then the rest (failed, running), each group in id order.
 
     Args:
         records: Trial records.
@@ -168,7 +168,10 @@ def rank(records: Iterable[TrialRecord], direction: str) -> list[TrialRecord]:
     """
     records = list(records)
     ranked = [r for r in records if is_ranked(r)]
-    ranked.sort(key=lambda r: (-r.score if direction == "max" else r.score, r.trial_id))
+    # Equal scores: the model trained longer (a later best epoch, e.g. a promoted Hyperband
+    # trial level with its one-epoch parent) first, then the lower trial id.
+    ranked.sort(key=lambda r: (-r.score if direction == "max" else r.score,
+                               -(r.best_epoch or 0), r.trial_id))
     diverged = sorted((r for r in records if not is_ranked(r) and r.outcome == "diverged"),
                       key=lambda r: r.trial_id)
     rest = sorted((r for r in records if not is_ranked(r) and r.outcome != "diverged"),

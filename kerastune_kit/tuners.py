@@ -409,11 +409,79 @@ def _classes() -> dict[str, type]:
             write_leaderboard(self.kit_run_dir / LEADERBOARD, records, self.kit_hp_names())
             return records
 
+    class KitHyperbandOracle(kt.oracles.HyperbandOracle):
+        """KerasTuner's Hyperband oracle, which still trains the best to ``max_epochs`` when the
+        search space runs out.
+
+        KerasTuner stops the whole search when a bracket's first round cannot be filled with
+        new configurations: with 6 configurations and a bracket of 9 one-epoch trials, the
+        best model ended with 1 of 9 epochs. Here the bracket continues with the
+        configurations it has: round ``r`` keeps ``ceil(n / factor**r)`` of its ``n``, so
+        successive halving still promotes the best to ``max_epochs`` (Li et al., 2018).
+        ``kit_exhausted`` records that the space ran out (saved in ``oracle.json``).
+        """
+
+        kit_exhausted = False
+
+        def _random_trial(self, trial_id: str, bracket: dict[str, Any]) -> dict[str, Any]:
+            result = super()._random_trial(trial_id, bracket)
+            if result.get("status") != "STOPPED":
+                return result
+            self.kit_exhausted = True
+            if not bracket["rounds"][0] or "kit_size" in bracket:
+                return result  # nothing new to halve: every configuration has been tried
+            bracket["kit_size"] = len(bracket["rounds"][0])
+            return self.populate_space(trial_id)
+
+        def _get_size(self, bracket_num: int, round_num: int) -> int:
+            size = super()._get_size(bracket_num, round_num)
+            for bracket in self._brackets:
+                if bracket["bracket_num"] == bracket_num and "kit_size" in bracket:
+                    return min(size, max(1, math.ceil(bracket["kit_size"]
+                                                      / self.factor ** round_num)))
+            return size
+
+        def get_state(self) -> dict[str, Any]:
+            return {**super().get_state(), "kit_exhausted": self.kit_exhausted}
+
     class KitHyperband(KitTunerMixin, kt.Hyperband):
         """KerasTuner's Hyperband with kerastune_kit's logging and records."""
 
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            _use_oracle_class(self, kt.oracles.HyperbandOracle, KitHyperbandOracle)
+
+    class KitBayesianOracle(kt.oracles.BayesianOptimizationOracle):
+        """KerasTuner's Bayesian oracle, which never proposes a configuration twice.
+
+        Over a discrete space the Gaussian process's best proposal is often one already
+        tried; KerasTuner runs it again, so a 10-trial search of a 6-point space ran 10 trials
+        of 6 configurations. Here a repeated proposal is replaced by an untried random one,
+        and the search stops, saying so, when none is left (``kit_exhausted``).
+        """
+
+        kit_exhausted = False
+
+        def populate_space(self, trial_id: str) -> dict[str, Any]:
+            result = super().populate_space(trial_id)
+            values = result.get("values")
+            if result.get("status") == "RUNNING" and values and self._duplicate(values):
+                values = self._random_values()
+                result = ({"status": "RUNNING", "values": values} if values
+                          else {"status": "STOPPED", "values": None})
+            if result.get("status") == "STOPPED":
+                self.kit_exhausted = True
+            return result
+
+        def get_state(self) -> dict[str, Any]:
+            return {**super().get_state(), "kit_exhausted": self.kit_exhausted}
+
     class KitBayesianOptimization(KitTunerMixin, kt.BayesianOptimization):
         """KerasTuner's Bayesian optimization with kerastune_kit's logging, records, pruning."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            _use_oracle_class(self, kt.oracles.BayesianOptimizationOracle, KitBayesianOracle)
 
     class KitRandomSearch(KitTunerMixin, kt.RandomSearch):
         """KerasTuner's random search with kerastune_kit's logging, records and pruning."""
@@ -423,6 +491,24 @@ def _classes() -> dict[str, type]:
 
     return {"hyperband": KitHyperband, "bayesian": KitBayesianOptimization,
             "random": KitRandomSearch, "grid": KitGridSearch, "stopped": SearchStopped}
+
+
+def _use_oracle_class(tuner: Any, base: type, subclass: type) -> None:
+    """Give ``tuner``'s oracle (built and reloaded by KerasTuner as ``base``) the methods of
+    ``subclass``, which adds no state but ``kit_exhausted`` (read back from ``oracle.json``).
+
+    A worker's oracle is a client of the chief's and is left alone.
+    """
+    oracle = tuner.oracle
+    if type(oracle) is not base:
+        return
+    oracle.__class__ = subclass
+    path = Path(tuner.project_dir) / "oracle.json"
+    try:
+        state = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (OSError, ValueError):
+        state = {}
+    oracle.kit_exhausted = bool(state.get("kit_exhausted", False))
 
 
 _CLASSES: dict[str, type] | None = None

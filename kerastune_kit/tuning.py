@@ -73,6 +73,9 @@ class SearchResult:
         wall_time_s: Seconds the search took.
         stopped: Why the search stopped before its end (``time budget``,
             ``interrupted by SIGINT``), None when it ran to completion.
+        exhausted: The number of distinct configurations when the oracle ran out of new
+            ones before its budget (every point of the space was tried; Hyperband then
+            still trains the best to ``max_epochs``); None otherwise.
     """
 
     run_dir: Path
@@ -82,6 +85,7 @@ class SearchResult:
     best: TrialRecord | None
     wall_time_s: float
     stopped: str | None = None
+    exhausted: int | None = None
 
     @property
     def best_score(self) -> float | None:
@@ -504,7 +508,23 @@ def finish_search(config: SearchConfig, hypermodel: Any, objective: str, *, star
         _save_best_model(tuner, hypermodel, best.trial_id, run_dir / BEST_MODEL)
     return SearchResult(run_dir=run_dir, objective=objective,
                         direction=tuner.oracle.objective.direction, trials=records, best=best,
-                        wall_time_s=time.perf_counter() - started, stopped=stopped)
+                        wall_time_s=time.perf_counter() - started, stopped=stopped,
+                        exhausted=None if stopped else _exhausted(config, tuner, records))
+
+
+def _exhausted(config: SearchConfig, tuner: Any, records: Sequence[TrialRecord]) -> int | None:
+    """How many distinct configurations there are, when the oracle ran out of new ones."""
+    distinct = len({json.dumps(r.hyperparameters, sort_keys=True, default=str) for r in records})
+    if config.tuner == "hyperband":  # its budget is brackets, not trials: the oracle knows
+        ran_out = bool(getattr(tuner.oracle, "kit_exhausted", False))
+    else:
+        budget = config.effective_max_trials()
+        ran_out = bool(budget) and len(records) < int(budget) and bool(records) and all(
+            r.status != "RUNNING" for r in records)
+    if ran_out:
+        logger.info("the search space ran out: all %d distinct configurations were tried",
+                    distinct)
+    return distinct if ran_out else None
 
 
 def _model_card(hypermodel: Any) -> dict[str, Any]:

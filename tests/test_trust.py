@@ -311,3 +311,43 @@ def test_the_exported_model_takes_raw_inputs_and_reproduces_the_score(tmp_path, 
             assert predictions.shape == (len(raw.x_val), scaled.n_classes)
             np.testing.assert_allclose(predictions.sum(axis=1), 1.0, rtol=1e-5)  # probabilities
             assert card["class_names"] == list(scaled.class_names)
+
+
+_SIX_POINTS = {"num_layers": 1, "units": 16, "dropout": 0.0, "normalization": "none",
+               "residual": False, "clipnorm": "off", "activation": "relu",
+               "kernel_initializer": "auto", "l2": "off", "learning_rate": 1e-3,
+               "batch_size": [32, 64, 128], "optimizer": ["adam", "sgd"]}
+
+
+@pytest.mark.parametrize("tuner", ["hyperband", "random", "bayesian", "grid"])
+def test_a_space_that_runs_out_is_said_and_hyperband_still_trains_to_max_epochs(tmp_path, tuner):
+    """Issue 13 item 8: Hyperband used to stop after 6 one-epoch trials (best model: 1 of 9
+    epochs) and Bayesian to run the same configurations again; nothing said why."""
+    from kerastune_kit.config import SearchConfig
+    from kerastune_kit.tuning import run_search
+
+    result = run_search(SearchConfig(data="iris", tuner=tuner, max_trials=10, max_epochs=9,
+                                     seed=1, run_dir=str(tmp_path / "run"),
+                                     overrides=_SIX_POINTS))
+    assert result.exhausted == 6 and result.stopped is None
+    configurations = [json.dumps(r.hyperparameters, sort_keys=True) for r in result.trials
+                      if not r.parent_trial_id]
+    assert len(configurations) == len(set(configurations)) == 6  # each tried once
+    assert max(r.epochs for r in result.trials) == 9  # someone trained to max_epochs
+    if tuner == "hyperband":
+        assert any(r.parent_trial_id for r in result.trials)  # promoted, not stopped
+    assert main(["inspect", str(tmp_path / "run")]) == 0
+
+
+def test_the_cli_says_the_space_ran_out(tmp_path):
+    sets = [part for knob in ("num_layers=1", "units=16", "dropout=0", "normalization=none",
+                              "residual=false", "clipnorm=off", "l2=off", "learning_rate=1e-3",
+                              "activation=relu", "kernel_initializer=auto",
+                              "batch_size=32,64,128", "optimizer=adam,sgd")
+            for part in ("--set", knob)]
+    proc = run_cli("search", "--data", "iris", "--tuner", "random", "--max-trials", "8",
+                   "--max-epochs", "2", *sets, "--run-dir", str(tmp_path / "run"))
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stdout.splitlines() if "ran out" in line]
+    assert lines == ["the search space ran out: all 6 distinct configurations were tried; "
+                     "widen it with --set for more"]
