@@ -48,7 +48,7 @@ def main() -> None:
                                          validation_data=(data.x_val, data.y_val))
                 health = history.diagnostics
 
-                def ratio(epoch: int) -> float:
+                def ratio(epoch: int, health: dict = health) -> float:
                     values = [v for k, v in health[epoch].items()
                               if k.startswith("update_ratio/")]
                     return float(np.median(values))

@@ -12,7 +12,8 @@ updates every step and that :class:`~kerastune_kit.training.TrainLoop` reads onc
   epoch's sampled steps for each kernel (every trainable variable with 2 or more axes). The
   "about 1e-3" rule of thumb fits plain SGD late in training; Adam and RMSprop step by about
   ``learning_rate / |w|``, and the first epoch runs 3 to 10 times higher (the README's table,
-  from ``benchmarks/gradient_health.py``, gives measured healthy ranges per optimizer). By default about :data:`RATIO_SAMPLES` steps per epoch are
+  from ``benchmarks/gradient_health.py``, gives measured healthy ranges per optimizer).
+  By default about :data:`RATIO_SAMPLES` steps per epoch are
   sampled (step 0 and every ``ceil(steps / RATIO_SAMPLES)``-th step after it): measuring a step
   copies its kernels before the update and costs about 15% of a small model's step, so
   sampling keeps the whole measurement near 1% of an epoch at any epoch length;

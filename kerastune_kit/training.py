@@ -330,7 +330,8 @@ class TrainLoop(TrainSteps):
                 class indices or one-hot rows. Not together with ``sample_weight``.
             sample_weight: Per-sample weights, shape ``(n,)``, for the loss (as in
                 ``model.fit``: the sum of weighted losses over the batch size; the metrics stay
-                unweighted, as ``compile(metrics=...)`` ones do). A ``tf.data.Dataset`` carries them as a third element instead.
+                unweighted, as ``compile(metrics=...)`` ones do). A ``tf.data.Dataset``
+                carries them as a third element instead.
             steps_per_epoch: Steps per epoch. As in ``model.fit``, an epoch continues where
                 the last one stopped, and one that reaches the end of the data (of a pass over
                 the arrays, or of a finite dataset) ends there; the next epoch starts a new

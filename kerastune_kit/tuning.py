@@ -534,8 +534,9 @@ def _model_card(hypermodel: Any) -> dict[str, Any]:
     outputs = {"multiclass": f"class probabilities, shape (n, {head.units})",
                "binary": "probability of class 1, shape (n, 1)",
                "regression": "predicted values, shape (n, 1)"}[head.task]
+    shape = ", ".join(map(str, hypermodel.input_shape))
     card: dict[str, Any] = {
-        "inputs": f"raw features as in the data, shape (n, {', '.join(map(str, hypermodel.input_shape))})",
+        "inputs": f"raw features as in the data, shape (n, {shape})",
         "preprocessing": step.describe() if step is not None else {"kind": "none"},
         "outputs": outputs,
     }

@@ -213,7 +213,7 @@ def test_build_is_seeded_and_leaves_the_global_random_state_alone(family):
 
 def test_factory_in_a_users_keras_tuner_takes_model_fit_arguments(tmp_path):
     """Issue 13 item 5: ``validation_split``, ``class_weight`` and ``sample_weight`` used to fail
-    every trial inside a plain ``kt.RandomSearch``; a keyword ``model.fit`` lacks stops it at once."""
+    every trial inside a plain ``kt.RandomSearch``; a keyword ``model.fit`` lacks stops it."""
     from sklearn.datasets import load_iris
 
     from kerastune_kit.hypermodels import UnsupportedFitArgument
