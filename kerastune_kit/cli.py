@@ -70,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Hyperband's and ASHA's reduction factor (default: 3)")
     search.add_argument("--objective", help="metric to optimize (default: val_accuracy, "
                         "or val_loss for regression)")
-    search.add_argument("--run-dir", help="results directory (default: runs/<data>-<tuner>)")
+    search.add_argument("--run-dir", help="results directory (default: runs/<data>-<tuner>, "
+                        "or runs/<data>-<model>-<tuner> with --model mlp|cnn)")
     search.add_argument("--config", help="TOML file with [search] and [space] tables")
     search.add_argument("--seed", type=_positive_int, help="random seed (default: 0)")
     group = search.add_mutually_exclusive_group()
@@ -143,7 +144,6 @@ def cmd_search(args: argparse.Namespace) -> int:
     """``search``: validate, run, print one line per trial and a closing summary."""
     from kerastune_kit.config import (
         build_config,
-        check_resume_settings,
         load_toml,
         parse_duration,
         parse_set_flags,
@@ -164,7 +164,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     file_values = load_toml(args.config) if args.config else None
     if args.resume:  # every setting of the saved search, unless a flag says otherwise
         file_values = resume_base(file_values, run_dir=args.run_dir, data=args.data,
-                                  tuner=args.tuner)
+                                  tuner=args.tuner, model=args.model)
     config = build_config(
         file_values,
         data=args.data, target=args.target, task=args.task, model=args.model,
@@ -176,12 +176,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         max_retries=args.max_retries, trials_per_worker=args.trials_per_worker,
         factor=args.factor,
     )
-    from kerastune_kit.rundir import check_run_dir_usable
-
     args.effective_run_dir = config.effective_run_dir()
-    check_run_dir_usable(config.effective_run_dir())  # before TensorFlow's seconds of start-up
-    if config.resume:
-        check_resume_settings(config)
+    _refuse_early(config)  # before TensorFlow's seconds of start-up
     with native_stderr_silenced(enabled=not args.debug):
         from kerastune_kit.tuning import run_search, warm_up_tensorflow
 
@@ -201,6 +197,98 @@ def cmd_search(args: argparse.Namespace) -> int:
     if result.stopped and result.stopped.startswith("interrupted"):
         return EXIT_INTERRUPTED
     return EXIT_OK if result.best is not None else EXIT_FAILURE
+
+
+#: What each bundled dataset is, so that input they cannot take is refused before TensorFlow
+#: loads (reading one takes scikit-learn's second of start-up): task, features per sample.
+_BUNDLED_SHAPES: dict[str, tuple[str, int]] = {
+    "digits": ("multiclass", 64), "iris": ("multiclass", 4), "wine": ("multiclass", 13),
+    "breast_cancer": ("binary", 30), "diabetes": ("regression", 10),
+}
+#: The only bundled dataset a CNN takes (its 64 pixels are an 8x8 image).
+_BUNDLED_IMAGES = ("digits",)
+#: The metrics each task's head reports (``hypermodels.available_objectives``, which imports
+#: TensorFlow): train names, and ``val_`` + each.
+_TASK_METRICS: dict[str, tuple[str, ...]] = {
+    "binary": ("loss", "accuracy", "auc"), "multiclass": ("loss", "accuracy"),
+    "regression": ("loss", "mae", "mse"),
+}
+
+
+def _refuse_early(config: Any) -> None:
+    """Refuse, in well under a second, every bad input that needs no TensorFlow to notice.
+
+    Checked here, with the messages :func:`kerastune_kit.tuning.run_search` would give after
+    TensorFlow's start-up (it checks everything again): a dataset that is neither bundled nor
+    an existing ``.npz``/``.csv`` file (or a ``.csv`` without ``--target``), ``--model cnn`` on
+    a bundled feature-vector dataset, the ``--set``/``[space]`` overrides when the model family
+    is known without reading data, an ``--objective`` the task's model does not report when the
+    task is known, and the run directory (a file, in use, already holding something without
+    ``--overwrite``/``--resume``, nothing to resume, a resume with changed settings).
+    Imports no TensorFlow, Keras or scikit-learn.
+
+    Raises:
+        KerastuneKitError: One line naming the field, the value and the fix.
+    """
+    from pathlib import Path
+
+    from kerastune_kit.config import check_resume_settings
+    from kerastune_kit.data import BUNDLED_DATASETS, load_dataset
+    from kerastune_kit.errors import ConfigError, RunDirError
+    from kerastune_kit.results import RUN_MARKER
+    from kerastune_kit.rundir import check_run_dir_usable, is_occupied
+    from kerastune_kit.space import SearchSpace
+
+    spec = config.data.strip()
+    bundled = spec.lower().replace("-", "_")
+    suffix = Path(spec).suffix.lower()
+    if bundled not in BUNDLED_DATASETS:
+        bundled = None
+        usable = Path(spec).expanduser().is_file() and (
+            suffix == ".npz" or (suffix == ".csv" and config.target))
+        if not usable:  # raises at once, reading nothing (a .csv without --target: its header)
+            load_dataset(spec, target=config.target, task=config.task,
+                         validation_split=config.validation_split, seed=config.seed)
+    natural_task, n_features = _BUNDLED_SHAPES.get(bundled or "", (None, None))
+    if config.model == "cnn" and bundled is not None and bundled not in _BUNDLED_IMAGES:
+        raise ConfigError(f"model: cnn needs image-shaped data, but '{bundled}' has "
+                          f"{n_features} features per sample; use --model mlp")
+    family = ("cnn" if config.model == "cnn" else "mlp"
+              if config.model == "mlp" or bundled is not None or suffix == ".csv" else None)
+    if family is not None:  # with --model auto on a .npz, only its arrays tell
+        SearchSpace(config.overrides, family=family)
+    task = config.task or natural_task
+    if bundled is not None and config.task not in (None, natural_task):
+        task = None  # the data may refuse that task; it is the one to say so
+    if config.objective and task in _TASK_METRICS:
+        names = _TASK_METRICS[task]
+        choices = [f"val_{n}" for n in names] + list(names)
+        if config.objective not in choices:
+            raise ConfigError(
+                f"objective: {task} models report {', '.join(choices)}; received "
+                f"{config.objective!r}; pass one of those to --objective"
+            )
+
+    run_dir = config.effective_run_dir()
+    check_run_dir_usable(run_dir)
+    is_run = (run_dir / RUN_MARKER).is_file() or (run_dir / "config.toml").is_file()
+    if config.resume:
+        if not is_run:
+            raise RunDirError(
+                f"run_dir: '{run_dir}' holds no search to resume; drop --resume to start one"
+            )
+        check_resume_settings(config)
+    elif is_occupied(run_dir):
+        if not config.overwrite:
+            raise RunDirError(
+                f"run_dir: '{run_dir}' already exists; pass --overwrite to replace it, --resume "
+                "to continue it, or another --run-dir"
+            )
+        if not is_run:
+            raise RunDirError(
+                f"run_dir: '{run_dir}' is not a kerastune_kit run directory; refusing to delete "
+                "it with --overwrite; pass another --run-dir"
+            )
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
@@ -367,6 +455,11 @@ def _print_summary(result: Any, *, workers: int = 0) -> None:
         _say(f"{ended} in {result.wall_time_s:.1f}s: {len(result.trials)} trials ({status})")
     else:
         _say(f"{ended} in {result.wall_time_s:.1f}s, before any trial finished")
+    if getattr(result, "exhausted", None):
+        promoted = " (Hyperband still trained the best to --max-epochs)" if any(
+            r.parent_trial_id for r in result.trials) else ""
+        _say(f"the search space ran out: all {result.exhausted} distinct configurations were "
+             f"tried{promoted}; widen it with --set for more")
     if result.stopped:
         more = f" --workers {workers}" if workers else ""
         _say(f"continue it with: python -m kerastune_kit search --run-dir {result.run_dir} "

@@ -61,7 +61,9 @@ class SearchConfig:
         max_epochs: Epochs of the longest trial (Hyperband's ``max_epochs``; every
             trial's epoch count for the other oracles).
         objective: Metric to optimize, such as ``val_accuracy``; None picks the task's default.
-        run_dir: Where results go; None means ``runs/<dataset>-<tuner>``.
+        run_dir: Where results go; None means :meth:`default_run_dir`:
+            ``runs/<dataset>-<tuner>``, or ``runs/<dataset>-<model>-<tuner>`` when ``model`` is
+            not ``auto``.
         seed: Seeds the split, the oracle and every trial's initialisation.
         overwrite: Delete an existing run directory first.
         resume: Continue the search saved in an existing run directory.
@@ -186,9 +188,28 @@ class SearchConfig:
 
     # ------------------------------------------------------------------ derived values
     def effective_run_dir(self) -> Path:
-        """The run directory: ``run_dir``, or ``runs/<dataset>-<tuner>``."""
+        """The run directory: ``run_dir``, or :meth:`default_run_dir`."""
         if self.run_dir:
             return Path(self.run_dir)
+        return self.default_run_dir()
+
+    def default_run_dir(self) -> Path:
+        """``runs/<dataset>-<tuner>``, with the model family in the middle when one was chosen
+        (``runs/digits-cnn-hyperband`` for ``model="cnn"``), so searches that differ in what
+        the user chose get directories of their own.
+
+        Example:
+            >>> SearchConfig(model="cnn").default_run_dir().name
+            'digits-cnn-hyperband'
+        """
+        stem = Path(self.data).stem if _looks_like_path(self.data) else self.data.lower()
+        family = "" if self.model == "auto" else f"-{self.model}"
+        return Path("runs") / f"{stem}{family}-{self.tuner}"
+
+    def legacy_run_dir(self) -> Path:
+        """The default before the model family was part of it: ``runs/<dataset>-<tuner>``
+        (where ``--resume`` still finds a ``--model mlp|cnn`` search started by an older
+        version)."""
         stem = Path(self.data).stem if _looks_like_path(self.data) else self.data.lower()
         return Path("runs") / f"{stem}-{self.tuner}"
 
@@ -322,13 +343,17 @@ def load_saved_config(run_dir: str | Path) -> dict[str, Any]:
 
 
 def resume_base(file_values: Mapping[str, Any] | None, *, run_dir: str | None,
-                data: str | None, tuner: str | None) -> dict[str, Any]:
+                data: str | None, tuner: str | None,
+                model: str | None = None) -> dict[str, Any]:
     """The settings a resumed search starts from: the saved ``RUN/config.toml`` under
     ``file_values`` (a ``--config`` file), which CLI flags then override.
 
     The run directory is ``run_dir`` (``--run-dir``), else the config file's, else the default
-    for the given ``data`` and ``tuner``. When it holds no saved configuration, ``file_values``
-    is returned unchanged (the run-directory check then says there is nothing to resume).
+    for the given ``data``, ``tuner`` and ``model`` (:meth:`SearchConfig.default_run_dir`; for
+    a ``model`` other than ``auto`` whose default holds nothing, the older
+    ``runs/<dataset>-<tuner>`` when the search saved there used that model). When it holds no
+    saved configuration, ``file_values`` is returned unchanged (the run-directory check then
+    says there is nothing to resume).
 
     Example:
         >>> resume_base(None, run_dir="runs/iris-random", data=None, tuner=None)["tuner"]
@@ -337,8 +362,14 @@ def resume_base(file_values: Mapping[str, Any] | None, *, run_dir: str | None,
     values = dict(file_values or {})
     where = run_dir or values.get("run_dir")
     if not where:
-        defaults = {k: v for k, v in (("data", data), ("tuner", tuner)) if v is not None}
-        where = str(SearchConfig(**{**values, **defaults}).effective_run_dir())
+        defaults = {k: v for k, v in (("data", data), ("tuner", tuner), ("model", model))
+                    if v is not None}
+        wanted = SearchConfig(**{**values, **defaults})
+        where = str(wanted.default_run_dir())
+        legacy = wanted.legacy_run_dir()
+        if (wanted.model != "auto" and not (Path(where) / "config.toml").is_file()
+                and _saved_model(legacy) == wanted.model):
+            where = str(legacy)
     if not (Path(where) / "config.toml").is_file():
         return values
     saved = load_saved_config(where)
@@ -373,6 +404,16 @@ def check_resume_settings(config: SearchConfig) -> None:
                 f"{key}: the saved search in '{run_dir}' used {before.get(key)!r}, received "
                 f"{now.get(key)!r}; resume with the same settings or pass --overwrite"
             )
+
+
+def _saved_model(run_dir: Path) -> str | None:
+    """The ``model`` saved in ``RUN/config.toml``, None when there is none to read."""
+    try:
+        doc = tomllib.loads((run_dir / "config.toml").read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
+        return None
+    search = doc.get("search")
+    return search.get("model", "auto") if isinstance(search, dict) else None
 
 
 def _saved_objective(run_dir: Path) -> str | None:

@@ -176,3 +176,130 @@ def test_image_npz_gets_the_cnn_automatically(tmp_path):
     with open(run / "leaderboard.csv", newline="") as handle:
         row = next(csv.DictReader(handle))
     assert row["status"] == "COMPLETED" and row["num_blocks"] and row["kernel_size"]
+
+
+# ---------------------------------------------------------------------- refused before TensorFlow
+def _occupied(run: Path, text: str = "[search]\n") -> Path:
+    run.mkdir(parents=True)
+    (run / "config.toml").write_text(text)
+    return run
+
+
+_EARLY = [
+    # (flags, setup in the working directory, fragment of the one error line)
+    (["--data", "nope"], None, "data: unknown dataset 'nope'"),
+    (["--data", "missing/file.npz"], None, "does not exist"),
+    (["--data", "notes.txt"], "notes.txt", "unsupported suffix"),
+    (["--set", "nosuchknob=3"], None, "unknown knob"),
+    (["--set", "learning_rate=abc"], None, "learning_rate"),
+    (["--set", "normalization=instance"], None, "--model cnn only"),
+    (["--model", "cnn", "--set", "units=64"], None, "a knob of the mlp model"),
+    (["--data", "iris", "--model", "cnn"], None, "use --model mlp"),
+    (["--data", "diabetes", "--objective", "val_accuracy"], None, "objective: regression"),
+    (["--objective", "val_auc"], None, "objective: multiclass"),
+    (["--max-time", "soon"], None, "max_time"),
+    (["--resume"], None, "'runs/digits-hyperband' holds no search to resume"),
+    (["--resume", "--run-dir", "runs/missing"], None, "holds no search to resume"),
+    ([], "runs/digits-hyperband", "'runs/digits-hyperband' already exists"),
+    (["--overwrite", "--run-dir", "mine"], "mine", "not a kerastune_kit run directory"),
+    (["--resume", "--max-epochs", "5"], "saved", "max_epochs: the saved search"),
+]
+
+
+def _prepare_early(cwd: Path, setup: str | None) -> None:
+    if setup == "notes.txt":
+        (cwd / "notes.txt").write_text("x\n")
+    elif setup == "mine":  # a directory of the user's own, not a run
+        (cwd / "mine").mkdir()
+        (cwd / "mine" / "notes.txt").write_text("x\n")
+    elif setup == "saved":
+        run = Path("runs") / "digits-hyperband"
+        from kerastune_kit.config import SearchConfig
+
+        _occupied(cwd / run, SearchConfig(max_epochs=3, run_dir=str(run)).to_toml())
+    elif setup is not None:
+        _occupied(cwd / setup)
+
+
+@pytest.mark.parametrize(("flags", "setup", "expected"), _EARLY,
+                         ids=[" ".join(c[0]) or c[1] for c in _EARLY])
+def test_refusals_that_need_no_tensorflow_come_within_a_second(tmp_path, flags, setup,
+                                                               expected):
+    """Each refusal: exit 2, one line, under a second to the process's exit (TensorFlow's
+    start-up alone is 4-17 s), and neither TensorFlow, Keras nor scikit-learn imported."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO
+
+    _prepare_early(tmp_path, setup)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "kerastune_kit", "search", *flags],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    elapsed = time.perf_counter() - started
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], lines
+    assert proc.stdout == ""
+    assert elapsed < 1.0, f"refused after {elapsed:.2f}s: {lines[0]}"
+    # The same refusal through main(), reporting which heavy modules it loaded.
+    code = ("import sys; from kerastune_kit.cli import main; code = main(sys.argv[1:]); "
+            "print([m for m in ('tensorflow', 'keras', 'keras_tuner', 'sklearn') "
+            "if m in sys.modules]); sys.exit(code)")
+    proc = subprocess.run([sys.executable, "-c", code, "search", *flags], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stdout.strip() == "[]", (proc.stdout, proc.stderr)
+
+
+def test_model_cnn_after_the_quick_start_has_a_run_dir_of_its_own(tmp_path, monkeypatch):
+    from kerastune_kit.cli import _refuse_early
+    from kerastune_kit.config import SearchConfig
+    from kerastune_kit.errors import RunDirError
+
+    monkeypatch.chdir(tmp_path)
+    _occupied(Path("runs") / "digits-hyperband")  # the quick start's run
+    cnn = SearchConfig(model="cnn")
+    _refuse_early(cnn)  # not refused: it goes elsewhere
+    assert cnn.effective_run_dir() == Path("runs") / "digits-cnn-hyperband"
+    with pytest.raises(RunDirError, match="already exists"):
+        _refuse_early(SearchConfig())
+
+
+def test_early_checks_agree_with_the_library():
+    """The CLI's tables of the bundled datasets and each task's metrics (kept so that it need
+    not load scikit-learn or TensorFlow to refuse) match what the library computes."""
+    from kerastune_kit.cli import _BUNDLED_IMAGES, _BUNDLED_SHAPES, _TASK_METRICS
+    from kerastune_kit.data import BUNDLED_DATASETS, load_dataset
+    from kerastune_kit.hypermodels import available_objectives
+
+    assert set(_BUNDLED_SHAPES) == set(BUNDLED_DATASETS)
+    for name, (task, n_features) in _BUNDLED_SHAPES.items():
+        data = load_dataset(name)
+        assert (data.task, data.input_shape) == (task, (n_features,)), name
+        assert (data.image_input_shape is not None) == (name in _BUNDLED_IMAGES), name
+    for task, names in _TASK_METRICS.items():
+        assert available_objectives(task) == [f"val_{n}" for n in names] + list(names)
+
+
+@pytest.mark.parametrize("case", ["exists", "not_a_run", "nothing_to_resume"])
+def test_early_run_dir_messages_are_the_librarys(tmp_path, case):
+    """run_search checks the run directory again after TensorFlow loaded; both say the same."""
+    from kerastune_kit import tuning
+    from kerastune_kit.cli import _refuse_early
+    from kerastune_kit.config import SearchConfig
+    from kerastune_kit.errors import RunDirError
+
+    run = tmp_path / "run"
+    if case != "nothing_to_resume":
+        run.mkdir()
+        (run / ("config.toml" if case == "exists" else "notes.txt")).write_text("[search]\n")
+    config = SearchConfig(data="iris", run_dir=str(run), overwrite=case == "not_a_run",
+                          resume=case == "nothing_to_resume")
+    with pytest.raises(RunDirError) as early:
+        _refuse_early(config)
+    with pytest.raises(RunDirError) as late:
+        tuning._check_run_dir(config, None, None)
+    assert str(early.value) == str(late.value)

@@ -86,10 +86,60 @@ def test_default_overrides_are_not_shared_between_instances() -> None:
         ({"data": "data/my_set.csv", "target": "y"}, Path("runs") / "my_set-hyperband"),
         ({"data": "/tmp/arrays.npz", "tuner": "grid"}, Path("runs") / "arrays-grid"),
         ({"data": "iris", "run_dir": "out/here"}, Path("out/here")),
+        # The model family, when the user chose one, so `--model cnn` after the quick start
+        # does not land in the quick start's directory.
+        ({"model": "cnn"}, Path("runs") / "digits-cnn-hyperband"),
+        ({"model": "mlp", "data": "wine", "tuner": "random"}, Path("runs") / "wine-mlp-random"),
+        ({"model": "auto", "data": "wine"}, Path("runs") / "wine-hyperband"),
+        ({"model": "cnn", "run_dir": "out/here"}, Path("out/here")),
     ],
 )
 def test_effective_run_dir(kwargs: dict[str, Any], expected: Path) -> None:
     assert SearchConfig(**kwargs).effective_run_dir() == expected
+
+
+def test_default_run_dirs_differ_by_model_and_legacy_is_the_old_default() -> None:
+    dirs = {SearchConfig(model=m).effective_run_dir() for m in ("auto", "mlp", "cnn")}
+    assert len(dirs) == 3
+    assert SearchConfig(model="cnn").legacy_run_dir() == Path("runs") / "digits-hyperband"
+    assert SearchConfig(model="cnn", run_dir="x").default_run_dir() == Path(
+        "runs") / "digits-cnn-hyperband"
+
+
+def _saved_run(run_dir: Path, **fields: Any) -> Path:
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.toml").write_text(SearchConfig(**fields, run_dir=str(run_dir)).to_toml())
+    return run_dir
+
+
+def test_resume_base_finds_the_model_default(tmp_path: Path, monkeypatch) -> None:
+    from kerastune_kit.config import resume_base
+
+    monkeypatch.chdir(tmp_path)
+    _saved_run(Path("runs/digits-hyperband"), max_epochs=3)
+    _saved_run(Path("runs/digits-cnn-hyperband"), model="cnn", max_epochs=2)
+    cnn = resume_base(None, run_dir=None, data=None, tuner=None, model="cnn")
+    assert cnn["run_dir"] == str(Path("runs/digits-cnn-hyperband")) and cnn["max_epochs"] == 2
+    auto = resume_base(None, run_dir=None, data=None, tuner=None)
+    assert auto["run_dir"] == str(Path("runs/digits-hyperband")) and auto["max_epochs"] == 3
+    # A --config file naming the model picks its directory the same way.
+    from_file = resume_base({"model": "cnn"}, run_dir=None, data=None, tuner=None)
+    assert from_file["run_dir"] == str(Path("runs/digits-cnn-hyperband"))
+    # Built into a config, the resumed search runs where it was saved.
+    assert build_config(cnn, resume=True, model="cnn").effective_run_dir() == Path(
+        "runs/digits-cnn-hyperband")
+
+
+def test_resume_base_finds_a_model_search_saved_under_the_old_default(tmp_path: Path,
+                                                                       monkeypatch) -> None:
+    from kerastune_kit.config import resume_base
+
+    monkeypatch.chdir(tmp_path)
+    _saved_run(Path("runs/digits-hyperband"), model="cnn", max_epochs=2)  # an older version's
+    found = resume_base(None, run_dir=None, data=None, tuner=None, model="cnn")
+    assert found["run_dir"] == str(Path("runs/digits-hyperband")) and found["model"] == "cnn"
+    # ... but not a search of another model there: the new default, with nothing to resume.
+    assert resume_base(None, run_dir=None, data=None, tuner=None, model="mlp") == {}
 
 
 @pytest.mark.parametrize(
@@ -375,7 +425,7 @@ def test_to_toml_round_trip_keeps_resume_fingerprint(tmp_path: Path) -> None:
     assert loaded.resume_fingerprint() == cfg.resume_fingerprint()
     assert loaded.overrides == overrides
     assert loaded.max_trials == 6 and loaded.max_consecutive_failures == 2
-    assert loaded.run_dir == str(Path("runs") / "my set-random")
+    assert loaded.run_dir == str(Path("runs") / "my set-mlp-random")
     # overwrite/resume are per-invocation, never saved.
     assert loaded.overwrite is False and loaded.resume is False
     assert {"overwrite", "resume"}.isdisjoint(saved)
