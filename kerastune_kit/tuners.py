@@ -461,9 +461,19 @@ def _classes() -> dict[str, type]:
         """
 
         kit_exhausted = False
+        #: Random candidates the acquisition is evaluated on in one vectorized call, and how
+        #: many of the best are refined with L-BFGS-B (BoTorch's ``optimize_acqf`` does the
+        #: same with ``raw_samples`` and ``num_restarts``).
+        kit_raw_samples = 2048
+        kit_restarts = 5
 
         def populate_space(self, trial_id: str) -> dict[str, Any]:
-            result = super().populate_space(trial_id)
+            completed = [t for t in self.trials.values() if t.status == "COMPLETED"]
+            initial = self.num_initial_points or max(3 * len(self.hyperparameters.space), 3)
+            if len(completed) < initial:
+                result = self._random_populate_space()
+            else:
+                result = {"status": "RUNNING", "values": self._kit_propose()}
             values = result.get("values")
             if result.get("status") == "RUNNING" and values and self._duplicate(values):
                 values = self._random_values()
@@ -472,6 +482,40 @@ def _classes() -> dict[str, type]:
             if result.get("status") == "STOPPED":
                 self.kit_exhausted = True
             return result
+
+        def _kit_propose(self) -> dict[str, Any]:
+            """The lower confidence bound's minimum (KerasTuner's acquisition, ``mu - beta *
+            sigma`` on the sign-flipped objective), found cheaply.
+
+            KerasTuner runs L-BFGS-B from 50 random starts with finite-difference gradients,
+            one ``predict`` per point: about 5 s per proposal in the 16-knob space. Here the
+            Gaussian process predicts 2048 random candidates in one call, and only the best 5
+            are refined with L-BFGS-B: well under a second, and at least as good a minimum.
+            """
+            import scipy.optimize
+
+            x, y = self._vectorize_trials()
+            x = np.nan_to_num(x, posinf=0, neginf=0)
+            y = np.nan_to_num(y, posinf=0, neginf=0)
+            self.gpr.fit(x, y)
+            bounds = self._get_hp_bounds()
+            candidates = self._random_state.uniform(
+                bounds[:, 0], bounds[:, 1], size=(self.kit_raw_samples, bounds.shape[0]))
+            mu, sigma = self.gpr.predict(candidates, return_std=True)
+            scores = np.ravel(mu) - self.beta * np.ravel(sigma)
+            order = np.argsort(scores)
+            best_x, best = candidates[order[0]], float(scores[order[0]])
+
+            def bound(point: np.ndarray) -> float:
+                mean, std = self.gpr.predict(point.reshape(1, -1), return_std=True)
+                return float(np.ravel(mean)[0] - self.beta * np.ravel(std)[0])
+
+            for start in candidates[order[: self.kit_restarts]]:
+                found = scipy.optimize.minimize(bound, x0=start, bounds=bounds,
+                                                method="L-BFGS-B")
+                if float(np.ravel(found.fun)[0]) < best:
+                    best_x, best = found.x, float(np.ravel(found.fun)[0])
+            return self._vector_to_values(best_x)
 
         def get_state(self) -> dict[str, Any]:
             return {**super().get_state(), "kit_exhausted": self.kit_exhausted}
