@@ -24,8 +24,8 @@ How the blocks run (:func:`run_readme`):
     ``tensorboard`` is on ``PATH``, then starts it on 127.0.0.1 at a free port with the same
     ``DIR`` (``tests/tb_server.py``), requires it to list runs, and stops it.
   * ``python -m pytest`` would run this suite inside itself (8 minutes, and this test again):
-    it runs as ``python -m pytest --collect-only -q`` in the repository, which proves the
-    command, the test extra and the suite's collection.
+    it runs as ``python -m pytest --collect-only -q ... tests/test_config.py`` in the
+    repository, which proves the command and the test extra (CI runs the command itself).
 
 A failing block fails the test with its README line number, what ran, and its stderr.
 """
@@ -126,7 +126,7 @@ def shell_script(block: Block) -> tuple[str, list[str]]:
             tensorboard = _TENSORBOARD.match(step)
             if pytest_run:
                 step = (f"(cd '{REPO}' && python -m pytest --collect-only -q "
-                        f"-p no:cacheprovider{pytest_run.group(1)})")
+                        f"-p no:cacheprovider{pytest_run.group(1)} tests/test_config.py)")
             elif tensorboard:
                 logdirs.append(tensorboard.group(1))
                 step = f"command -v tensorboard >/dev/null  # then served: {tensorboard.group(1)}"

@@ -189,7 +189,7 @@ def test_grid_search_killed_then_resumed_runs_every_point_exactly_once(tmp_path)
     fixed = ["num_layers=1", "units=16", "dropout=0", "normalization=none", "residual=false",
              "clipnorm=off", "activation=relu", "kernel_initializer=auto", "l2=off",
              "batch_size=32", "optimizer=adam,sgd,rmsprop", "learning_rate=1e-3,1e-2"]
-    args = ["--data", "iris", "--tuner", "grid", "--max-trials", "6", "--max-epochs", "20",
+    args = ["--data", "iris", "--tuner", "grid", "--max-trials", "6", "--max-epochs", "10",
             *[part for knob in fixed for part in ("--set", knob)], "--run-dir", str(run)]
     proc = _spawn_search(*args)
     _wait_for(lambda: _finished_trials(run) >= 2, 240, proc)

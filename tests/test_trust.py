@@ -339,15 +339,16 @@ def test_a_space_that_runs_out_is_said_and_hyperband_still_trains_to_max_epochs(
     assert main(["inspect", str(tmp_path / "run")]) == 0
 
 
-def test_the_cli_says_the_space_ran_out(tmp_path):
+def test_the_cli_says_the_space_ran_out(tmp_path, capsys):
     sets = [part for knob in ("num_layers=1", "units=16", "dropout=0", "normalization=none",
                               "residual=false", "clipnorm=off", "l2=off", "learning_rate=1e-3",
                               "activation=relu", "kernel_initializer=auto",
                               "batch_size=32,64,128", "optimizer=adam,sgd")
             for part in ("--set", knob)]
-    proc = run_cli("search", "--data", "iris", "--tuner", "random", "--max-trials", "8",
-                   "--max-epochs", "2", *sets, "--run-dir", str(tmp_path / "run"))
-    assert proc.returncode == 0, proc.stderr
-    lines = [line for line in proc.stdout.splitlines() if "ran out" in line]
+    code = main(["search", "--data", "iris", "--tuner", "random", "--max-trials", "8",
+                 "--max-epochs", "2", *sets, "--run-dir", str(tmp_path / "run")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    lines = [line for line in out.splitlines() if "ran out" in line]
     assert lines == ["the search space ran out: all 6 distinct configurations were tried; "
                      "widen it with --set for more"]
