@@ -273,6 +273,24 @@ class KitHyperModel(kt.HyperModel):
                 f"keywords are {', '.join(('batch_size', 'epochs', *FIT_KEYWORDS))} (Keras 3 "
                 f"moved workers/use_multiprocessing/max_queue_size to keras.utils.PyDataset)"
             )
+        from kerastune_kit.training import _check_fit_arguments
+
+        try:  # the same for every trial: stop the search at once, in one line
+            _check_fit_arguments(
+                validation_split=kwargs.get("validation_split", 0.0),
+                steps_per_epoch=kwargs.get("steps_per_epoch"),
+                validation_steps=kwargs.get("validation_steps"),
+                validation_freq=kwargs.get("validation_freq", 1),
+                validation_batch_size=kwargs.get("validation_batch_size"),
+                class_weight=kwargs.get("class_weight"),
+                sample_weight=kwargs.get("sample_weight"))
+            weights = kwargs.get("sample_weight")
+            if weights is not None and x is not None and not isinstance(x, tf.data.Dataset) \
+                    and len(np.asarray(weights).reshape(-1)) != len(x):
+                raise ValueError(f"sample_weight: expected one weight per sample, "
+                                 f"{len(x)}, received {len(np.asarray(weights).reshape(-1))}")
+        except ValueError as exc:
+            raise UnsupportedFitArgument(str(exc)) from None
         streamed = isinstance(x, tf.data.Dataset)
         if x is None or (y is None and not streamed):
             raise ValueError("fit: expected training data x and y (or a tf.data.Dataset x), "
@@ -306,7 +324,8 @@ FIT_KEYWORDS = ("validation_split", "class_weight", "sample_weight", "steps_per_
 
 
 class UnsupportedFitArgument(kt.errors.FatalError, TypeError):
-    """A ``fit`` keyword that ``model.fit`` does not take; stops a KerasTuner search at once."""
+    """A ``fit`` keyword that ``model.fit`` does not take, or a value it refuses (the same for
+    every trial); stops a KerasTuner search at once with one line."""
 
 
 class DivergedTrialError(kt.errors.FailedTrialError):

@@ -91,7 +91,12 @@ class TrialRecord:
         message = (self.message or "").lower()
         if status == "DIVERGED":
             return "diverged"
-        if status in ("PRUNED", "STOPPED") or "pruned" in message:
+        if status in ("PRUNED", "STOPPED"):
+            return "pruned"
+        # (a diverged trial's message also says it ranks below every "pruned" trial)
+        if status in ("FAILED", "INVALID") and "diverged" in message:
+            return "diverged"
+        if "pruned" in message:
             return "pruned"
         if status == "COMPLETED":
             return "completed"

@@ -422,6 +422,20 @@ def _classes() -> dict[str, type]:
         """
 
         kit_exhausted = False
+        kit_diverged: set[str] = set()  # set by rescore_diverged before each new trial
+
+        def populate_space(self, trial_id: str) -> dict[str, Any]:
+            # A diverged trial is never promoted, even when its whole round diverged (its
+            # stand-in score would otherwise win, and it has no checkpoint to continue from).
+            hidden = [(t, t.status) for t_id, t in self.trials.items()
+                      if t_id in self.kit_diverged and t.status == "COMPLETED"]
+            for trial, _ in hidden:
+                trial.status = "FAILED"
+            try:
+                return super().populate_space(trial_id)
+            finally:
+                for trial, status in hidden:
+                    trial.status = status
 
         def _random_trial(self, trial_id: str, bracket: dict[str, Any]) -> dict[str, Any]:
             result = super()._random_trial(trial_id, bracket)
@@ -492,12 +506,16 @@ def _classes() -> dict[str, type]:
             Gaussian process predicts 2048 random candidates in one call, and only the best 5
             are refined with L-BFGS-B: well under a second, and at least as good a minimum.
             """
+            import warnings
+
             import scipy.optimize
 
             x, y = self._vectorize_trials()
             x = np.nan_to_num(x, posinf=0, neginf=0)
             y = np.nan_to_num(y, posinf=0, neginf=0)
-            self.gpr.fit(x, y)
+            with warnings.catch_warnings():  # scikit-learn's kernel-bound ConvergenceWarning
+                warnings.simplefilter("ignore")
+                self.gpr.fit(x, y)
             bounds = self._get_hp_bounds()
             candidates = self._random_state.uniform(
                 bounds[:, 0], bounds[:, 1], size=(self.kit_raw_samples, bounds.shape[0]))
@@ -515,6 +533,9 @@ def _classes() -> dict[str, type]:
                                                 method="L-BFGS-B")
                 if float(np.ravel(found.fun)[0]) < best:
                     best_x, best = found.x, float(np.ravel(found.fun)[0])
+            # L-BFGS-B may stop on the upper bound, and KerasTuner maps a probability of
+            # exactly 1 one step past an Int's max_value (units_0=513 of 16..512).
+            best_x = np.clip(best_x, bounds[:, 0], np.nextafter(bounds[:, 1], bounds[:, 0]))
             return self._vector_to_values(best_x)
 
         def get_state(self) -> dict[str, Any]:
@@ -534,7 +555,8 @@ def _classes() -> dict[str, type]:
         """KerasTuner's grid search with kerastune_kit's logging, records and pruning."""
 
     return {"hyperband": KitHyperband, "bayesian": KitBayesianOptimization,
-            "random": KitRandomSearch, "grid": KitGridSearch, "stopped": SearchStopped}
+            "random": KitRandomSearch, "grid": KitGridSearch, "stopped": SearchStopped,
+            "hyperband_oracle": KitHyperbandOracle, "bayesian_oracle": KitBayesianOracle}
 
 
 def _use_oracle_class(tuner: Any, base: type, subclass: type) -> None:
@@ -689,8 +711,9 @@ def search_plan(config: SearchConfig, hypermodel: Any) -> str:
     trials = config.effective_max_trials()
     if config.tuner == "bayesian":
         random = initial_random_points(trials, len(hypermodel.space.hparam_domains()))
+        rest = max(0, (trials or 0) - random)
         return (f"bayesian optimization: the first {min(random, trials or random)} of {trials} "
-                f"trials are random, the other {max(0, (trials or 0) - random)} are proposed "
+                f"trials are random, the other {rest} {'is' if rest == 1 else 'are'} proposed "
                 "by a Gaussian process fitted to the finished ones")
     if config.tuner == "hyperband":
         return (f"hyperband: up to {expected_trials(config)} trials in brackets of "
@@ -763,6 +786,7 @@ def rescore_diverged(oracle: Any, records: Sequence[TrialRecord]) -> list[str]:
         The ids of the trials whose score changed (their ``trial.json`` is rewritten).
     """
     diverged = [r.trial_id for r in records if r.outcome == "diverged"]
+    oracle.kit_diverged = set(diverged)  # Hyperband never promotes these (KitHyperbandOracle)
     scores = [r.score for r in records if is_ranked(r)]
     if not diverged or not scores:
         return []

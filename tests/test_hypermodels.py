@@ -238,3 +238,22 @@ def test_factory_in_a_users_keras_tuner_takes_model_fit_arguments(tmp_path):
                                                      "'workers'"):
         tuner.search(x, y, epochs=1, validation_split=0.2, workers=4, verbose=0)
     assert len(tuner.oracle.trials) == 1  # stopped at the first trial, no retries
+
+
+def test_a_fit_argument_model_fit_refuses_stops_a_keras_tuner_search_in_one_line(tmp_path):
+    from sklearn.datasets import load_iris
+
+    from kerastune_kit.hypermodels import UnsupportedFitArgument
+
+    x, y = load_iris(return_X_y=True)
+    hypermodel = MLPHyperModel(SearchSpace({"num_layers": 1}, family="mlp"), input_shape=(4,),
+                               task="multiclass", n_classes=3)
+    for kwargs, fragment in (({"class_weight": {0: 2.0}, "sample_weight": np.ones(len(y))},
+                              "^class_weight: .*not both"),
+                             ({"sample_weight": np.ones(5)}, "^sample_weight: .*150")):
+        tuner = kt.RandomSearch(hypermodel, objective="val_accuracy", max_trials=3,
+                                directory=str(tmp_path), project_name=fragment[1:6])
+        with pytest.raises(UnsupportedFitArgument, match=fragment):
+            tuner.search(x.astype("float32"), y, epochs=1, validation_split=0.2, verbose=0,
+                         **kwargs)
+        assert len(tuner.oracle.trials) == 1

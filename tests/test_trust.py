@@ -124,7 +124,7 @@ def _printed_command(stdout: str, prefix: str) -> list[str]:
 def test_the_printed_resume_command_works_as_pasted(tmp_path):
     run = tmp_path / "R"
     stopped = run_cli("search", "--data", "iris", "--tuner", "random", "--max-trials", "60",
-                      "--max-epochs", "2", "--max-time", "10s", "--run-dir", str(run),
+                      "--max-epochs", "2", "--max-time", "7s", "--run-dir", str(run),
                       timeout=300)
     assert stopped.returncode == 0, stopped.stderr[-2000:]
     assert "search stopped (time budget)" in stopped.stdout, stopped.stdout
@@ -352,3 +352,58 @@ def test_the_cli_says_the_space_ran_out(tmp_path, capsys):
     lines = [line for line in out.splitlines() if "ran out" in line]
     assert lines == ["the search space ran out: all 6 distinct configurations were tried; "
                      "widen it with --set for more"]
+
+
+def test_hyperband_never_promotes_a_diverged_trial_even_when_a_whole_round_diverged(tmp_path):
+    """Review of issue 13: every first-round trial diverged and Hyperband promoted one of them;
+    the promotion crashed on its missing checkpoint (a traceback, a FAILED trial)."""
+    from kerastune_kit.config import SearchConfig
+    from kerastune_kit.tuning import run_search
+
+    result = run_search(SearchConfig(
+        data="diabetes", tuner="hyperband", max_epochs=3, seed=1, run_dir=str(tmp_path / "r"),
+        overrides={"learning_rate": {"min": 5.0, "max": 10.0}, "optimizer": "sgd",
+                   "clipnorm": "off"}))
+    diverged = {r.trial_id for r in result.trials if r.outcome == "diverged"}
+    assert diverged
+    assert not [r for r in result.trials if r.parent_trial_id in diverged]
+    assert not [r for r in result.trials if r.status == "FAILED"]
+
+
+def test_a_diverged_trial_read_from_event_files_alone_is_diverged():
+    message = ("diverged: non-finite loss at epoch 0 step 3 (learning_rate=7.1); ranked below "
+               "every completed and pruned trial")
+    assert TrialRecord("1", "FAILED", message=message).outcome == "diverged"
+    assert TrialRecord("2", "FAILED", message="pruned by asha at epoch 2").outcome == "pruned"
+
+
+def test_bayesian_proposals_stay_inside_the_space(tmp_path, monkeypatch):
+    """KerasTuner maps a probability of exactly 1 to max_value + 1 (units_0=513 of 16..512);
+    an L-BFGS-B refinement that stops on the upper bound must not leave the space."""
+    import numpy as np
+    import scipy.optimize
+
+    kt = pytest.importorskip("keras_tuner")
+    from kerastune_kit.tuners import tuner_class
+
+    hp = kt.HyperParameters()
+    hp.Int("units", 16, 512)
+    oracle = kt.oracles.BayesianOptimizationOracle(
+        objective=kt.Objective("score", "max"), max_trials=20, hyperparameters=hp,
+        num_initial_points=3, seed=1)
+    oracle._set_project_dir(str(tmp_path), "p")
+    oracle.__class__ = tuner_class("bayesian_oracle")
+    for i, units in enumerate((16, 100, 400)):
+        trial = oracle.create_trial(f"t{i}")
+        trial.hyperparameters.values["units"] = units
+        oracle.update_trial(trial.trial_id, {"score": units / 512})
+        oracle.end_trial(trial)
+
+    class AtTheBound:
+        def __init__(self, bounds):
+            self.x, self.fun = np.array(bounds)[:, 1].astype(float), np.array([-1e9])
+
+    monkeypatch.setattr(scipy.optimize, "minimize",
+                        lambda fun, x0, bounds, method: AtTheBound(bounds))
+    values = oracle.populate_space("t3")["values"]
+    assert 16 <= values["units"] <= 512
