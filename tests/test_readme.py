@@ -16,9 +16,9 @@ How the blocks run (:func:`run_readme`):
     test runs inside the installed environment. ``python`` and ``python3`` are shims, first on
     ``PATH``, that run ``sys.executable``; the interpreter's ``bin`` directory (``tensorboard``,
     ``kerastune-kit``) comes next.
-  * budgets: every ``kerastune_kit search`` command gets ``--max-epochs 3`` unless it sets
-    its own (the default Hyperband search then runs 6 trials of at most 3 epochs instead of 23
-    of at most 9). No environment variable shrinks anything, and the Python blocks run
+  * budgets: every ``kerastune_kit search`` command gets ``--max-epochs 3 --max-trials 3``
+    unless it sets its own ``--max-epochs`` (the default Hyperband search then runs 3 trials
+    of at most 3 epochs instead of 23 of at most 9). No environment variable shrinks anything, and the Python blocks run
     unchanged: the README keeps their budgets small.
   * ``tensorboard --logdir DIR`` starts a server that never ends: the test checks that
     ``tensorboard`` is on ``PATH``, then starts it on 127.0.0.1 at a free port with the same
@@ -54,7 +54,7 @@ SHELL_LANGS = ("bash", "sh", "shell", "console")
 #: Fenced blocks that are not run: output samples (no language) and plain text.
 SHOWN_LANGS = ("", "text")
 #: Appended to ``kerastune_kit search`` commands that set no ``--max-epochs`` of their own.
-SEARCH_BUDGET = "--max-epochs 3"
+SEARCH_BUDGET = "--max-epochs 3 --max-trials 3"
 BLOCK_TIMEOUT_S = 300
 
 _FENCE = re.compile(r"^(`{3,}|~{3,})\s*([\w+-]*)")
