@@ -18,8 +18,8 @@ How the blocks run (:func:`run_readme`):
     ``kerastune-kit``) comes next.
   * budgets: every ``kerastune_kit search`` command gets ``--max-epochs 3 --max-trials 3``
     unless it sets its own ``--max-epochs`` (the default Hyperband search then runs 3 trials
-    of at most 3 epochs instead of 23 of at most 9). No environment variable shrinks anything, and the Python blocks run
-    unchanged: the README keeps their budgets small.
+    of at most 3 epochs instead of 23 of at most 9). No environment variable shrinks
+    anything, and the Python blocks run unchanged: the README keeps their budgets small.
   * ``tensorboard --logdir DIR`` starts a server that never ends: the test checks that
     ``tensorboard`` is on ``PATH``, then starts it on 127.0.0.1 at a free port with the same
     ``DIR`` (``tests/tb_server.py``), requires it to list runs, and stops it.
