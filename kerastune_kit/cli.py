@@ -232,11 +232,9 @@ def _refuse_early(config: Any) -> None:
     """
     from pathlib import Path
 
-    from kerastune_kit.config import check_resume_settings
     from kerastune_kit.data import BUNDLED_DATASETS, load_dataset
-    from kerastune_kit.errors import ConfigError, RunDirError
-    from kerastune_kit.results import RUN_MARKER
-    from kerastune_kit.rundir import check_run_dir_usable, is_occupied
+    from kerastune_kit.errors import ConfigError
+    from kerastune_kit.rundir import check_run_dir_for_search
     from kerastune_kit.space import SearchSpace
 
     spec = config.data.strip()
@@ -269,26 +267,7 @@ def _refuse_early(config: Any) -> None:
                 f"{config.objective!r}; pass one of those to --objective"
             )
 
-    run_dir = config.effective_run_dir()
-    check_run_dir_usable(run_dir)
-    is_run = (run_dir / RUN_MARKER).is_file() or (run_dir / "config.toml").is_file()
-    if config.resume:
-        if not is_run:
-            raise RunDirError(
-                f"run_dir: '{run_dir}' holds no search to resume; drop --resume to start one"
-            )
-        check_resume_settings(config)
-    elif is_occupied(run_dir):
-        if not config.overwrite:
-            raise RunDirError(
-                f"run_dir: '{run_dir}' already exists; pass --overwrite to replace it, --resume "
-                "to continue it, or another --run-dir"
-            )
-        if not is_run:
-            raise RunDirError(
-                f"run_dir: '{run_dir}' is not a kerastune_kit run directory; refusing to delete "
-                "it with --overwrite; pass another --run-dir"
-            )
+    check_run_dir_for_search(config)
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:

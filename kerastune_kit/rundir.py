@@ -283,3 +283,44 @@ def is_occupied(run_dir: str | Path) -> bool:
     """Whether ``run_dir`` holds anything besides a lock file."""
     path = Path(run_dir)
     return path.is_dir() and any(child.name != LOCK_FILE for child in path.iterdir())
+
+
+def check_run_dir_for_search(config: Any, *, locked: bool = False) -> bool:
+    """Refuse a run directory a search (``config``, a ``SearchConfig``) may not use.
+
+    Needs no TensorFlow: the CLI calls it before TensorFlow loads, and ``run_search`` again
+    (under the run's lock) before it writes.
+
+    Returns:
+        Whether the directory holds a search (``config.toml`` or ``run.json``).
+
+    Raises:
+        RunDirError: The directory is unusable (:func:`check_run_dir_usable`), ``--resume``
+            finds no search there, it already holds something and neither ``--overwrite`` nor
+            ``--resume`` was given, or ``--overwrite`` would delete what is not a run.
+        ConfigError: ``--resume`` with a setting that contradicts the saved search.
+    """
+    from kerastune_kit.config import check_resume_settings
+    from kerastune_kit.results import RUN_MARKER
+
+    run_dir = config.effective_run_dir()
+    check_run_dir_usable(run_dir, locked=locked)
+    is_run = (run_dir / RUN_MARKER).is_file() or (run_dir / "config.toml").is_file()
+    if config.resume:
+        if not is_run:
+            raise RunDirError(
+                f"run_dir: '{run_dir}' holds no search to resume; drop --resume to start one"
+            )
+        check_resume_settings(config)
+    elif is_occupied(run_dir):
+        if not config.overwrite:
+            raise RunDirError(
+                f"run_dir: '{run_dir}' already exists; pass --overwrite to replace it, --resume "
+                "to continue it, or another --run-dir"
+            )
+        if not is_run:
+            raise RunDirError(
+                f"run_dir: '{run_dir}' is not a kerastune_kit run directory; refusing to delete "
+                "it with --overwrite; pass another --run-dir"
+            )
+    return is_run

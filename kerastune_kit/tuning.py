@@ -33,7 +33,6 @@ from kerastune_kit._backend import warm_up_tensorflow  # noqa: F401 - re-exporte
 from kerastune_kit._logging import get_logger
 from kerastune_kit.config import (
     SearchConfig,
-    check_resume_settings,
     load_saved_config,
     load_saved_fingerprint,
 )
@@ -50,9 +49,8 @@ from kerastune_kit.results import (
 )
 from kerastune_kit.rundir import (
     RunDirLock,
-    check_run_dir_usable,
+    check_run_dir_for_search,
     find_write_error,
-    is_occupied,
     write_error,
 )
 from kerastune_kit.space import SearchSpace
@@ -136,38 +134,20 @@ def prepare(config: SearchConfig, *, check_run_dir: bool = True
 
 def _check_run_dir(config: SearchConfig, dataset: Dataset, space: SearchSpace, *,
                    locked: bool = False) -> None:
-    run_dir = config.effective_run_dir()
-    check_run_dir_usable(run_dir, locked=locked)
-    occupied = is_occupied(run_dir)
-    is_run = (run_dir / RUN_MARKER).is_file() or (run_dir / "config.toml").is_file()
-    if config.resume:
-        if not is_run:
-            raise RunDirError(
-                f"run_dir: '{run_dir}' holds no search to resume; drop --resume to start one"
-            )
-        check_resume_settings(config)
-        saved_print = load_saved_fingerprint(run_dir)
-        current = _fingerprint(dataset, space)
-        if saved_print.get("data", current["data"]) != current["data"]:
-            raise RunDirError(
-                f"data: the data behind '{config.data}' changed since the search in '{run_dir}' "
-                "started; resume with the same data or pass --overwrite"
-            )
-        if saved_print.get("space", current["space"]) != current["space"]:
-            raise RunDirError(
-                f"space: the search space changed since the search in '{run_dir}' started "
-                "(another kerastune_kit version?); resume with the same space or pass --overwrite"
-            )
+    if not check_run_dir_for_search(config, locked=locked) or not config.resume:
         return
-    if occupied and not config.overwrite:
+    run_dir = config.effective_run_dir()
+    saved_print = load_saved_fingerprint(run_dir)
+    current = _fingerprint(dataset, space)
+    if saved_print.get("data", current["data"]) != current["data"]:
         raise RunDirError(
-            f"run_dir: '{run_dir}' already exists; pass --overwrite to replace it, --resume to "
-            "continue it, or another --run-dir"
+            f"data: the data behind '{config.data}' changed since the search in '{run_dir}' "
+            "started; resume with the same data or pass --overwrite"
         )
-    if occupied and config.overwrite and not is_run:
+    if saved_print.get("space", current["space"]) != current["space"]:
         raise RunDirError(
-            f"run_dir: '{run_dir}' is not a kerastune_kit run directory; refusing to delete it "
-            "with --overwrite; pass another --run-dir"
+            f"space: the search space changed since the search in '{run_dir}' started "
+            "(another kerastune_kit version?); resume with the same space or pass --overwrite"
         )
 
 
