@@ -129,7 +129,7 @@ class Dataset:
     class_names: tuple[str, ...] | None = field(default=None, repr=False)
     feature_names: tuple[str, ...] | None = field(default=None, repr=False)
     image_shape: tuple[int, ...] | None = field(default=None, repr=False)
-    preprocessing: Preprocessing = field(default_factory=lambda: Preprocessing(), repr=False)
+    preprocessing: Preprocessing = field(default_factory=Preprocessing, repr=False)
 
     @property
     def input_shape(self) -> tuple[int, ...]:

@@ -276,14 +276,7 @@ class KitHyperModel(kt.HyperModel):
         from kerastune_kit.training import _check_fit_arguments
 
         try:  # the same for every trial: stop the search at once, in one line
-            _check_fit_arguments(
-                validation_split=kwargs.get("validation_split", 0.0),
-                steps_per_epoch=kwargs.get("steps_per_epoch"),
-                validation_steps=kwargs.get("validation_steps"),
-                validation_freq=kwargs.get("validation_freq", 1),
-                validation_batch_size=kwargs.get("validation_batch_size"),
-                class_weight=kwargs.get("class_weight"),
-                sample_weight=kwargs.get("sample_weight"))
+            _check_fit_arguments(**kwargs)  # (kwargs hold only FIT_KEYWORDS by now)
             weights = kwargs.get("sample_weight")
             if weights is not None and x is not None and not isinstance(x, tf.data.Dataset) \
                     and len(np.asarray(weights).reshape(-1)) != len(x):

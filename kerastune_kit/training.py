@@ -518,9 +518,10 @@ def _check_pairs(dataset: Any, field: str) -> None:
         )
 
 
-def _check_fit_arguments(*, validation_split: Any, steps_per_epoch: Any, validation_steps: Any,
-                         validation_freq: Any, validation_batch_size: Any, class_weight: Any,
-                         sample_weight: Any) -> None:
+def _check_fit_arguments(*, validation_split: Any = 0.0, steps_per_epoch: Any = None,
+                         validation_steps: Any = None, validation_freq: Any = 1,
+                         validation_batch_size: Any = None, class_weight: Any = None,
+                         sample_weight: Any = None) -> None:
     """One-line ``ValueError`` for a ``fit`` argument ``model.fit`` would refuse too."""
     if not isinstance(validation_split, (int, float)) or not 0 <= validation_split < 1:
         raise ValueError(f"validation_split: expected a fraction 0 <= v < 1, received "
