@@ -1,4 +1,6 @@
-"""The command line: an end-to-end search as a subprocess, and one clear error per bad input."""
+"""The command line: an end-to-end search, and one clear error per bad input.
+
+(The search runs in-process; the README test and the examples run it as a subprocess.)"""
 
 from __future__ import annotations
 
@@ -14,16 +16,17 @@ from tests.tb_read import experiment_hparam_names, scalars, session_hparams
 
 
 @pytest.mark.slow
-def test_search_subprocess_end_to_end(tmp_path):
+def test_search_end_to_end(tmp_path, capsys):
     run = tmp_path / "run"
-    proc = run_cli("search", "--data", "iris", "--max-epochs", "3", "--run-dir", str(run),
-                   "--set", "normalization=batch", "--seed", "1")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    lines = proc.stdout.splitlines()
+    code = main(["search", "--data", "iris", "--max-epochs", "3", "--run-dir", str(run),
+                 "--set", "normalization=batch", "--seed", "1"])
+    out = capsys.readouterr().out
+    assert code == 0, out[-2000:]
+    lines = out.splitlines()
     trial_lines = [line for line in lines if line.startswith("trial ")]
     assert any("search finished" in line for line in lines)
     assert any(line.startswith("best trial ") for line in lines)
-    assert f"tensorboard --logdir {run / 'tensorboard'}" in proc.stdout
+    assert f"tensorboard --logdir {run / 'tensorboard'}" in out
 
     with open(run / "leaderboard.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
