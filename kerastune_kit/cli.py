@@ -27,7 +27,8 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 _STARTED = time.perf_counter()  # this module loads first: start-up is measured from here
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what `head`'s writers usually end with
 _STDOUT_GONE = False  # set once stdout refused a write: progress lines are dropped from then on
-_MAIN_HPARAMS = ("num_layers", "num_blocks", "units_0", "filters_0", "normalization",
+_MAIN_HPARAMS = ("num_layers", "num_blocks", "units_0", "filters_0", "convs_per_block", "head",
+                 "normalization",
                  "residual", "learning_rate", "optimizer", "clipnorm", "batch_size")
 
 
@@ -62,7 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--task", help="binary, multiclass or regression (default: inferred)")
     search.add_argument("--model", help="mlp, cnn, or auto: the CNN for images, the MLP for "
                         "feature vectors (default: auto)")
-    search.add_argument("--tuner", help="hyperband, bayesian, random or grid (default: hyperband)")
+    search.add_argument("--tuner", help="hyperband, bohb, bayesian, tpe, random or grid "
+                        "(default: hyperband; tpe and bohb need pip install "
+                        "'kerastune_kit[tpe]')")
     search.add_argument("--max-trials", type=_positive_int, help="upper bound on trials")
     search.add_argument("--max-epochs", type=_positive_int,
                         help="epochs of the longest trial (default: 9)")
@@ -82,7 +85,17 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--pruner", help="none, median, percentile or asha: stop bad trials "
                         "early (random, bayesian, grid; default: none)")
     search.add_argument("--max-time", metavar="DURATION",
-                        help="wall-clock budget such as 90s, 30m or 2h")
+                        help="wall-clock budget such as 90s, 30m or 2h: without --max-trials "
+                        "the search runs until it is spent")
+    search.add_argument("--no-baseline", dest="baselines", action="store_false", default=None,
+                        help="skip the popular designs (LeNet, a small VGG; two MLPs) that "
+                        "every search trains first")
+    search.add_argument("--patience", type=_positive_int, metavar="EPOCHS",
+                        help="stop a trial after this many epochs without improvement "
+                        "(default: max(3, max_epochs / 5); 0: never)")
+    search.add_argument("--min-steps-per-epoch", type=_positive_int, metavar="N",
+                        help="pass small data several times per epoch so that an epoch is at "
+                        "least N optimizer steps (default: 100; 0: one pass)")
     search.add_argument("--max-retries", type=_positive_int,
                         help="retries of a trial that crashed (default: 0)")
     search.add_argument("--trials-per-worker", type=_positive_int, metavar="N",
@@ -174,7 +187,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         overrides=parse_set_flags(args.set_flags), pruner=args.pruner,
         max_time=parse_duration(args.max_time) if args.max_time else None,
         max_retries=args.max_retries, trials_per_worker=args.trials_per_worker,
-        factor=args.factor,
+        factor=args.factor, baselines=args.baselines, patience=args.patience,
+        min_steps_per_epoch=args.min_steps_per_epoch,
     )
     args.effective_run_dir = config.effective_run_dir()
     _refuse_early(config)  # before TensorFlow's seconds of start-up
@@ -237,6 +251,13 @@ def _refuse_early(config: Any) -> None:
     from kerastune_kit.rundir import check_run_dir_for_search
     from kerastune_kit.space import SearchSpace
 
+    if config.tuner in ("tpe", "bohb"):
+        import importlib.util
+
+        if importlib.util.find_spec("optuna") is None:
+            from kerastune_kit.errors import MISSING_OPTUNA
+
+            raise ConfigError(MISSING_OPTUNA)
     spec = config.data.strip()
     bundled = spec.lower().replace("-", "_")
     suffix = Path(spec).suffix.lower()
@@ -394,8 +415,9 @@ def _print_trial(record: Any) -> None:
             shown.append(f"{name}={_short(values[name])}")
         elif name == "clipnorm" and "use_clipnorm" in values:
             shown.append("clipnorm=off")
+    design = f" baseline {record.baseline}" if record.baseline else ""
     line = (f"trial {record.trial_id} {record.status.lower():<9} score={score}{epochs}{parent}"
-            f" ({record.wall_time_s or 0:.1f}s)  " + " ".join(shown))
+            f"{design} ({record.wall_time_s or 0:.1f}s)  " + " ".join(shown))
     if record.status != "COMPLETED" and record.message:
         line += f"  [{record.message}]"
     _say(line)

@@ -28,11 +28,15 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
-TunerName = Literal["hyperband", "bayesian", "random", "grid"]
+TunerName = Literal["hyperband", "bohb", "bayesian", "tpe", "random", "grid"]
 ModelName = Literal["auto", "mlp", "cnn"]
 TaskName = Literal["binary", "multiclass", "regression"]
 
-TUNERS: tuple[str, ...] = ("hyperband", "bayesian", "random", "grid")
+TUNERS: tuple[str, ...] = ("hyperband", "bohb", "bayesian", "tpe", "random", "grid")
+#: Tuners that run Hyperband's brackets (``max_epochs`` and ``factor`` define them).
+BRACKET_TUNERS: tuple[str, ...] = ("hyperband", "bohb")
+#: The trial cap of a search bounded by ``max_time`` alone (4-digit trial ids).
+TIME_BUDGET_TRIALS = 9999
 MODELS: tuple[str, ...] = ("auto", "mlp", "cnn")
 TASKS: tuple[str, ...] = ("binary", "multiclass", "regression")
 PRUNERS: tuple[str, ...] = ("none", "median", "percentile", "asha")
@@ -41,7 +45,7 @@ PRUNERS: tuple[str, ...] = ("none", "median", "percentile", "asha")
 RESUME_KEYS: tuple[str, ...] = (
     "data", "target", "task", "model", "tuner", "max_epochs", "objective", "seed",
     "validation_split", "factor", "overrides", "pruner", "pruner_warmup_trials",
-    "pruner_min_epoch", "pruner_percentile",
+    "pruner_min_epoch", "pruner_percentile", "min_steps_per_epoch", "patience",
 )
 
 
@@ -55,9 +59,12 @@ class SearchConfig:
         task: Force the task (``binary``, ``multiclass``, ``regression``); inferred when None.
         model: HyperModel family: ``mlp``, ``cnn``, or ``auto`` (the CNN for image-shaped
             samples, the MLP for feature vectors).
-        tuner: ``hyperband``, ``bayesian``, ``random`` or ``grid``.
-        max_trials: Upper bound on trials; None means the oracle's own budget
-            (one full Hyperband iteration, or 10 trials for the other oracles).
+        tuner: ``hyperband``, ``bohb`` (Hyperband whose new configurations come from a TPE
+            model of the finished trials), ``bayesian`` (Gaussian process), ``tpe`` (Optuna's
+            TPE sampler), ``random`` or ``grid``.
+        max_trials: Upper bound on trials; None means the oracle's own budget (one full
+            Hyperband iteration, or 10 trials for the other oracles), or, with ``max_time``,
+            as many as the time allows (Hyperband runs further iterations).
         max_epochs: Epochs of the longest trial (Hyperband's ``max_epochs``; every
             trial's epoch count for the other oracles).
         objective: Metric to optimize, such as ``val_accuracy``; None picks the task's default.
@@ -81,6 +88,15 @@ class SearchConfig:
         pruner_warmup_trials: Finished trials a median/percentile pruner waits for.
         pruner_min_epoch: No trial is pruned before this epoch index (ASHA's first rung).
         pruner_percentile: Share of trials the percentile pruner keeps, in percent.
+        baselines: Start with the popular designs of the model family
+            (:data:`kerastune_kit.designs.POPULAR_DESIGNS`: LeNet and a small VGG for the CNN,
+            two MLPs), trained to ``max_epochs``, before the tuner's own trials.
+        min_steps_per_epoch: Optimizer steps an epoch takes at least: data too small for
+            that many batches are passed over several times per epoch, so a trial on 353
+            samples learns as much per epoch as one on thousands. 0 turns it off.
+        patience: Stop a trial after this many epochs without improving the objective
+            (``keras.callbacks.EarlyStopping``); None picks ``max(3, max_epochs // 5)``, 0 turns
+            it off. Hyperband's shortest rungs are shorter than that.
         trials_per_worker: Run trials in a worker process replaced after this many trials, so
             memory stays flat over long searches; 0 runs everything in this process. Searches
             of at most this many trials always run in this process.
@@ -109,6 +125,9 @@ class SearchConfig:
     pruner_min_epoch: int = 1
     pruner_percentile: float = 25.0
     trials_per_worker: int = 20
+    baselines: bool = True
+    min_steps_per_epoch: int = 100
+    patience: int | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -138,12 +157,19 @@ class SearchConfig:
                    fix="pass --trials-per-worker 0 (no workers) or more")
         _check_int("pruner_warmup_trials", self.pruner_warmup_trials, minimum=0, fix="use 0+")
         _check_int("pruner_min_epoch", self.pruner_min_epoch, minimum=0, fix="use 0 or more")
+        _check_int("min_steps_per_epoch", self.min_steps_per_epoch, minimum=0,
+                   fix="pass --min-steps-per-epoch 0 (off) or more")
+        if self.patience is not None:
+            _check_int("patience", self.patience, minimum=0,
+                       fix="pass --patience 0 (no early stopping) or more")
+        if not isinstance(self.baselines, bool):
+            raise ConfigError(f"baselines: expected true or false, received {self.baselines!r}")
         _check_choice("pruner", self.pruner, PRUNERS)
-        if self.pruner != "none" and self.tuner == "hyperband":
+        if self.pruner != "none" and self.tuner in BRACKET_TUNERS:
             raise ConfigError(
                 f"pruner: Hyperband prunes through its own brackets, received "
-                f"--pruner {self.pruner} with --tuner hyperband; use --tuner random, bayesian or "
-                "grid, or --pruner none"
+                f"--pruner {self.pruner} with --tuner {self.tuner}; use --tuner random, "
+                "bayesian, tpe or grid, or --pruner none"
             )
         if self.max_time is not None and (
             isinstance(self.max_time, bool) or not isinstance(self.max_time, (int, float))
@@ -214,10 +240,20 @@ class SearchConfig:
         return Path("runs") / f"{stem}-{self.tuner}"
 
     def effective_max_trials(self) -> int | None:
-        """``max_trials``, or the default budget of the chosen oracle."""
+        """``max_trials``, or the default budget of the chosen oracle: one Hyperband
+        iteration (None), 10 trials for the others, and with ``max_time`` alone
+        :data:`TIME_BUDGET_TRIALS` (the time is the budget)."""
         if self.max_trials is not None:
             return self.max_trials
-        return None if self.tuner == "hyperband" else 10
+        if self.tuner in BRACKET_TUNERS:
+            return None
+        return TIME_BUDGET_TRIALS if self.max_time else 10
+
+    def effective_patience(self) -> int:
+        """Epochs without improvement before a trial stops early (0: never)."""
+        if self.patience is not None:
+            return self.patience
+        return max(3, self.max_epochs // 5)
 
     def to_dict(self) -> dict[str, Any]:
         """The configuration as plain values (None fields left out)."""

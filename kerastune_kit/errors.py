@@ -44,3 +44,8 @@ class WriteError(KerastuneKitError, OSError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+
+#: The one line for ``--tuner tpe``/``bohb`` without Optuna installed.
+MISSING_OPTUNA = ("tuner: --tuner tpe and --tuner bohb need Optuna, which is not installed; "
+                  "run pip install 'kerastune_kit[tpe]'")

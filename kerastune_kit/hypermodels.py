@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 from collections.abc import Sequence
 from typing import Any
@@ -43,14 +44,33 @@ class TaskHead:
     activation: str | None
     metric_names: tuple[str, ...]
     default_objective: str
+    #: Regression only: the training targets' mean and standard deviation. The network
+    #: learns standardized targets (its last layer maps them back to the target's units),
+    #: and the loss is the mean squared error divided by the targets' variance.
+    target_scaling: tuple[float, float] | None = None
 
     def loss(self) -> Any:
-        """A fresh loss object."""
+        """A fresh loss object.
+
+        Regression with :attr:`target_scaling` gets the mean squared error divided by the
+        targets' variance (the fraction of variance left unexplained: 1.0 predicts the mean),
+        which trains exactly as standardized targets would; ``mae`` and ``mse`` stay in the
+        target's units.
+        """
         if self.task == "binary":
             return keras.losses.BinaryCrossentropy()
         if self.task == "multiclass":
             return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        if self.target_scaling is not None:
+            return _ScaledLoss(keras.losses.MeanSquaredError(), self.loss_weight())
         return keras.losses.MeanSquaredError()
+
+    def loss_weight(self) -> float:
+        """The factor on the task's loss: 1 / variance of the targets with
+        :attr:`target_scaling`, else 1."""
+        if self.target_scaling is None:
+            return 1.0
+        return 1.0 / float(self.target_scaling[1]) ** 2
 
     def metrics(self) -> list[Any]:
         """Fresh metric objects, named as their keys in the logs."""
@@ -67,6 +87,25 @@ class TaskHead:
         if self.task == "multiclass":
             return y.astype("int32").reshape(-1)
         return y.astype("float32").reshape(-1, 1)
+
+
+class _ScaledLoss(keras.losses.Loss):
+    """``factor`` times a Keras loss (per sample, before the batch reduction)."""
+
+    def __init__(self, inner: Any, factor: float) -> None:
+        super().__init__(name=inner.name)
+        self.inner, self.factor = inner, float(factor)
+
+    def call(self, y_true: Any, y_pred: Any) -> Any:
+        return self.inner.call(y_true, y_pred) * self.factor
+
+
+def regression_scaling(y: Any) -> tuple[float, float]:
+    """``(mean, std)`` of regression targets, for :attr:`TaskHead.target_scaling` (a
+    standard deviation of 0, constant targets, becomes 1)."""
+    y = np.asarray(y, dtype="float64").reshape(-1)
+    std = float(y.std())
+    return float(y.mean()), std if std > 0 and np.isfinite(std) else 1.0
 
 
 def task_head(task: str, n_classes: int | None = None) -> TaskHead:
@@ -138,6 +177,11 @@ class KitHyperModel(kt.HyperModel):
     #: Add each trainable variable's values to the per-epoch diagnostics (TensorBoard
     #: histograms in a search); set it on an instance to turn it on.
     weight_histograms = False
+    #: An epoch of :meth:`fit` takes at least this many optimizer steps: array data too
+    #: small for that many batches is passed over several times per epoch (see
+    #: :func:`passes_per_epoch`). 0 (the default for KerasTuner users): one pass, as
+    #: ``model.fit``; a kerastune_kit search sets ``SearchConfig.min_steps_per_epoch``.
+    min_steps_per_epoch = 0
 
     def __init__(
         self,
@@ -164,12 +208,19 @@ class KitHyperModel(kt.HyperModel):
     @classmethod
     def for_dataset(cls, dataset: Any, space: SearchSpace | None = None, *, seed: int = 0
                     ) -> KitHyperModel:
-        """A factory sized for a :class:`~kerastune_kit.data.Dataset` (and its preprocessing)."""
+        """A factory sized for a :class:`~kerastune_kit.data.Dataset` (its preprocessing, and
+        for regression its training targets' scale)."""
         hypermodel = cls(space, input_shape=dataset.input_shape, task=dataset.task,
                          n_classes=dataset.n_classes, seed=seed)
-        hypermodel.preprocessing = dataset.preprocessing
-        hypermodel.class_names = dataset.class_names
+        hypermodel._adopt(dataset)
         return hypermodel
+
+    def _adopt(self, dataset: Any) -> None:
+        self.preprocessing = dataset.preprocessing
+        self.class_names = dataset.class_names
+        if self.head.task == "regression":
+            self.head = dataclasses.replace(self.head,
+                                            target_scaling=regression_scaling(dataset.y_train))
 
     def inference_model(self, model: Any) -> Any:
         """The trained ``model`` as users call it: raw inputs in, predictions out.
@@ -198,6 +249,8 @@ class KitHyperModel(kt.HyperModel):
             h = keras.layers.Rescaling(step.factor, name="rescale")(h)
         outputs = model(h)
         loss = self.head.loss()
+        if self.head.target_scaling is not None:  # (built-in parts only: loads anywhere)
+            loss = keras.losses.MeanSquaredError()
         if self.head.task == "multiclass":
             outputs = keras.layers.Softmax(name="probabilities")(outputs)
             loss = keras.losses.SparseCategoricalCrossentropy()
@@ -206,7 +259,8 @@ class KitHyperModel(kt.HyperModel):
         # that loading the file restores every slot without Keras's "skipping" warning.
         optimizer = type(model.optimizer).from_config(model.optimizer.get_config())
         optimizer.build(wrapped.trainable_variables)
-        wrapped.compile(optimizer=optimizer, loss=loss, metrics=self.head.metrics())
+        wrapped.compile(optimizer=optimizer, loss=loss, metrics=self.head.metrics(),
+                        loss_weights=self.head.loss_weight())
         return wrapped
 
     # -------------------------------------------------------------- build
@@ -231,14 +285,23 @@ class KitHyperModel(kt.HyperModel):
         # Create the optimizer's slots now, so that a checkpoint loaded into this model
         # (a promoted Hyperband trial) restores its moments and iteration count too.
         model.optimizer.build(model.trainable_variables)
+        # Later trials of this architecture reuse the training passes traced for this one
+        # (see kerastune_kit.steps): only built-in Keras layers, all settings in the configs.
+        from kerastune_kit.steps import REUSE_TRACES_ATTRIBUTE
+
+        setattr(model, REUSE_TRACES_ATTRIBUTE, True)
         return model
 
     def _build_network(self, params: ModelParams) -> Any:
         raise NotImplementedError
 
     def _output(self, features: Any) -> Any:
-        return keras.layers.Dense(self.head.units, activation=self.head.activation,
-                                  name="head")(features)
+        out = keras.layers.Dense(self.head.units, activation=self.head.activation,
+                                 name="head")(features)
+        if self.head.target_scaling is not None:  # standardized -> the target's units
+            mean, std = self.head.target_scaling
+            out = keras.layers.Rescaling(std, offset=mean, name="target_units")(out)
+        return out
 
     # -------------------------------------------------------------- fit protocol
     def fit(self, hp: Any, model: Any, x: Any = None, y: Any = None, *,
@@ -296,6 +359,13 @@ class KitHyperModel(kt.HyperModel):
                    *val[2:])
         if not streamed:
             x, y = np.asarray(x, dtype="float32"), self.head.prepare_targets(y)
+            passes = passes_per_epoch(len(x), batch_size, self.min_steps_per_epoch)
+            if passes > 1 and not kwargs.get("validation_split") \
+                    and kwargs.get("steps_per_epoch") is None:
+                x, y = np.concatenate([x] * passes), np.concatenate([y] * passes)
+                if kwargs.get("sample_weight") is not None:
+                    weights = np.asarray(kwargs["sample_weight"]).reshape(-1)
+                    kwargs["sample_weight"] = np.concatenate([weights] * passes)
         _skip_idle_tuner_batch_hooks(callbacks or [])
         loop = TrainLoop(model, loss=self.head.loss(), metrics=self.head.metrics(),
                          weight_histograms=self.weight_histograms)
@@ -327,6 +397,20 @@ class DivergedTrialError(kt.errors.FailedTrialError):
     def __init__(self, history: Any) -> None:
         super().__init__(history.divergence.reason())
         self.history = history
+
+
+def passes_per_epoch(samples: int, batch_size: int, min_steps: int) -> int:
+    """Passes over ``samples`` examples that make an epoch of at least ``min_steps``
+    batches of ``batch_size`` (1 when one pass already has that many, or ``min_steps`` is 0).
+
+    Example:
+        >>> passes_per_epoch(353, 64, 100), passes_per_epoch(3840, 64, 50)
+        (17, 1)
+    """
+    if min_steps <= 0 or samples <= 0:
+        return 1
+    steps = math.ceil(samples / max(1, int(batch_size)))
+    return max(1, math.ceil(min_steps / steps))
 
 
 def _skip_idle_tuner_batch_hooks(callbacks: Sequence[Any]) -> None:
@@ -380,16 +464,21 @@ class MLPHyperModel(KitHyperModel):
 
 
 class CNNHyperModel(KitHyperModel):
-    """A convolutional network over images: conv blocks, 2x2 pooling, global pooling, a head.
+    """A convolutional network over images: VGG-style conv blocks with 2x2 pooling, then a
+    flatten (or global-average) head with dense layers, then the task's output layer.
 
     Input of shape ``(H, W, C)``, ``(H, W)`` (a channel axis is added), or flattened pixels with
     a known ``image_shape`` (reshaped in the model). Knobs: ``num_blocks``, ``filters_{i}``,
-    ``dropout_{i}``, ``kernel_size``, ``pooling``, ``normalization`` (none, batch, layer, group,
-    instance), ``residual`` plus the shared optimizer knobs. See
+    ``dropout_{i}``, ``convs_per_block``, ``kernel_size``, ``pooling``, ``normalization``
+    (none, batch, layer, group, instance), ``residual``, ``head`` (flatten, global_avg),
+    ``dense_layers``, ``dense_units``, ``head_dropout`` plus the shared optimizer knobs. See
     :data:`kerastune_kit.space.CNN_KNOBS`.
 
-    Pooling halves the feature map after every block but the last while both sides are at
-    least 2, so small images (digits are 8x8) never pool away to nothing.
+    The defaults build a LeNet-style network (LeCun et al., 1998): conv 32 -> pool -> conv 64
+    -> pool -> flatten -> dense 128 -> dropout 0.3; ``convs_per_block`` 2-3 with batch
+    normalization gives a small VGG (Simonyan & Zisserman, 2015). Pooling halves the feature
+    map after each block while both sides are at least 2, so small images (digits are 8x8)
+    never pool away to nothing.
 
     Example:
         >>> hm = CNNHyperModel(input_shape=(28, 28, 1), task="multiclass", n_classes=10)
@@ -428,8 +517,7 @@ class CNNHyperModel(KitHyperModel):
             )
         hypermodel = cls(space, input_shape=dataset.input_shape, task=dataset.task,
                          n_classes=dataset.n_classes, seed=seed, image_shape=shape)
-        hypermodel.preprocessing = dataset.preprocessing
-        hypermodel.class_names = dataset.class_names
+        hypermodel._adopt(dataset)
         return hypermodel
 
     def _build_network(self, params: ModelParams) -> Any:
@@ -446,12 +534,23 @@ class CNNHyperModel(KitHyperModel):
                 h, params.units[i], kernel_size=int(params.kernel_size or 3),
                 activation=params.activation, normalization_kind=params.normalization,
                 dropout=params.dropout[i], kernel_initializer=initializer, l2=params.l2,
-                residual=params.residual, index=i,
+                residual=params.residual, index=i, convs=int(params.convs_per_block or 1),
             )
-            if i < params.num_layers - 1 and min(height, width) >= 2:
+            if min(height, width) >= 2:
                 h = pool_layer(2, name=f"pool_{i}")(h)
                 height, width = height // 2, width // 2
-        h = keras.layers.GlobalAveragePooling2D(name="global_pool")(h)
+        if (params.head or "flatten") == "flatten":
+            h = keras.layers.Flatten(name="flatten")(h)
+        else:
+            h = keras.layers.GlobalAveragePooling2D(name="global_pool")(h)
+        regularizer = keras.regularizers.L2(params.l2) if params.l2 else None
+        for j in range(params.dense_layers or 0):
+            h = keras.layers.Dense(int(params.dense_units or 128), activation=params.activation,
+                                   kernel_initializer=initializer,
+                                   kernel_regularizer=regularizer, name=f"head_dense_{j}")(h)
+            if params.head_dropout:
+                h = keras.layers.Dropout(float(params.head_dropout),
+                                         name=f"head_dropout_{j}")(h)
         return keras.Model(inputs, self._output(h), name="cnn")
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from kerastune_kit.errors import RunDirError
 from kerastune_kit.results import (
+    BASELINE_HPARAM,
     PARENT_HPARAM,
     TENSORBOARD_DIR,
     TrialRecord,
@@ -164,7 +165,8 @@ def _experiment_info(content: Mapping[str, Mapping[str, bytes]]
         if metadata.EXPERIMENT_TAG not in tags:
             continue
         experiment = metadata.parse_experiment_plugin_data(tags[metadata.EXPERIMENT_TAG])
-        names = [h.name for h in experiment.hparam_infos if h.name != PARENT_HPARAM]
+        names = [h.name for h in experiment.hparam_infos
+                 if h.name not in (PARENT_HPARAM, BASELINE_HPARAM)]
         int_names = {h.name for h in experiment.hparam_infos if h.description.startswith("int")}
         for info in experiment.metric_infos:
             found = _OBJECTIVE.match(info.description or "")
@@ -184,8 +186,9 @@ def _record(events: EventRun, run: str, status: str, hparams: Mapping[str, Any],
             plain = int(plain)
         values[name] = plain
     parent = values.pop(PARENT_HPARAM, None)
+    baseline = values.pop(BASELINE_HPARAM, None)
     record = TrialRecord(trial_id=run, status=status, parent_trial_id=parent or None,
-                         hyperparameters=values)
+                         hyperparameters=values, baseline=baseline or None)
     split = "validation" if objective.startswith("val_") else "train"
     curve = events.scalars(f"{run}/{split}", f"epoch_{objective.removeprefix('val_')}")
     finals = {tag: events.scalars(run, tag) for tag in

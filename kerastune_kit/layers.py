@@ -115,24 +115,39 @@ def conv_block(
     l2: float | None,
     residual: bool,
     index: int,
+    convs: int = 1,
 ) -> Any:
-    """Conv2D (same padding) -> normalization -> activation, optional skip, then dropout.
+    """``convs`` x [Conv2D (same padding) -> normalization -> activation], optional skip,
+    then dropout: a VGG-style block (Simonyan & Zisserman, 2015) when ``convs`` > 1.
 
-    The skip connection adds the block input; a 1x1 convolution projects it when the channel
+    Input ``(batch, H, W, C)``, output ``(batch, H, W, filters)``. The skip connection adds
+    the block input to the last activation; a 1x1 convolution projects it when the channel
     counts differ. Group normalization uses a group count that divides ``filters``; instance
-    normalization normalizes each channel of each sample on its own.
+    normalization normalizes each channel of each sample on its own. The first convolution
+    of block ``i`` is named ``conv_{i}``, the next ``conv_{i}_1``, ``conv_{i}_2``.
     """
     keras = _keras()
     regularizer = keras.regularizers.L2(l2) if l2 else None
-    layer = keras.layers.Conv2D(
-        filters, kernel_size, padding="same", kernel_initializer=kernel_initializer,
-        kernel_regularizer=regularizer, use_bias=normalization_kind == "none",
-        name=f"conv_{index}",
-    )
-    projection = keras.layers.Conv2D(
-        filters, 1, use_bias=False, kernel_initializer="glorot_uniform",
-        kernel_regularizer=regularizer, name=f"projection_{index}",
-    )
-    return _block(x, filters, layer, projection, activation=activation,
-                  normalization_kind=normalization_kind, dropout=dropout, residual=residual,
-                  index=index)
+    h = x
+    for k in range(convs):
+        suffix = f"{index}" if k == 0 else f"{index}_{k}"
+        h = keras.layers.Conv2D(
+            filters, kernel_size, padding="same", kernel_initializer=kernel_initializer,
+            kernel_regularizer=regularizer, use_bias=normalization_kind == "none",
+            name=f"conv_{suffix}",
+        )(h)
+        norm = normalization(normalization_kind, filters, name=f"norm_{suffix}")
+        if norm is not None:
+            h = norm(h)
+        h = keras.layers.Activation(activation, name=f"act_{suffix}")(h)
+    if residual:
+        shortcut = x
+        if int(x.shape[-1]) != filters:
+            shortcut = keras.layers.Conv2D(
+                filters, 1, use_bias=False, kernel_initializer="glorot_uniform",
+                kernel_regularizer=regularizer, name=f"projection_{index}",
+            )(x)
+        h = keras.layers.Add(name=f"skip_{index}")([h, shortcut])
+    if dropout > 0:
+        h = keras.layers.Dropout(dropout, name=f"dropout_{index}")(h)
+    return h

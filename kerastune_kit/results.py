@@ -31,10 +31,12 @@ TUNER_DIR = "tuner"
 TENSORBOARD_DIR = "tensorboard"
 #: The HParams hparam naming a promoted Hyperband trial's parent.
 PARENT_HPARAM = "parent_trial_id"
+#: The HParams hparam naming the popular design a baseline trial ran (empty for the others).
+BASELINE_HPARAM = "baseline"
 
 BASE_COLUMNS = (
     "trial_id", "status", "score", "best_epoch", "epochs", "parent_trial_id",
-    "start_score", "wall_time_s", "message",
+    "start_score", "wall_time_s", "baseline", "message",
 )
 
 
@@ -63,6 +65,8 @@ class TrialRecord:
         seed: The seed its weights, dropout and shuffles were drawn with.
         curve: The objective after each epoch (epoch index as a string -> value).
         hyperparameters: Its active hyperparameter values.
+        baseline: The popular design this trial ran (``lenet``, ``mlp_2x256``; see
+            :mod:`kerastune_kit.designs`), None for the tuner's own trials.
     """
 
     trial_id: str
@@ -79,6 +83,7 @@ class TrialRecord:
     seed: int | None = None
     curve: dict[str, float | None] = dataclasses.field(default_factory=dict)
     hyperparameters: dict[str, Any] = dataclasses.field(default_factory=dict)
+    baseline: str | None = None
 
     @property
     def outcome(self) -> str:
@@ -135,6 +140,7 @@ class TrialRecord:
             "score": _fmt(self.score), "best_epoch": _fmt(self.best_epoch),
             "epochs": epochs, "parent_trial_id": self.parent_trial_id or "",
             "start_score": _fmt(self.start_score), "wall_time_s": _fmt(self.wall_time_s, 2),
+            "baseline": self.baseline or "",
             "message": (self.message or "").splitlines()[-1][:300] if self.message else "",
         }
         for name in hp_names:
@@ -284,6 +290,7 @@ def record_from_row(row: Mapping[str, str], hp_names: Sequence[str]) -> TrialRec
     record.start_score = _number(row.get("start_score"), float)
     record.wall_time_s = _number(row.get("wall_time_s"), float)
     record.parent_trial_id = row.get("parent_trial_id") or None
+    record.baseline = row.get("baseline") or None
     record.message = row.get("message") or None
     first, _, last = (row.get("epochs") or "").partition("-")
     if last:

@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import math
@@ -155,16 +156,32 @@ KNOBS: dict[str, Knob] = _catalogue(
     *_SHARED,
 )
 
-#: The knobs of the CNN factory (``--model cnn``).
+_HEADS = ("flatten", "global_avg")
+
+#: The knobs of the CNN factory (``--model cnn``): VGG-style blocks of 1-3 convolutions, each
+#: followed by 2x2 pooling while the map allows it, then a flatten or global-average head with
+#: 0-2 dense layers. The defaults build a LeNet-style network (Simonyan & Zisserman 2015 for
+#: the blocks; LeCun et al. 1998 for the flatten-and-dense head).
 CNN_KNOBS: dict[str, Knob] = _catalogue(
-    Knob("num_blocks", "int", IntRange(1, 4), "number of conv blocks", initial=2),
+    Knob("num_blocks", "int", IntRange(1, 3), "number of conv blocks", initial=2),
     Knob("filters", "int", IntRange(16, 128, log=True), "filters of conv block i",
          per_layer=True, initial=32),
     Knob("dropout", "float", FloatRange(0.0, 0.5), "dropout rate after layer/block i",
          per_layer=True, initial=0.0),
+    Knob("convs_per_block", "int", IntRange(1, 3),
+         "convolutions per block (VGG-style stacks of 3x3 convolutions)", initial=1),
     Knob("kernel_size", "int", Choices((3, 5)), "convolution kernel size", initial=3),
-    Knob("pooling", "choice", Choices(("max", "avg")), "2x2 pooling between blocks",
+    Knob("pooling", "choice", Choices(("max", "avg")), "2x2 pooling after each block",
          vocabulary=("max", "avg"), initial="max"),
+    Knob("head", "choice", Choices(_HEADS),
+         "flatten the feature map (LeNet/VGG) or average it globally", vocabulary=_HEADS,
+         initial="flatten"),
+    Knob("dense_layers", "int", IntRange(0, 2), "dense layers between the conv blocks and the "
+         "output", initial=1),
+    Knob("dense_units", "int", IntRange(32, 512, log=True), "width of the dense layers",
+         initial=128),
+    Knob("head_dropout", "float", FloatRange(0.0, 0.5), "dropout rate after each dense layer",
+         initial=0.3),
     Knob("normalization", "choice", Choices(_CONV_NORMS),
          "normalization after each convolution", vocabulary=_CONV_NORMS, initial="none"),
     *_SHARED,
@@ -237,6 +254,10 @@ def parse_domain(knob: Knob, spec: Any) -> tuple[Domain, bool | None]:
     return Fixed(value), (True if knob.optional else None)
 
 
+_ZERO_OK = ("dense_layers",)  # integer knobs for which 0 is a value
+_RATES = ("dropout", "head_dropout")  # float knobs in [0, 1)
+
+
 def _vocab_text(knob: Knob) -> str:
     if knob.vocabulary:
         return ", ".join(map(str, knob.vocabulary))
@@ -276,13 +297,14 @@ def _value(knob: Knob, raw: Any) -> Any:
         if float(raw) != int(raw):
             raise ConfigError(f"{name}: expected an integer, received {raw!r}")
         raw = int(raw)
-        if raw < 1:
-            raise ConfigError(f"{name}: expected an integer >= 1, received {raw!r}")
+        lowest = 0 if name in _ZERO_OK else 1
+        if raw < lowest:
+            raise ConfigError(f"{name}: expected an integer >= {lowest}, received {raw!r}")
         return raw
     raw = float(raw)
-    if knob.name == "dropout" and not 0.0 <= raw < 1.0:
-        raise ConfigError(f"dropout: expected a rate in [0, 1), received {raw!r}")
-    if knob.name != "dropout" and raw <= 0:
+    if knob.name in _RATES and not 0.0 <= raw < 1.0:
+        raise ConfigError(f"{name}: expected a rate in [0, 1), received {raw!r}")
+    if knob.name not in _RATES and raw <= 0:
         raise ConfigError(f"{name}: expected a positive number, received {raw!r}")
     return raw
 
@@ -296,7 +318,9 @@ class ModelParams:
 
     ``num_layers``/``units`` are the depth and widths: hidden layers and their units for the
     MLP, conv blocks and their filters for the CNN. ``kernel_size`` and ``pooling`` are set for
-    the CNN only.
+    the CNN only, as are ``convs_per_block`` and the head: ``head`` (``flatten`` or
+    ``global_avg``), ``dense_layers`` dense layers of ``dense_units`` units, each followed by
+    ``head_dropout``.
     """
 
     num_layers: int
@@ -313,6 +337,11 @@ class ModelParams:
     batch_size: int
     kernel_size: int | None = None
     pooling: str | None = None
+    convs_per_block: int | None = None
+    head: str | None = None
+    dense_layers: int | None = None
+    dense_units: int | None = None
+    head_dropout: float | None = None
 
 
 class SearchSpace:
@@ -417,6 +446,9 @@ class SearchSpace:
                     out[f"use_{knob.name}"] = Choices((False, True))
                 if state is not False:
                     out[knob.name] = self.domain(knob.name)
+            elif knob.name in ("dense_units", "head_dropout") \
+                    and max(_domain_values(self.domain("dense_layers"))) == 0:
+                continue  # no dense layer, so never set
             else:
                 out[knob.name] = self.domain(knob.name)
         return out
@@ -467,7 +499,27 @@ class SearchSpace:
             kernel_size=(int(self._register(hp, "kernel_size", self.domain("kernel_size")))
                          if cnn else None),
             pooling=self._register(hp, "pooling", self.domain("pooling")) if cnn else None,
+            **(self._resolve_cnn_head(hp) if cnn else {}),
         )
+
+    def _resolve_cnn_head(self, hp: Any) -> dict[str, Any]:
+        """The CNN's block depth and head; the dense width and dropout are registered only
+        when a dense layer can exist, under a condition on ``dense_layers``."""
+        convs = int(self._register(hp, "convs_per_block", self.domain("convs_per_block")))
+        head = self._register(hp, "head", self.domain("head"))
+        counts = _domain_values(self.domain("dense_layers"))
+        dense_layers = int(self._register(hp, "dense_layers", self.domain("dense_layers")))
+        units = dropout = None
+        active = [n for n in counts if n > 0]
+        if active:
+            scope = (contextlib.nullcontext() if len(active) == len(counts)
+                     else hp.conditional_scope("dense_layers", active))
+            with scope:
+                units = self._register(hp, "dense_units", self.domain("dense_units"))
+                dropout = self._register(hp, "head_dropout", self.domain("head_dropout"))
+        return {"convs_per_block": convs, "head": head, "dense_layers": dense_layers,
+                "dense_units": int(units) if dense_layers else None,
+                "head_dropout": float(dropout) if dense_layers else None}
 
     def _register_optional(self, hp: Any, name: str) -> float | None:
         state = self.enabled(name)
@@ -486,7 +538,10 @@ class SearchSpace:
 
     def _register(self, hp: Any, name: str, domain: Domain) -> Any:
         base = name if name in self.knobs else name.rsplit("_", 1)[0]
-        initial = _initial(self.knobs[base].initial, domain)
+        start = self.knobs[base].initial
+        if base == "filters":  # VGG's doubling: 32, 64, 128 by default
+            start = start * 2 ** int(name.rsplit("_", 1)[1])
+        initial = _initial(start, domain)
         if isinstance(domain, Fixed):
             return hp.Fixed(name, domain.value)
         if isinstance(domain, IntRange):

@@ -24,7 +24,7 @@ from typing import Any
 
 from kerastune_kit import _memory
 from kerastune_kit._backend import keras as _keras
-from kerastune_kit.results import PARENT_HPARAM, TrialRecord
+from kerastune_kit.results import BASELINE_HPARAM, PARENT_HPARAM, TrialRecord
 from kerastune_kit.space import Domain, Fixed, FloatRange, IntRange
 
 _keras()
@@ -118,6 +118,7 @@ def trial_metric_tags(objective: str | None = None, direction: str | None = None
 def write_experiment_config(
     root: str | Path, domains: Mapping[str, Domain], metric_names: Sequence[str], *,
     objective: str | None = None, direction: str | None = None, with_parent: bool = False,
+    with_baseline: bool = False,
 ) -> None:
     """Write the HParams experiment config at ``root``.
 
@@ -129,8 +130,14 @@ def write_experiment_config(
         objective: The search's objective; with ``direction``, described on ``trial/score``.
         direction: ``max`` or ``min``.
         with_parent: Declare the :data:`PARENT_HPARAM` hparam (Hyperband promotions).
+        with_baseline: Declare the :data:`BASELINE_HPARAM` hparam (the popular designs a
+            search starts with).
     """
     hparams = [hparam(name, domain) for name, domain in domains.items()]
+    if with_baseline:
+        hparams.append(hp_api.HParam(BASELINE_HPARAM, description=(
+            "the popular design this trial ran first, as a baseline (empty: the tuner's own "
+            "trial)")))
     if with_parent:
         hparams.append(hp_api.HParam(PARENT_HPARAM, description=(
             "the Hyperband trial this one continued from (empty: trained from scratch)")))
@@ -171,13 +178,16 @@ class TrialWriter:
         return self._writers[sub]
 
     def write_hparams(self, values: Mapping[str, Any], *, parent_trial_id: str | None = None,
-                      with_parent: bool = False) -> None:
+                      with_parent: bool = False, with_baseline: bool = False) -> None:
         """Start the HParams session: the trial's active hyperparameter values.
 
         With ``with_parent``, the :data:`PARENT_HPARAM` hparam carries ``parent_trial_id``
         (empty for a trial trained from scratch). Starts a new memory peak.
         """
-        clean = {k: hparam_value(v) for k, v in values.items() if not k.startswith("tuner/")}
+        clean = {k: hparam_value(v) for k, v in values.items()
+                 if not k.startswith(("tuner/", "kit/"))}
+        if with_baseline:
+            clean[BASELINE_HPARAM] = str(values.get("kit/baseline") or "")
         if with_parent:
             clean[PARENT_HPARAM] = str(parent_trial_id or "")
         _memory.reset_peak()

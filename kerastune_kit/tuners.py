@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from kerastune_kit.config import SearchConfig
+from kerastune_kit.config import BRACKET_TUNERS, TIME_BUDGET_TRIALS, SearchConfig
 from kerastune_kit.pruning import Pruner, make_pruner
 from kerastune_kit.results import (
     LEADERBOARD,
@@ -53,9 +53,11 @@ def trial_seed(seed: int, trial_id: str) -> int:
 def _classes() -> dict[str, type]:
     import keras_tuner as kt
 
+    from kerastune_kit.designs import BASELINE_KEY, design_values
     from kerastune_kit.distributed import patch_keras_tuner_protos
     from kerastune_kit.hypermodels import DivergedTrialError
     from kerastune_kit.tensorboard import SearchSummaryWriter, TrialWriter
+    from kerastune_kit.tpe import BOHBMixin, TPEOracle
 
     patch_keras_tuner_protos()
     patch_keras_tuner_writes()
@@ -165,7 +167,8 @@ def _classes() -> dict[str, type]:
             writer = TrialWriter(self.kit_tensorboard_dir, trial_id)
             values = trial.hyperparameters.values
             writer.write_hparams(values, parent_trial_id=values.get("tuner/trial_id"),
-                                 with_parent=isinstance(self, kt.Hyperband))
+                                 with_parent=isinstance(self, kt.Hyperband),
+                                 with_baseline=self.kit_with_baseline)
             self._kit_writers[trial_id] = writer
             if not self._is_worker():  # `inspect` shows the trial while it runs
                 self.kit_write_leaderboard()
@@ -196,7 +199,19 @@ def _classes() -> dict[str, type]:
                                                              save_weights_atomically)
             return super()._build_and_fit_model(trial, *args, **kwargs)
 
+        #: Epochs without improvement after which a trial stops (``EarlyStopping``); 0: never.
+        kit_patience = 0
+        #: Whether the HParams experiment has the ``baseline`` column.
+        kit_with_baseline = False
+
         def run_trial(self, trial: Any, *args: Any, **kwargs: Any) -> Any:
+            if self.kit_patience:
+                from kerastune_kit._backend import keras as _keras
+
+                stopper = _keras().callbacks.EarlyStopping(
+                    monitor=self.oracle.objective.name, mode=self.oracle.objective.direction,
+                    patience=int(self.kit_patience))
+                kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), stopper]
             try:
                 histories = super().run_trial(trial, *args, **kwargs)
             except DivergedTrialError as exc:
@@ -367,7 +382,8 @@ def _classes() -> dict[str, type]:
                 seed=trial_seed(self.kit_seed, trial_id),
                 curve={str(e): v for e, v in sorted(self._kit_curves.get(trial_id, {}).items())},
                 hyperparameters={k: _plain(v) for k, v in values.items()
-                                 if not k.startswith("tuner/")},
+                                 if not k.startswith(("tuner/", "kit/"))},
+                baseline=values.get(BASELINE_KEY),
             )
             if trial.status == "COMPLETED" and trial.score is not None:
                 record.score = float(trial.score)
@@ -401,7 +417,8 @@ def _classes() -> dict[str, type]:
                         message=_last_line(trial.message) if trial.message else None,
                         hyperparameters={k: _plain(v) for k, v in
                                          trial.hyperparameters.values.items()
-                                         if not k.startswith("tuner/")})
+                                         if not k.startswith(("tuner/", "kit/"))},
+                        baseline=trial.hyperparameters.values.get(BASELINE_KEY))
             return rank(saved.values(), self.oracle.objective.direction)
 
         def kit_write_leaderboard(self) -> list[TrialRecord]:
@@ -409,7 +426,49 @@ def _classes() -> dict[str, type]:
             write_leaderboard(self.kit_run_dir / LEADERBOARD, records, self.kit_hp_names())
             return records
 
-    class KitHyperbandOracle(kt.oracles.HyperbandOracle):
+    class BaselinesFirst:
+        """Oracle mixin: the first trials are the popular designs (``kit_baselines``), then
+        the oracle's own proposals.
+
+        Each design's values come from :func:`kerastune_kit.designs.design_values` (the
+        user's overrides apply) and carry the :data:`~kerastune_kit.designs.BASELINE_KEY`
+        marker, so the leaderboard and TensorBoard show them as baselines. A design already
+        started (before a ``--resume`` too) or equal to a configuration already tried is
+        skipped. The marker takes no part in the duplicate check.
+        """
+
+        kit_baselines: tuple[Any, ...] = ()
+
+        def _kit_next_baseline(self) -> dict[str, Any] | None:
+            if not self.kit_baselines or not self.hyperparameters.space:
+                return None
+            started = {t.hyperparameters.values.get(BASELINE_KEY) for t in self.trials.values()}
+            for design in self.kit_baselines:
+                if design.name in started:
+                    continue
+                values = design_values(self.hyperparameters, design)
+                if self._duplicate(values):
+                    continue
+                return {**values, BASELINE_KEY: design.name}
+            return None
+
+        def populate_space(self, trial_id: str) -> dict[str, Any]:
+            values = self._kit_next_baseline()
+            if values is not None:
+                return {"status": "RUNNING", "values": self._kit_baseline_values(values)}
+            return super().populate_space(trial_id)
+
+        def _kit_baseline_values(self, values: dict[str, Any]) -> dict[str, Any]:
+            return values
+
+        def _compute_values_hash(self, values: dict[str, Any]) -> str:
+            values = {k: v for k, v in values.items() if k != BASELINE_KEY}
+            return super()._compute_values_hash(values)
+
+    class KitRandomOracle(BaselinesFirst, kt.oracles.RandomSearchOracle):
+        """KerasTuner's random search oracle, starting with the popular designs."""
+
+    class KitHyperbandOracle(BaselinesFirst, kt.oracles.HyperbandOracle):
         """KerasTuner's Hyperband oracle, which still trains the best to ``max_epochs`` when the
         search space runs out.
 
@@ -424,7 +483,18 @@ def _classes() -> dict[str, type]:
         kit_exhausted = False
         kit_diverged: set[str] = set()  # set by rescore_diverged before each new trial
 
+        def _kit_baseline_values(self, values: dict[str, Any]) -> dict[str, Any]:
+            # A baseline trains to max_epochs at once, outside the brackets: it is the
+            # reference every bracket's survivors must beat, never promoted or halved.
+            return {**values, "tuner/epochs": self.max_epochs, "tuner/initial_epoch": 0}
+
         def populate_space(self, trial_id: str) -> dict[str, Any]:
+            baseline = self._kit_next_baseline()
+            if baseline is not None:
+                return {"status": "RUNNING", "values": self._kit_baseline_values(baseline)}
+            return self._kit_populate_brackets(trial_id)
+
+        def _kit_populate_brackets(self, trial_id: str) -> dict[str, Any]:
             # A diverged trial is never promoted, even when its whole round diverged (its
             # stand-in score would otherwise win, and it has no checkpoint to continue from).
             hidden = [(t, t.status) for t_id, t in self.trials.items()
@@ -432,7 +502,7 @@ def _classes() -> dict[str, type]:
             for trial, _ in hidden:
                 trial.status = "FAILED"
             try:
-                return super().populate_space(trial_id)
+                return kt.oracles.HyperbandOracle.populate_space(self, trial_id)
             finally:
                 for trial, status in hidden:
                     trial.status = status
@@ -445,7 +515,7 @@ def _classes() -> dict[str, type]:
             if not bracket["rounds"][0] or "kit_size" in bracket:
                 return result  # nothing new to halve: every configuration has been tried
             bracket["kit_size"] = len(bracket["rounds"][0])
-            return self.populate_space(trial_id)
+            return self._kit_populate_brackets(trial_id)
 
         def _get_size(self, bracket_num: int, round_num: int) -> int:
             size = super()._get_size(bracket_num, round_num)
@@ -465,7 +535,40 @@ def _classes() -> dict[str, type]:
             super().__init__(*args, **kwargs)
             _use_oracle_class(self, kt.oracles.HyperbandOracle, KitHyperbandOracle)
 
-    class KitBayesianOracle(kt.oracles.BayesianOptimizationOracle):
+    class KitBOHBOracle(BOHBMixin, KitHyperbandOracle):
+        """Hyperband whose new configurations come from a TPE model of the finished trials
+        at the highest budget with enough of them (BOHB: Falkner, Klein & Hutter, 2018),
+        after the popular designs; see :class:`kerastune_kit.tpe.BOHBMixin`."""
+
+    class KitBOHB(KitHyperband):
+        """BOHB: Hyperband's brackets with model-based proposals, with kerastune_kit's
+        logging and records."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            from kerastune_kit.tpe import require_optuna
+
+            require_optuna()  # fail before the first trial, not at the first proposal
+            super().__init__(*args, **kwargs)
+            _use_oracle_class(self, KitHyperbandOracle, KitBOHBOracle)
+
+    class KitTPEOracle(BaselinesFirst, TPEOracle):
+        """Optuna's TPE sampler behind KerasTuner's oracle interface, starting with the
+        popular designs; see :class:`kerastune_kit.tpe.TPEOracle`."""
+
+    class KitTPE(KitTunerMixin, kt.Tuner):
+        """Tree-structured Parzen estimator search (Optuna's ``TPESampler``) with
+        kerastune_kit's logging, records and pruning."""
+
+        def __init__(self, hypermodel: Any = None, *, objective: Any = None,
+                     max_trials: int | None = 10, seed: int | None = None,
+                     max_retries_per_trial: int = 0, max_consecutive_failed_trials: int = 3,
+                     **kwargs: Any) -> None:
+            oracle = KitTPEOracle(objective=objective, max_trials=max_trials, seed=seed,
+                                  max_retries_per_trial=max_retries_per_trial,
+                                  max_consecutive_failed_trials=max_consecutive_failed_trials)
+            super().__init__(oracle=oracle, hypermodel=hypermodel, **kwargs)
+
+    class KitBayesianOracle(BaselinesFirst, kt.oracles.BayesianOptimizationOracle):
         """KerasTuner's Bayesian oracle, which never proposes a configuration twice.
 
         Over a discrete space the Gaussian process's best proposal is often one already
@@ -551,10 +654,15 @@ def _classes() -> dict[str, type]:
     class KitRandomSearch(KitTunerMixin, kt.RandomSearch):
         """KerasTuner's random search with kerastune_kit's logging, records and pruning."""
 
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            _use_oracle_class(self, kt.oracles.RandomSearchOracle, KitRandomOracle)
+
     class KitGridSearch(KitTunerMixin, kt.GridSearch):
         """KerasTuner's grid search with kerastune_kit's logging, records and pruning."""
 
-    return {"hyperband": KitHyperband, "bayesian": KitBayesianOptimization,
+    return {"hyperband": KitHyperband, "bohb": KitBOHB, "tpe": KitTPE,
+            "bayesian": KitBayesianOptimization,
             "random": KitRandomSearch, "grid": KitGridSearch, "stopped": SearchStopped,
             "hyperband_oracle": KitHyperbandOracle, "bayesian_oracle": KitBayesianOracle}
 
@@ -575,6 +683,9 @@ def _use_oracle_class(tuner: Any, base: type, subclass: type) -> None:
     except (OSError, ValueError):
         state = {}
     oracle.kit_exhausted = bool(state.get("kit_exhausted", False))
+    for key in ("kit_model_proposals", "kit_random_proposals", "kit_model_budget"):
+        if key in state:  # BOHB's counters
+            setattr(oracle, key, state[key])
 
 
 _CLASSES: dict[str, type] | None = None
@@ -632,8 +743,11 @@ def build_tuner(config: SearchConfig, hypermodel: Any, *, objective: str,
                                min_epoch=config.pruner_min_epoch,
                                percentile=config.pruner_percentile, factor=config.factor),
     )
-    if config.tuner == "hyperband":
+    if config.tuner in BRACKET_TUNERS:
         kwargs.update(max_epochs=config.max_epochs, factor=config.factor)
+        if config.max_time and config.max_trials is None:
+            # The time is the budget: iterate Hyperband's brackets until it is spent.
+            kwargs["hyperband_iterations"] = TIME_BUDGET_TRIALS
     else:
         kwargs["max_trials"] = config.effective_max_trials()
     if config.tuner == "bayesian":
@@ -655,8 +769,16 @@ def build_tuner(config: SearchConfig, hypermodel: Any, *, objective: str,
                           if str(trial.status) == "RUNNING" and trial_id not in owned
                           and trial_id not in queue), reverse=True)
         queue.extend(orphans)  # popped from the end: the lowest id runs first
-    if config.tuner == "hyperband" and config.max_trials is not None:
+    if config.tuner in BRACKET_TUNERS and config.max_trials is not None:
         tuner.oracle.max_trials = config.max_trials
+    if not tuner._is_worker():
+        from kerastune_kit.designs import designs_for
+
+        tuner.oracle.kit_baselines = (designs_for(hypermodel.family)
+                                      if config.baselines and config.tuner != "grid" else ())
+    hypermodel.min_steps_per_epoch = config.min_steps_per_epoch
+    tuner.kit_patience = config.effective_patience()
+    tuner.kit_with_baseline = config.baselines and config.tuner != "grid"
     if config.tuner == "grid" and not tuner._is_worker():
         restore_grid_walk(tuner.oracle)
     return tuner
@@ -708,23 +830,57 @@ def initial_random_points(max_trials: int | None, dimensions: int) -> int:
 
 def search_plan(config: SearchConfig, hypermodel: Any) -> str:
     """One line saying how the search will choose its trials (printed before it starts)."""
+    from kerastune_kit.designs import describe, designs_for
+
     trials = config.effective_max_trials()
+    designs = designs_for(hypermodel.family) if config.baselines and config.tuner != "grid" \
+        else ()
+    first = (f"first the popular designs ({describe(designs)}) for {config.max_epochs} "
+             f"epochs, then " if designs else "")
+    until = f"until {_duration(config.max_time)} is spent" if config.max_time else ""
+    if config.tuner in BRACKET_TUNERS:
+        how = ("new configurations from a TPE model of the finished trials (BOHB)"
+               if config.tuner == "bohb" else "random new configurations")
+        if config.max_time and config.max_trials is None:
+            size = f"brackets {until}"
+        else:
+            size = f"up to {expected_trials(config)} trials in brackets"
+        return (f"{config.tuner}: {first}{size} of {config.max_epochs} epochs at most, "
+                f"factor {config.factor}, {how}")
+    count = until if config.max_time and config.max_trials is None else f"{trials} trials"
     if config.tuner == "bayesian":
         random = initial_random_points(trials, len(hypermodel.space.hparam_domains()))
+        if config.max_time and config.max_trials is None:
+            return (f"bayesian optimization: {first}{random} random trials, then proposals of "
+                    f"a Gaussian process fitted to the finished ones, {until}")
         rest = max(0, (trials or 0) - random)
-        return (f"bayesian optimization: the first {min(random, trials or random)} of {trials} "
-                f"trials are random, the other {rest} {'is' if rest == 1 else 'are'} proposed "
-                "by a Gaussian process fitted to the finished ones")
-    if config.tuner == "hyperband":
-        return (f"hyperband: up to {expected_trials(config)} trials in brackets of "
-                f"{config.max_epochs} epochs at most, factor {config.factor}")
-    return f"{config.tuner} search: {trials} trials of {config.max_epochs} epochs"
+        return (f"bayesian optimization: {first}{count}: the first {min(random, trials or random)}"
+                f" random, the other {rest} proposed by a Gaussian process fitted to the "
+                "finished ones")
+    if config.tuner == "tpe":
+        return (f"tpe: {first}{count} of {config.max_epochs} epochs, proposed by Optuna's TPE "
+                "sampler after its random start-up trials")
+    return f"{config.tuner} search: {first}{count} of {config.max_epochs} epochs"
+
+
+def _duration(seconds: float | None) -> str:
+    seconds = float(seconds or 0)
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{seconds / 3600:g}h"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:g}m"
+    return f"{seconds:g}s"
 
 
 def expected_trials(config: SearchConfig) -> int:
-    """How many trials the search will run at most (Hyperband: one full iteration)."""
-    if config.tuner != "hyperband":
+    """How many trials the search will run at most (Hyperband: one full iteration; with only
+    a time budget, :data:`~kerastune_kit.config.TIME_BUDGET_TRIALS`)."""
+    from kerastune_kit.designs import POPULAR_DESIGNS
+
+    if config.tuner not in BRACKET_TUNERS:
         return int(config.effective_max_trials() or 0)
+    if config.max_time and config.max_trials is None:
+        return TIME_BUDGET_TRIALS
     max_epochs, factor = config.max_epochs, config.factor
     brackets, epochs = 0, float(max_epochs)
     while epochs >= 1:
@@ -735,6 +891,8 @@ def expected_trials(config: SearchConfig) -> int:
     for bracket in range(brackets):
         for round_num in range(bracket + 1):
             total += math.ceil(end_size / (bracket + 1) * factor ** (bracket - round_num))
+    if config.baselines:  # (as many as the family has; the CNN and the MLP have 2 each)
+        total += max(len(d) for d in POPULAR_DESIGNS.values())
     return min(total, config.max_trials) if config.max_trials else total
 
 

@@ -32,6 +32,7 @@ from kerastune_kit import __version__
 from kerastune_kit._backend import warm_up_tensorflow  # noqa: F401 - re-exported for the CLI
 from kerastune_kit._logging import get_logger
 from kerastune_kit.config import (
+    BRACKET_TUNERS,
     SearchConfig,
     load_saved_config,
     load_saved_fingerprint,
@@ -179,7 +180,8 @@ def _init_run_dir(config: SearchConfig, dataset: Dataset, space: SearchSpace,
                   direction=direction)
     write_json_atomic(run_dir / RUN_MARKER, marker)
     _write_experiment_once(run_dir, space, hypermodel_metrics(dataset), objective=objective,
-                           direction=direction, with_parent=config.tuner == "hyperband")
+                           direction=direction, with_parent=config.tuner in BRACKET_TUNERS,
+                           with_baseline=config.baselines and config.tuner != "grid")
     return run_dir
 
 
@@ -191,14 +193,16 @@ def hypermodel_metrics(dataset: Dataset) -> tuple[str, ...]:
 
 
 def _write_experiment_once(run_dir: Path, space: SearchSpace, metrics: Sequence[str], *,
-                           objective: str, direction: str, with_parent: bool) -> None:
+                           objective: str, direction: str, with_parent: bool,
+                           with_baseline: bool = False) -> None:
     """The HParams experiment config, written once per run directory (not per worker)."""
     from kerastune_kit.tensorboard import write_experiment_config
 
     root = run_dir / TENSORBOARD_DIR
     if not any(root.glob("events.out.tfevents.*")):
         write_experiment_config(root, space.hparam_domains(), metrics, objective=objective,
-                                direction=direction, with_parent=with_parent)
+                                direction=direction, with_parent=with_parent,
+                                with_baseline=with_baseline)
 
 
 def _fingerprint(dataset: Dataset, space: SearchSpace) -> dict[str, str]:
@@ -495,7 +499,7 @@ def finish_search(config: SearchConfig, hypermodel: Any, objective: str, *, star
 def _exhausted(config: SearchConfig, tuner: Any, records: Sequence[TrialRecord]) -> int | None:
     """How many distinct configurations there are, when the oracle ran out of new ones."""
     distinct = len({json.dumps(r.hyperparameters, sort_keys=True, default=str) for r in records})
-    if config.tuner == "hyperband":  # its budget is brackets, not trials: the oracle knows
+    if config.tuner in BRACKET_TUNERS:  # its budget is brackets, not trials: the oracle knows
         ran_out = bool(getattr(tuner.oracle, "kit_exhausted", False))
     else:
         budget = config.effective_max_trials()

@@ -68,6 +68,9 @@ def test_defaults_describe_a_quick_hyperband_search_on_digits() -> None:
         "pruner_min_epoch": 1,
         "pruner_percentile": 25.0,
         "trials_per_worker": 20,
+        "baselines": True,
+        "min_steps_per_epoch": 100,
+        "patience": None,
     }
 
 
@@ -164,7 +167,7 @@ def test_to_dict_leaves_out_none_fields() -> None:
     ("kwargs", "fragments"),
     [
         ({"tuner": "hyperbnd"}, ("tuner", "'hyperbnd'", "did you mean 'hyperband'")),
-        ({"tuner": "optuna"}, ("tuner", "'optuna'", "hyperband, bayesian, random, grid")),
+        ({"tuner": "optuna"}, ("tuner", "'optuna'", "hyperband, bohb, bayesian, tpe, random, grid")),
         ({"model": "mlpp"}, ("model", "'mlpp'", "did you mean 'mlp'")),
         ({"task": "multi-class"}, ("task", "'multi-class'", "did you mean 'multiclass'")),
         ({"task": "regresion"}, ("task", "'regresion'", "did you mean 'regression'")),

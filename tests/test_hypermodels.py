@@ -38,9 +38,58 @@ def test_cnn_golden_default_values():
     hp = kt.HyperParameters()
     CNNHyperModel(input_shape=(8, 8, 1), task="multiclass", n_classes=10).build(hp)
     assert hp.values == {
-        "num_blocks": 2, "filters_0": 32, "dropout_0": 0.0, "filters_1": 32, "dropout_1": 0.0,
-        **SHARED_DEFAULTS, "kernel_size": 3, "pooling": "max",
+        "num_blocks": 2, "filters_0": 32, "dropout_0": 0.0, "filters_1": 64, "dropout_1": 0.0,
+        **SHARED_DEFAULTS, "kernel_size": 3, "pooling": "max", "convs_per_block": 1,
+        "head": "flatten", "dense_layers": 1, "dense_units": 128, "head_dropout": 0.3,
     }
+
+
+def _layout(model) -> list[tuple[str, tuple]]:
+    """(layer class, output shape without the batch axis) of every layer after the input."""
+    return [(type(layer).__name__, tuple(layer.output.shape[1:])) for layer in model.layers[1:]]
+
+
+def test_cnn_defaults_build_lenet():
+    """The default CNN is LeNet-style: conv 32 -> pool -> conv 64 -> pool -> flatten ->
+    dense 128 -> dropout 0.3 -> output (LeCun et al., 1998)."""
+    model = CNNHyperModel(input_shape=(28, 28, 1), task="multiclass",
+                          n_classes=10).build(kt.HyperParameters())
+    assert _layout(model) == [
+        ("Conv2D", (28, 28, 32)), ("Activation", (28, 28, 32)), ("MaxPooling2D", (14, 14, 32)),
+        ("Conv2D", (14, 14, 64)), ("Activation", (14, 14, 64)), ("MaxPooling2D", (7, 7, 64)),
+        ("Flatten", (3136,)), ("Dense", (128,)), ("Dropout", (128,)), ("Dense", (10,)),
+    ]
+    assert model.get_layer("head_dropout_0").rate == pytest.approx(0.3)
+    assert model.get_layer("conv_0").kernel_initializer.__class__.__name__ == "HeNormal"
+    assert model.count_params() == 320 + 18_496 + 401_536 + 1_290
+
+
+def test_cnn_small_vgg_design_builds_vgg_blocks():
+    """convs_per_block=2 with batch normalization: two 3x3 convolutions per block, pooled
+    after each block (Simonyan & Zisserman, 2015)."""
+    from kerastune_kit.designs import POPULAR_DESIGNS
+
+    design = next(d for d in POPULAR_DESIGNS["cnn"] if d.name == "small_vgg")
+    hp = kt.HyperParameters()
+    hp.values = dict(design.values)
+    model = CNNHyperModel(input_shape=(28, 28, 1), task="multiclass", n_classes=10).build(hp)
+    convs = [(layer.name, tuple(layer.output.shape[1:])) for layer in model.layers
+             if isinstance(layer, keras.layers.Conv2D)]
+    assert convs == [("conv_0", (28, 28, 32)), ("conv_0_1", (28, 28, 32)),
+                     ("conv_1", (14, 14, 64)), ("conv_1_1", (14, 14, 64))]
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert kinds.count("BatchNormalization") == 4 and kinds.count("MaxPooling2D") == 2
+    assert kinds[-4:] == ["Flatten", "Dense", "Dropout", "Dense"]
+
+
+def test_cnn_global_average_head_without_dense_layers():
+    hp = kt.HyperParameters()
+    hp.values = {"head": "global_avg", "dense_layers": 0, "num_blocks": 3}
+    model = CNNHyperModel(input_shape=(8, 8), task="binary").build(hp)
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert kinds[-2:] == ["GlobalAveragePooling2D", "Dense"]
+    assert kinds.count("MaxPooling2D") == 3  # 8 -> 4 -> 2 -> 1: pooled while the map allows
+    assert "dense_units" not in hp.values and "head_dropout" not in hp.values
 
 
 def _targets(task: str, n: int) -> np.ndarray:
