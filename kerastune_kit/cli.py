@@ -25,6 +25,7 @@ from kerastune_kit.errors import KerastuneKitError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 _STARTED = time.perf_counter()  # this module loads first: start-up is measured from here
+_STARTED_WALL = time.time()  # --max-time counts from here: the command's start
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what `head`'s writers usually end with
 _STDOUT_GONE = False  # set once stdout refused a write: progress lines are dropped from then on
 _MAIN_HPARAMS = ("num_layers", "num_blocks", "units_0", "filters_0", "convs_per_block", "head",
@@ -95,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: max(3, max_epochs / 5); 0: never)")
     search.add_argument("--min-steps-per-epoch", type=_positive_int, metavar="N",
                         help="pass small data several times per epoch so that an epoch is at "
-                        "least N optimizer steps (default: 100; 0: one pass)")
+                        "least N optimizer steps (default: 50; 0: one pass)")
     search.add_argument("--max-retries", type=_positive_int,
                         help="retries of a trial that crashed (default: 0)")
     search.add_argument("--trials-per-worker", type=_positive_int, metavar="N",
@@ -200,12 +201,13 @@ def cmd_search(args: argparse.Namespace) -> int:
     result = run_search(config, on_trial=None if args.quiet else _print_trial,
                         workers=args.workers or 0, role=args.role, oracle=args.oracle,
                         worker_timeout=args.worker_timeout,
-                        on_start=None if args.quiet else _say)
+                        on_start=None if args.quiet else _say,
+                        deadline=_STARTED_WALL + config.max_time if config.max_time else None)
     if result.stopped == "time budget" and all(r.status == "RUNNING" for r in result.trials):
         raise ConfigError(
-            f"max_time: the budget of {config.max_time:g}s ran out before the first trial "
-            f"finished (TensorFlow's start-up took {startup:.1f}s more, not counted); give a "
-            "longer --max-time"
+            f"max_time: the budget of {config.max_time:g}s ran out before the first epoch "
+            f"of the first trial ended (TensorFlow's start-up took {startup:.1f}s of it); give "
+            "a longer --max-time"
         )
     _print_summary(result, workers=args.workers or 0)
     if result.stopped and result.stopped.startswith("interrupted"):

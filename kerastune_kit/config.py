@@ -126,7 +126,7 @@ class SearchConfig:
     pruner_percentile: float = 25.0
     trials_per_worker: int = 20
     baselines: bool = True
-    min_steps_per_epoch: int = 100
+    min_steps_per_epoch: int = 50
     patience: int | None = None
 
     def __post_init__(self) -> None:

@@ -65,6 +65,13 @@ class TaskHead:
             return _ScaledLoss(keras.losses.MeanSquaredError(), self.loss_weight())
         return keras.losses.MeanSquaredError()
 
+    def saved_loss(self) -> Any:
+        """The loss a compiled model carries (with :meth:`loss_weight` as ``loss_weights``):
+        Keras's own classes only, so a saved model loads without kerastune_kit."""
+        if self.target_scaling is not None:
+            return keras.losses.MeanSquaredError()
+        return self.loss()
+
     def loss_weight(self) -> float:
         """The factor on the task's loss: 1 / variance of the targets with
         :attr:`target_scaling`, else 1."""
@@ -248,9 +255,7 @@ class KitHyperModel(kt.HyperModel):
         elif step is not None and step.kind == "rescale":
             h = keras.layers.Rescaling(step.factor, name="rescale")(h)
         outputs = model(h)
-        loss = self.head.loss()
-        if self.head.target_scaling is not None:  # (built-in parts only: loads anywhere)
-            loss = keras.losses.MeanSquaredError()
+        loss = self.head.saved_loss()
         if self.head.task == "multiclass":
             outputs = keras.layers.Softmax(name="probabilities")(outputs)
             loss = keras.losses.SparseCategoricalCrossentropy()
@@ -280,20 +285,28 @@ class KitHyperModel(kt.HyperModel):
             model = self._build_network(params)
         finally:
             random.setstate(state)
-        model.compile(optimizer=make_optimizer(params), loss=self.head.loss(),
-                      metrics=self.head.metrics())
+        model.compile(optimizer=make_optimizer(params), loss=self.head.saved_loss(),
+                      loss_weights=self.head.loss_weight(), metrics=self.head.metrics())
         # Create the optimizer's slots now, so that a checkpoint loaded into this model
         # (a promoted Hyperband trial) restores its moments and iteration count too.
         model.optimizer.build(model.trainable_variables)
-        # Later trials of this architecture reuse the training passes traced for this one
-        # (see kerastune_kit.steps): only built-in Keras layers, all settings in the configs.
-        from kerastune_kit.steps import REUSE_TRACES_ATTRIBUTE
+        # A search trial's model: TrainLoop reuses the passes traced for an earlier trial of
+        # this architecture and settings, and skips Grappler on a CPU (kerastune_kit.steps).
+        from kerastune_kit.steps import SEARCH_TRIAL_ATTRIBUTE
 
-        setattr(model, REUSE_TRACES_ATTRIBUTE, True)
+        setattr(model, SEARCH_TRIAL_ATTRIBUTE, True)
         return model
 
     def _build_network(self, params: ModelParams) -> Any:
         raise NotImplementedError
+
+    def cost(self, values: dict[str, Any]) -> float:
+        """Multiply-accumulates of one sample's forward pass through the network a trial with
+        hyperparameter ``values`` builds (weights layers only; missing values take the
+        knobs' defaults). Training costs about three times as much. Used to keep random
+        proposals from spending a time budget on one giant network.
+        """
+        return 0.0
 
     def _output(self, features: Any) -> Any:
         out = keras.layers.Dense(self.head.units, activation=self.head.activation,
@@ -405,12 +418,11 @@ def passes_per_epoch(samples: int, batch_size: int, min_steps: int) -> int:
 
     Example:
         >>> passes_per_epoch(353, 64, 100), passes_per_epoch(3840, 64, 50)
-        (17, 1)
+        (19, 1)
     """
     if min_steps <= 0 or samples <= 0:
         return 1
-    steps = math.ceil(samples / max(1, int(batch_size)))
-    return max(1, math.ceil(min_steps / steps))
+    return max(1, math.ceil(min_steps * max(1, int(batch_size)) / samples))
 
 
 def _skip_idle_tuner_batch_hooks(callbacks: Sequence[Any]) -> None:
@@ -446,6 +458,15 @@ class MLPHyperModel(KitHyperModel):
     """
 
     family = "mlp"
+
+    def cost(self, values: dict[str, Any]) -> float:
+        width = float(np.prod(self.input_shape))
+        total = 0.0
+        for i in range(int(values.get("num_layers", 2))):
+            units = float(values.get(f"units_{i}", 128))
+            total += width * units
+            width = units
+        return total + width * self.head.units
 
     def _build_network(self, params: ModelParams) -> Any:
         inputs = keras.Input(shape=self.input_shape, name="features")
@@ -486,6 +507,25 @@ class CNNHyperModel(KitHyperModel):
     """
 
     family = "cnn"
+
+    def cost(self, values: dict[str, Any]) -> float:
+        height, width, channels = (float(d) for d in self.image_shape)
+        kernel = float(values.get("kernel_size", 3)) ** 2
+        total = 0.0
+        for i in range(int(values.get("num_blocks", 2))):
+            filters = float(values.get(f"filters_{i}", 32 * 2 ** i))
+            for _ in range(int(values.get("convs_per_block", 1))):
+                total += height * width * kernel * channels * filters
+                channels = filters
+            if min(height, width) >= 2:
+                height, width = height // 2, width // 2
+        features = channels if values.get("head", "flatten") == "global_avg" \
+            else height * width * channels
+        for _ in range(int(values.get("dense_layers", 1))):
+            units = float(values.get("dense_units", 128))
+            total += features * units
+            features = units
+        return total + features * self.head.units
 
     def __init__(self, space: SearchSpace | None = None, *, input_shape: Sequence[int],
                  task: str, n_classes: int | None = None, seed: int = 0,

@@ -3,7 +3,8 @@
 Owns: ``KitTunerMixin`` and the ``Kit*`` classes that extend KerasTuner's ``Hyperband``,
 ``BayesianOptimization``, ``RandomSearch`` and ``GridSearch``; :func:`build_tuner`. Per trial the
 mixin writes a TensorBoard HParams session and epoch scalars, reports each epoch's objective to
-the pruner, stops cleanly at the time budget or on SIGINT/SIGTERM (the running trial is left
+the pruner, stops cleanly at the time budget (the running trial ends at its next epoch end and
+counts) or on SIGINT/SIGTERM (the running trial is left
 unfinished for ``--resume``), ranks diverged trials below every finished one (for the oracle
 too: :func:`rescore_diverged`),
 records every trial (``kerastune_kit_trial.json``) and rewrites the leaderboard.
@@ -115,6 +116,12 @@ def _classes() -> dict[str, type]:
         def kit_request_stop(self, reason: str) -> None:
             """Stop at the next epoch end (signal handlers call this)."""
             self.kit_stop_reason = reason
+
+        def _kit_budget_spent(self) -> bool:
+            if self.kit_stop_reason is None and self.kit_deadline is not None \
+                    and time.time() >= self.kit_deadline:
+                self.kit_stop_reason = "time budget"
+            return self.kit_stop_reason == "time budget"
 
         def _kit_check_stop(self) -> None:
             if self.kit_stop_reason is None and self.kit_deadline is not None \
@@ -252,7 +259,15 @@ def _classes() -> dict[str, type]:
                 self._kit_curves.setdefault(trial_id, {})[int(epoch)] = float(value)
             if self._is_worker():  # heartbeat: the chief re-queues trials of silent workers
                 self.oracle.get_trial(trial_id)
-            self._kit_check_stop()
+            if self._kit_budget_spent():
+                # The time is up: this trial ends here and counts with the epochs it
+                # finished (the best model by the deadline); no new trial starts.
+                if not model.stop_training:
+                    model.stop_training = True
+                    self._kit_outcomes.setdefault(trial_id, (
+                        "COMPLETED", f"stopped by the time budget after epoch {int(epoch)}"))
+            else:
+                self._kit_check_stop()
             if self.kit_pruner is not None and not model.stop_training:
                 finished = self._kit_finished_curves()
                 finished.discard(trial_id)
@@ -438,6 +453,31 @@ def _classes() -> dict[str, type]:
         """
 
         kit_baselines: tuple[Any, ...] = ()
+        #: ``values -> multiply-accumulates per sample`` (the factory's ``cost``) and the
+        #: limit random proposals stay under (see :func:`cost_limit`); None: no limit.
+        kit_cost: Callable[[dict[str, Any]], float] | None = None
+        kit_cost_limit: float | None = None
+        kit_cost_tries = 20
+
+        def _random_values(self) -> dict[str, Any] | None:
+            """KerasTuner's random values, redrawn (up to ``kit_cost_tries`` times, then the
+            cheapest draw) while the network would cost more than ``kit_cost_limit``: one
+            random corner of the space (three 3x3 convolutions of 117 filters at 28x28) took
+            86 s an epoch on one core, half a 170 s budget, where LeNet takes 2.5 s."""
+            values = super()._random_values()
+            if values is None or self.kit_cost is None or self.kit_cost_limit is None:
+                return values
+            best, best_cost = values, self.kit_cost(values)
+            for _ in range(self.kit_cost_tries):
+                if best_cost <= self.kit_cost_limit:
+                    break
+                values = super()._random_values()
+                if values is None:
+                    break
+                cost = self.kit_cost(values)
+                if cost < best_cost:
+                    best, best_cost = values, cost
+            return best
 
         def _kit_next_baseline(self) -> dict[str, Any] | None:
             if not self.kit_baselines or not self.hyperparameters.space:
@@ -776,12 +816,34 @@ def build_tuner(config: SearchConfig, hypermodel: Any, *, objective: str,
 
         tuner.oracle.kit_baselines = (designs_for(hypermodel.family)
                                       if config.baselines and config.tuner != "grid" else ())
+        tuner.oracle.kit_cost = hypermodel.cost
+        tuner.oracle.kit_cost_limit = cost_limit(hypermodel)
     hypermodel.min_steps_per_epoch = config.min_steps_per_epoch
     tuner.kit_patience = config.effective_patience()
     tuner.kit_with_baseline = config.baselines and config.tuner != "grid"
     if config.tuner == "grid" and not tuner._is_worker():
         restore_grid_walk(tuner.oracle)
     return tuner
+
+
+#: Random proposals cost at most this many times the dearest popular design of the family,
+#: and never less than COST_LIMIT_FLOOR multiply-accumulates per sample (networks that cheap
+#: train fast whatever their shape: every MLP of the default space is below it).
+COST_LIMIT_FACTOR = 8.0
+COST_LIMIT_FLOOR = 16e6
+
+
+def cost_limit(hypermodel: Any) -> float | None:
+    """The multiply-accumulates per sample random proposals stay under:
+    :data:`COST_LIMIT_FACTOR` times the dearest popular design of the factory's family, at
+    least :data:`COST_LIMIT_FLOOR` (so
+    on 28x28 images a random network costs at most about eight LeNets, one epoch at most a
+    few times a baseline's). None for a factory without designs or a cost model."""
+    from kerastune_kit.designs import designs_for
+
+    costs = [hypermodel.cost(dict(d.values)) for d in designs_for(hypermodel.family)]
+    costs = [c for c in costs if c > 0]
+    return max(COST_LIMIT_FLOOR, COST_LIMIT_FACTOR * max(costs)) if costs else None
 
 
 def restore_grid_walk(oracle: Any) -> None:
@@ -841,12 +903,10 @@ def search_plan(config: SearchConfig, hypermodel: Any) -> str:
     if config.tuner in BRACKET_TUNERS:
         how = ("new configurations from a TPE model of the finished trials (BOHB)"
                if config.tuner == "bohb" else "random new configurations")
-        if config.max_time and config.max_trials is None:
-            size = f"brackets {until}"
-        else:
-            size = f"up to {expected_trials(config)} trials in brackets"
+        size = (f"up to {expected_trials(config)} trials in brackets"
+                if not config.max_time or config.max_trials is not None else "brackets")
         return (f"{config.tuner}: {first}{size} of {config.max_epochs} epochs at most, "
-                f"factor {config.factor}, {how}")
+                f"factor {config.factor}, {how}{', ' + until if size == 'brackets' else ''}")
     count = until if config.max_time and config.max_trials is None else f"{trials} trials"
     if config.tuner == "bayesian":
         random = initial_random_points(trials, len(hypermodel.space.hparam_domains()))

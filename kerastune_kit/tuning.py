@@ -314,6 +314,7 @@ def run_search(
     oracle: str | None = None,
     worker_timeout: float = 600.0,
     on_start: Callable[[str], None] | None = None,
+    deadline: float | None = None,
 ) -> SearchResult:
     """Run a complete search and write the results into the run directory.
 
@@ -338,6 +339,8 @@ def run_search(
         worker_timeout: Seconds without a heartbeat after which a worker's trial is re-queued.
         on_start: Called once, before the first trial, with one line saying how the search
             chooses its trials (for a Bayesian search: how many start random).
+        deadline: ``time.time()`` at which ``config.max_time`` ends; None: ``max_time``
+            seconds from this call (the CLI counts from the command's start).
 
     Returns:
         The :class:`SearchResult`.
@@ -349,7 +352,8 @@ def run_search(
     if role == "chief" and not oracle:
         raise ConfigError("oracle: --role chief needs --oracle HOST:PORT to listen on")
     started = time.perf_counter()
-    deadline = time.time() + config.max_time if config.max_time else None
+    if deadline is None and config.max_time:
+        deadline = time.time() + config.max_time
     dataset, space, hypermodel, objective = prepare(config)
     with RunDirLock(config.effective_run_dir(), action="search" if config.resume else "start"):
         # Checked again under the lock: a search that ended meanwhile may have filled it.

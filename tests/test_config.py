@@ -69,7 +69,7 @@ def test_defaults_describe_a_quick_hyperband_search_on_digits() -> None:
         "pruner_percentile": 25.0,
         "trials_per_worker": 20,
         "baselines": True,
-        "min_steps_per_epoch": 100,
+        "min_steps_per_epoch": 50,
         "patience": None,
     }
 

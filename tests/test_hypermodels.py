@@ -75,8 +75,8 @@ def test_cnn_small_vgg_design_builds_vgg_blocks():
     model = CNNHyperModel(input_shape=(28, 28, 1), task="multiclass", n_classes=10).build(hp)
     convs = [(layer.name, tuple(layer.output.shape[1:])) for layer in model.layers
              if isinstance(layer, keras.layers.Conv2D)]
-    assert convs == [("conv_0", (28, 28, 32)), ("conv_0_1", (28, 28, 32)),
-                     ("conv_1", (14, 14, 64)), ("conv_1_1", (14, 14, 64))]
+    assert convs == [("conv_0", (28, 28, 16)), ("conv_0_1", (28, 28, 16)),
+                     ("conv_1", (14, 14, 32)), ("conv_1_1", (14, 14, 32))]
     kinds = [type(layer).__name__ for layer in model.layers]
     assert kinds.count("BatchNormalization") == 4 and kinds.count("MaxPooling2D") == 2
     assert kinds[-4:] == ["Flatten", "Dense", "Dropout", "Dense"]
