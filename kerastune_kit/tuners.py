@@ -829,7 +829,7 @@ def build_tuner(config: SearchConfig, hypermodel: Any, *, objective: str,
 #: Random proposals cost at most this many times the dearest popular design of the family,
 #: and never less than COST_LIMIT_FLOOR multiply-accumulates per sample (networks that cheap
 #: train fast whatever their shape: every MLP of the default space is below it).
-COST_LIMIT_FACTOR = 8.0
+COST_LIMIT_FACTOR = 4.0
 COST_LIMIT_FLOOR = 16e6
 
 
@@ -837,7 +837,7 @@ def cost_limit(hypermodel: Any) -> float | None:
     """The multiply-accumulates per sample random proposals stay under:
     :data:`COST_LIMIT_FACTOR` times the dearest popular design of the factory's family, at
     least :data:`COST_LIMIT_FLOOR` (so
-    on 28x28 images a random network costs at most about eight LeNets, one epoch at most a
+    on 28x28 images a random network costs at most about four LeNets, one epoch at most a
     few times a baseline's). None for a factory without designs or a cost model."""
     from kerastune_kit.designs import designs_for
 
