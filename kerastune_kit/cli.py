@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 import time
 import traceback
@@ -206,8 +207,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     if result.stopped == "time budget" and all(r.status == "RUNNING" for r in result.trials):
         raise ConfigError(
             f"max_time: the budget of {config.max_time:g}s ran out before the first epoch "
-            f"of the first trial ended (TensorFlow's start-up took {startup:.1f}s of it); give "
-            "a longer --max-time"
+            f"of the first trial ended (TensorFlow's start-up took {startup:.1f}s of it); "
+            f"continue with a longer one: python -m kerastune_kit search --run-dir "
+            f"{shlex.quote(str(config.effective_run_dir()))} --resume --max-time "
+            f"{int(max(60, 2 * config.max_time))}s"
         )
     _print_summary(result, workers=args.workers or 0)
     if result.stopped and result.stopped.startswith("interrupted"):

@@ -45,7 +45,7 @@ PRUNERS: tuple[str, ...] = ("none", "median", "percentile", "asha")
 RESUME_KEYS: tuple[str, ...] = (
     "data", "target", "task", "model", "tuner", "max_epochs", "objective", "seed",
     "validation_split", "factor", "overrides", "pruner", "pruner_warmup_trials",
-    "pruner_min_epoch", "pruner_percentile", "min_steps_per_epoch", "patience",
+    "pruner_min_epoch", "pruner_percentile", "min_steps_per_epoch", "patience", "baselines",
 )
 
 
@@ -284,6 +284,7 @@ class SearchConfig:
     def resume_fingerprint(self) -> dict[str, Any]:
         """The values ``--resume`` compares against the saved configuration."""
         data = self.to_dict()
+        data["patience"] = self.effective_patience()  # None means the default: compare that
         return {k: data.get(k) for k in RESUME_KEYS}
 
 

@@ -118,6 +118,11 @@ class GradientHealth:
         """The variables whose update ratio is measured."""
         return [self.variables[i] for i in self.kernel_indices]
 
+    @property
+    def state(self) -> list[Any]:
+        """The accumulators' own ``tf.Variable`` objects (what the compiled passes update)."""
+        return [self.ratio_every, self.totals, self.norm_max, self.ratio_sums]
+
     def set_epoch_steps(self, steps: int | None) -> None:
         """Sample about :data:`RATIO_SAMPLES` steps of an epoch of ``steps`` (None: unknown)."""
         if self.fixed_every:

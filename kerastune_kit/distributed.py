@@ -407,6 +407,9 @@ WORKER_EXIT_GRACE_S = 30.0
 #: Seconds a local worker may take to stop after SIGTERM (it finishes its epoch) before it is
 #: killed.
 WORKER_STOP_GRACE_S = 120.0
+#: Seconds past the time budget a worker may take to end its running trial at an epoch end
+#: before it is asked to stop (and the trial is left for ``--resume``).
+TIME_BUDGET_GRACE_S = 60.0
 
 
 def serve_and_wait(
@@ -528,7 +531,11 @@ def serve_and_wait(
                     workers[tuner_id].process.kill()
             if server.done() and done_since is None:
                 done_since = now
-            if reason != "finished":
+            # At the time budget, workers end their running trial at its next epoch end by
+            # themselves (it counts); they are signalled only if one overstays that.
+            patient = reason == "time budget" and deadline is not None \
+                and time.time() < deadline + TIME_BUDGET_GRACE_S
+            if reason != "finished" and not patient:
                 for worker in workers.values():
                     if worker.signalled_at is None and worker.process.pid:
                         with contextlib.suppress(ProcessLookupError):

@@ -99,9 +99,16 @@ class TaskHead:
 class _ScaledLoss(keras.losses.Loss):
     """``factor`` times a Keras loss (per sample, before the batch reduction)."""
 
+    #: Its config says everything its graph depends on (the training loop may reuse traces).
+    _kerastune_kit_config_is_complete = True
+
     def __init__(self, inner: Any, factor: float) -> None:
         super().__init__(name=inner.name)
         self.inner, self.factor = inner, float(factor)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"name": self.name, "inner": keras.losses.serialize(self.inner),
+                "factor": self.factor}
 
     def call(self, y_true: Any, y_pred: Any) -> Any:
         return self.inner.call(y_true, y_pred) * self.factor

@@ -55,13 +55,17 @@ def resolve_initializer(name: str, activation: str) -> str:
 
 def _block(x: Any, width: int, layer: Any, projection: Any, *, activation: str,
            normalization_kind: str, dropout: float, residual: bool, index: int) -> Any:
-    """``layer`` -> normalization -> activation, the optional skip, then dropout."""
+    """``layer`` -> normalization -> activation, the optional skip, then dropout.
+
+    Without normalization the activation is ``layer``'s own (it was built with it): the same
+    computation with one layer fewer to build and trace, and the same weights.
+    """
     keras = _keras()
     h = layer(x)
     norm = normalization(normalization_kind, width, name=f"norm_{index}")
     if norm is not None:
         h = norm(h)
-    h = keras.layers.Activation(activation, name=f"act_{index}")(h)
+        h = keras.layers.Activation(activation, name=f"act_{index}")(h)
     if residual:
         shortcut = projection(x) if int(x.shape[-1]) != width else x
         h = keras.layers.Add(name=f"skip_{index}")([h, shortcut])
@@ -86,13 +90,15 @@ def dense_block(
 
     The skip connection adds the block input; a linear projection matches widths when they
     differ (He et al., "Deep Residual Learning"). The dense layer has no bias when a
-    normalization layer follows (its offset would be cancelled).
+    normalization layer follows (its offset would be cancelled), and applies the activation
+    itself when none follows (an ``act_{index}`` layer follows the normalization otherwise).
     """
     keras = _keras()
     regularizer = keras.regularizers.L2(l2) if l2 else None
+    plain = normalization_kind == "none"
     layer = keras.layers.Dense(
-        units, kernel_initializer=kernel_initializer, kernel_regularizer=regularizer,
-        use_bias=normalization_kind == "none", name=f"dense_{index}",
+        units, activation=activation if plain else None, kernel_initializer=kernel_initializer,
+        kernel_regularizer=regularizer, use_bias=plain, name=f"dense_{index}",
     )
     projection = keras.layers.Dense(
         units, use_bias=False, kernel_initializer="glorot_uniform",

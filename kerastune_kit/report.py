@@ -17,7 +17,7 @@ from typing import Any
 from kerastune_kit.results import TrialRecord, is_ranked
 
 SUMMARY_COLUMNS = ("rank", "trial", "outcome", "score", "best_epoch", "epochs", "parent",
-                   "wall_s")
+                   "wall_s", "baseline")
 
 
 def short(value: Any) -> str:
@@ -39,7 +39,8 @@ def summary_rows(records: Sequence[TrialRecord], hp_names: Sequence[str]) -> lis
         cells = [rank, record.trial_id, record.outcome,
                  "" if record.score is None else f"{record.score:.4f}",
                  short(record.best_epoch), epochs, record.parent_trial_id or "",
-                 "" if record.wall_time_s is None else f"{record.wall_time_s:.1f}"]
+                 "" if record.wall_time_s is None else f"{record.wall_time_s:.1f}",
+                 record.baseline or ""]
         cells += [short(record.hyperparameters.get(name)) for name in hp_names]
         rows.append(cells)
     return rows
@@ -94,7 +95,8 @@ def markdown_best(best: TrialRecord | None, *, objective: str | None = None) -> 
         return "_no trial has completed yet_"
     lines = [f"**best trial {best.trial_id}**: {objective or 'score'} = {best.score:.4f}"
              f" at epoch {short(best.best_epoch)}"
-             f"{f' (continued from trial {best.parent_trial_id})' if best.parent_trial_id else ''}",
+             f"{f' (continued from trial {best.parent_trial_id})' if best.parent_trial_id else ''}"
+             f"{f' (the popular design {best.baseline})' if best.baseline else ''}",
              "", "| hyperparameter | value |", "|---|---|"]
     lines += [f"| {name} | {short(value)} |" for name, value in best.hyperparameters.items()]
     return "\n".join(lines)
@@ -108,6 +110,8 @@ def best_lines(best: TrialRecord | None, *, objective: str | None = None) -> lis
             f"at epoch {short(best.best_epoch)}")
     if best.parent_trial_id:
         head += f" (continued from trial {best.parent_trial_id})"
+    if best.baseline:
+        head += f" (the popular design {best.baseline})"
     pad = max((len(name) for name in best.hyperparameters), default=0)
     return [head, *(f"  {name:<{pad}} = {short(value)}"
                     for name, value in best.hyperparameters.items())]

@@ -392,6 +392,13 @@ class SearchSpace:
             domain, enabled = parse_domain(knob, spec)
             self._domains[name] = domain
             self._enabled[name] = enabled
+        if family == "cnn" and max(_domain_values(self.domain("dense_layers"))) == 0:
+            for name in ("dense_units", "head_dropout"):
+                if name in self._domains:
+                    raise ConfigError(
+                        f"{name}: never used, dense_layers is 0 (received {name} = "
+                        f"{merged[name]!r}); drop {name} or allow dense_layers of 1 or 2"
+                    )
         max_layers = self.max_layers()
         for name in self._domains:
             if name in layer_names:

@@ -429,7 +429,8 @@ class BOHBMixin:
     such budget yet the configuration is random. The default ``min_points_in_model`` is the
     number of tuned hyperparameters + 1, the paper's N_min = d + 1 (its Algorithm 2 asks
     N_min + 2 points, one good and one bad multivariate KDE of N_min each; Optuna's TPE builds
-    its two Parzen estimators from fewer, so d + 1 is enough here and the model starts earlier).
+    its two Parzen estimators from fewer, so d + 1 is enough here and the model starts earlier),
+    capped at 10 (``kit_min_points_cap``, Optuna's own start-up count).
     The model is Optuna's ``TPESampler`` (see :class:`TPEOracle`) in place of the paper's
     statsmodels KDEs: the same good/bad density-ratio acquisition.
 
@@ -452,6 +453,10 @@ class BOHBMixin:
 
     random_fraction: float = 1 / 3
     min_points_in_model: int | None = None
+    #: The default ``min_points_in_model`` is d + 1 but at most this: Optuna's TPE models from
+    #: 10 trials whatever the dimension (its ``n_startup_trials``), and the default 20-knob
+    #: space would otherwise wait for 21 trials at one budget, past most time budgets.
+    kit_min_points_cap = 10
     kit_max_asks = 5
     #: New configurations proposed by the model / drawn at random, and the budget
     #: (``tuner/epochs``) of the model used last (None before the first).
@@ -481,7 +486,7 @@ class BOHBMixin:
         """Finished trials a budget needs before its model is used."""
         if self.min_points_in_model is not None:
             return int(self.min_points_in_model)
-        return self._kit_tuned_count() + 1
+        return min(self._kit_tuned_count() + 1, self.kit_min_points_cap)
 
     def kit_model_budget_for(self) -> int | None:
         """The highest budget (``tuner/epochs``) with at least :meth:`kit_min_points` finished

@@ -187,9 +187,19 @@ class TrainLoop(TrainSteps):
         fused_updates: Use TensorFlow's fused optimizer kernels where they reproduce the Keras
             optimizer exactly (see :mod:`kerastune_kit.updates`); False always uses
             ``optimizer.apply_gradients``.
+        reuse_traces: Run the in-memory train and eval passes through graphs traced for an
+            earlier model with the same architecture, loss, metrics, optimizer settings and
+            options (:func:`kerastune_kit.steps.trace_key`), with this model's variables bound
+            to them: a search's later trials of an architecture skip tracing. None: for a
+            search trial's model (``KitHyperModel.build`` marks its models).
+        grappler: Let TensorFlow's Grappler optimize the passes when the runtime instantiates
+            them (every trial: KerasTuner's ``clear_session`` drops instantiated functions).
+            None: on, except for a search trial's model on a CPU, whose short runs gain less
+            than it costs (see :func:`kerastune_kit.steps._call_options`).
 
     Attributes:
-        trace_counts: How many times the train and eval passes were traced.
+        trace_counts: How many times the train and eval passes were traced (0 for a pass
+            that reused an earlier model's trace).
     """
 
     # -------------------------------------------------------------- data

@@ -625,6 +625,9 @@ def _classes() -> dict[str, type]:
         kit_restarts = 5
 
         def populate_space(self, trial_id: str) -> dict[str, Any]:
+            baseline = self._kit_next_baseline()
+            if baseline is not None:
+                return {"status": "RUNNING", "values": baseline}
             completed = [t for t in self.trials.values() if t.status == "COMPLETED"]
             initial = self.num_initial_points or max(3 * len(self.hyperparameters.space), 3)
             if len(completed) < initial:
@@ -785,14 +788,16 @@ def build_tuner(config: SearchConfig, hypermodel: Any, *, objective: str,
     )
     if config.tuner in BRACKET_TUNERS:
         kwargs.update(max_epochs=config.max_epochs, factor=config.factor)
-        if config.max_time and config.max_trials is None:
-            # The time is the budget: iterate Hyperband's brackets until it is spent.
+        if config.max_time:
+            # The time is the budget: iterate Hyperband's brackets until it is spent (or
+            # max_trials exist, the cap).
             kwargs["hyperband_iterations"] = TIME_BUDGET_TRIALS
     else:
         kwargs["max_trials"] = config.effective_max_trials()
     if config.tuner == "bayesian":
         kwargs["num_initial_points"] = initial_random_points(
-            config.effective_max_trials(), len(hypermodel.space.hparam_domains()))
+            config.max_trials if config.max_time else config.effective_max_trials(),
+            len(hypermodel.space.hparam_domains()))
     with contextlib.redirect_stdout(io.StringIO()):  # KerasTuner prints "Reloading Tuner"
         tuner = tuner_class(config.tuner)(**kwargs)
     if not tuner._is_worker():
@@ -811,6 +816,12 @@ def build_tuner(config: SearchConfig, hypermodel: Any, *, objective: str,
         queue.extend(orphans)  # popped from the end: the lowest id runs first
     if config.tuner in BRACKET_TUNERS and config.max_trials is not None:
         tuner.oracle.max_trials = config.max_trials
+    if config.tuner in BRACKET_TUNERS and not tuner._is_worker():
+        # oracle.json keeps the iterations of the run's start: a time budget given (or
+        # dropped) on --resume decides again; without one, the current iteration ends it.
+        oracle = tuner.oracle
+        oracle.hyperband_iterations = (TIME_BUDGET_TRIALS if config.max_time
+                                       else max(1, oracle._current_iteration + 1))
     if not tuner._is_worker():
         from kerastune_kit.designs import designs_for
 
@@ -878,49 +889,73 @@ def initial_random_points(max_trials: int | None, dimensions: int) -> int:
     KerasTuner's default, 3 × the number of hyperparameters (Snoek et al., 2012 use a similar
     rule), is 48 for the default 16-knob space: a 12-trial "Bayesian" search would be random
     from start to end. Here it is a quarter of the trial budget, at least 3 and at most
-    3 × dimensions.
+    3 × dimensions; for a search bounded by time alone, 10 (Optuna's TPE default) at most.
 
     Example:
         >>> initial_random_points(12, 16), initial_random_points(100, 16)
         (3, 25)
     """
     ceiling = max(3, 3 * dimensions)
-    if not max_trials:
-        return ceiling
+    if not max_trials:  # a time budget: as many as Optuna's TPE starts with
+        return min(ceiling, 10)
     return max(3, min(ceiling, round(max_trials / 4)))
 
 
 def search_plan(config: SearchConfig, hypermodel: Any) -> str:
-    """One line saying how the search will choose its trials (printed before it starts)."""
+    """One line saying how the search will choose its trials (printed before it starts).
+
+    Example (a 12-trial Bayesian search of the MLP)::
+
+        bayesian optimization: of 12 trials, the first 2 are the popular designs (mlp_2x256,
+        mlp_2x64), 1 random, the other 9 proposed by a Gaussian process fitted to the
+        finished ones
+    """
     from kerastune_kit.designs import describe, designs_for
 
-    trials = config.effective_max_trials()
     designs = designs_for(hypermodel.family) if config.baselines and config.tuner != "grid" \
         else ()
-    first = (f"first the popular designs ({describe(designs)}) for {config.max_epochs} "
-             f"epochs, then " if designs else "")
-    until = f"until {_duration(config.max_time)} is spent" if config.max_time else ""
+    time_only = bool(config.max_time) and config.max_trials is None
+    until = f", until {_duration(config.max_time)} is spent" if config.max_time else ""
+    epochs = f"{config.max_epochs} epoch{'s' if config.max_epochs != 1 else ''}"
     if config.tuner in BRACKET_TUNERS:
-        how = ("new configurations from a TPE model of the finished trials (BOHB)"
-               if config.tuner == "bohb" else "random new configurations")
-        size = (f"up to {expected_trials(config)} trials in brackets"
-                if not config.max_time or config.max_trials is not None else "brackets")
-        return (f"{config.tuner}: {first}{size} of {config.max_epochs} epochs at most, "
-                f"factor {config.factor}, {how}{', ' + until if size == 'brackets' else ''}")
-    count = until if config.max_time and config.max_trials is None else f"{trials} trials"
+        first = (f"the popular designs ({describe(designs)}) for {epochs}, then "
+                 if designs else "")
+        how = ("new configurations from a TPE model of the finished trials once it has enough "
+               "of them (BOHB)" if config.tuner == "bohb" else "random new configurations")
+        cap = "" if time_only else f", up to {expected_trials(config)} trials in all"
+        return (f"{config.tuner}: {first}brackets of {epochs} at most, factor "
+                f"{config.factor}, {how}{cap}{until}")
+    trials = config.effective_max_trials() or 0
+    lead = len(designs) if time_only else min(len(designs), trials)
+    names = f"the popular designs ({describe(designs[:lead])})"
+    if time_only:
+        head = f"trials of {epochs} until {_duration(config.max_time)} is spent: "
+        first = f"{names} first, then " if lead else ""
+    else:
+        head = f"{trials} trial{'s' if trials != 1 else ''} of {epochs}{until}: "
+        first = f"the first {lead} {names}, " if lead else ""
+    rest = "the rest" if time_only else f"the other {trials - lead}"
     if config.tuner == "bayesian":
-        random = initial_random_points(trials, len(hypermodel.space.hparam_domains()))
-        if config.max_time and config.max_trials is None:
-            return (f"bayesian optimization: {first}{random} random trials, then proposals of "
-                    f"a Gaussian process fitted to the finished ones, {until}")
-        rest = max(0, (trials or 0) - random)
-        return (f"bayesian optimization: {first}{count}: the first {min(random, trials or random)}"
-                f" random, the other {rest} proposed by a Gaussian process fitted to the "
-                "finished ones")
-    if config.tuner == "tpe":
-        return (f"tpe: {first}{count} of {config.max_epochs} epochs, proposed by Optuna's TPE "
-                "sampler after its random start-up trials")
-    return f"{config.tuner} search: {first}{count} of {config.max_epochs} epochs"
+        random = initial_random_points(None if time_only else trials,
+                                       len(hypermodel.space.hparam_domains()))
+        random = max(0, random - lead)  # the designs count as initial points
+        if not time_only:
+            random = min(random, trials - lead)
+            rest = f"the other {trials - lead - random}"
+        if not lead and not time_only:
+            return (f"bayesian optimization: the first {random} of {trials} trials are random, "
+                    f"{rest} {'is' if trials - random == 1 else 'are'} proposed by a Gaussian "
+                    f"process fitted to the finished ones{until}")
+        return (f"bayesian optimization: {head}{first}{random} random, {rest} proposed by a "
+                "Gaussian process fitted to the finished ones")
+    what = {"tpe": "proposed by Optuna's TPE sampler after its random start-up trials",
+            "random": "random", "grid": ""}[config.tuner]
+    name = {"tpe": "tpe", "random": "random search", "grid": "grid search"}[config.tuner]
+    if not what or (not time_only and trials == lead):
+        tail = first.rstrip(", ")
+    else:
+        tail = f"{first}{rest if lead else 'all'} {what}"
+    return f"{name}: {head}{tail}".rstrip(": ")
 
 
 def _duration(seconds: float | None) -> str:
@@ -939,8 +974,8 @@ def expected_trials(config: SearchConfig) -> int:
 
     if config.tuner not in BRACKET_TUNERS:
         return int(config.effective_max_trials() or 0)
-    if config.max_time and config.max_trials is None:
-        return TIME_BUDGET_TRIALS
+    if config.max_time:  # brackets repeat until the time is spent or max_trials exist
+        return config.max_trials or TIME_BUDGET_TRIALS
     max_epochs, factor = config.max_epochs, config.factor
     brackets, epochs = 0, float(max_epochs)
     while epochs >= 1:

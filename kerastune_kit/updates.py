@@ -145,24 +145,32 @@ def _clip(optimizer: Any, grads: list[Any], squared_norms: list[Any]) -> list[An
     return grads
 
 
+# The kernels keep their hyperparameters as Python floats and make the float32 constants in
+# the graph: an eager tensor made here would be captured by the compiled pass, tying the trace
+# to this optimizer object (the passes are reused across trials; see ``steps``).
+
+
 class _AdamKernel:
     def __init__(self, optimizer: Any) -> None:
         self.optimizer = optimizer
-        self.beta_1 = tf.constant(optimizer.beta_1, tf.float32)
-        self.beta_2 = tf.constant(optimizer.beta_2, tf.float32)
-        self.epsilon = tf.constant(optimizer.epsilon, tf.float32)
+        self.beta_1 = float(optimizer.beta_1)
+        self.beta_2 = float(optimizer.beta_2)
+        self.epsilon = float(optimizer.epsilon)
 
     def prepare(self, learning_rate: Any) -> tuple[Any, ...]:
         step = tf.cast(self.optimizer.iterations + 1, tf.float32)
-        return learning_rate, tf.pow(self.beta_1, step), tf.pow(self.beta_2, step)
+        beta_1 = tf.constant(self.beta_1, tf.float32)
+        beta_2 = tf.constant(self.beta_2, tf.float32)
+        return (learning_rate, tf.pow(beta_1, step), tf.pow(beta_2, step), beta_1, beta_2,
+                tf.constant(self.epsilon, tf.float32))
 
     def __call__(self, variable: Any, slots: list[Any], grad: Any, context: tuple) -> None:
-        learning_rate, beta_1_power, beta_2_power = context
+        learning_rate, beta_1_power, beta_2_power, beta_1, beta_2, epsilon = context
         m, v = slots
         tf.raw_ops.ResourceApplyAdam(
             var=_handle(variable), m=_handle(m), v=_handle(v), beta1_power=beta_1_power,
-            beta2_power=beta_2_power, lr=learning_rate, beta1=self.beta_1, beta2=self.beta_2,
-            epsilon=self.epsilon, grad=grad)
+            beta2_power=beta_2_power, lr=learning_rate, beta1=beta_1, beta2=beta_2,
+            epsilon=epsilon, grad=grad)
 
 
 class _LearningRateOnly:
@@ -174,7 +182,7 @@ class _LearningRateOnly:
 
 class _SGDKernel(_LearningRateOnly):
     def __init__(self, optimizer: Any) -> None:
-        self.momentum = tf.constant(optimizer.momentum, tf.float32)
+        self.momentum = float(optimizer.momentum)
         self.nesterov = bool(optimizer.nesterov)
 
     def __call__(self, variable: Any, slots: list[Any], grad: Any, learning_rate: Any) -> None:
@@ -184,13 +192,13 @@ class _SGDKernel(_LearningRateOnly):
             return
         tf.raw_ops.ResourceApplyKerasMomentum(
             var=_handle(variable), accum=_handle(slots[0]), lr=learning_rate, grad=grad,
-            momentum=self.momentum, use_nesterov=self.nesterov)
+            momentum=tf.constant(self.momentum, tf.float32), use_nesterov=self.nesterov)
 
 
 class _RMSpropKernel(_LearningRateOnly):
     def __init__(self, optimizer: Any) -> None:
         self.rho = float(optimizer.rho)
-        self.momentum = tf.constant(optimizer.momentum, tf.float32)
+        self.momentum = float(optimizer.momentum)
         self.epsilon = float(optimizer.epsilon)
 
     def __call__(self, variable: Any, slots: list[Any], grad: Any, learning_rate: Any) -> None:
@@ -198,7 +206,8 @@ class _RMSpropKernel(_LearningRateOnly):
             velocity, momentum = slots
             tf.raw_ops.ResourceApplyRMSProp(
                 var=_handle(variable), ms=_handle(velocity), mom=_handle(momentum),
-                lr=learning_rate, rho=tf.constant(self.rho, tf.float32), momentum=self.momentum,
+                lr=learning_rate, rho=tf.constant(self.rho, tf.float32),
+                momentum=tf.constant(self.momentum, tf.float32),
                 epsilon=tf.constant(self.epsilon, tf.float32), grad=grad)
             return
         # No momentum slot: Keras's own two lines (there is no fused kernel without one).

@@ -167,7 +167,8 @@ def test_to_dict_leaves_out_none_fields() -> None:
     ("kwargs", "fragments"),
     [
         ({"tuner": "hyperbnd"}, ("tuner", "'hyperbnd'", "did you mean 'hyperband'")),
-        ({"tuner": "optuna"}, ("tuner", "'optuna'", "hyperband, bohb, bayesian, tpe, random, grid")),
+        ({"tuner": "optuna"},
+         ("tuner", "'optuna'", "hyperband, bohb, bayesian, tpe, random, grid")),
         ({"model": "mlpp"}, ("model", "'mlpp'", "did you mean 'mlp'")),
         ({"task": "multi-class"}, ("task", "'multi-class'", "did you mean 'multiclass'")),
         ({"task": "regresion"}, ("task", "'regresion'", "did you mean 'regression'")),

@@ -159,7 +159,7 @@ def test_initial_random_points_follow_the_budget():
     assert initial_random_points(12, 16) == 3
     assert initial_random_points(100, 16) == 25
     assert initial_random_points(1000, 2) == 6  # never more than KerasTuner's 3 x dimensions
-    assert initial_random_points(None, 16) == 48
+    assert initial_random_points(None, 16) == 10  # a time budget: Optuna's start-up count
 
 
 def test_a_12_trial_bayesian_search_makes_model_based_proposals(tmp_path, monkeypatch):
@@ -172,7 +172,7 @@ def test_a_12_trial_bayesian_search_makes_model_based_proposals(tmp_path, monkey
     from kerastune_kit.tuning import prepare
 
     config = SearchConfig(data="iris", tuner="bayesian", max_trials=12, max_epochs=1,
-                          run_dir=str(tmp_path / "run"), seed=3)
+                          run_dir=str(tmp_path / "run"), seed=3, baselines=False)
     _, _, hypermodel, objective = prepare(config)
     plan = search_plan(config, hypermodel)
     assert plan.startswith("bayesian optimization: the first 3 of 12 trials are random, "
