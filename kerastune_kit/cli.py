@@ -27,6 +27,7 @@ from kerastune_kit.errors import KerastuneKitError
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 _STARTED = time.perf_counter()  # this module loads first: start-up is measured from here
 _STARTED_WALL = time.time()  # --max-time counts from here: the command's start
+_command_started = _STARTED_WALL  # main(argv) called in-process (tests) counts from its call
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what `head`'s writers usually end with
 _STDOUT_GONE = False  # set once stdout refused a write: progress lines are dropped from then on
 _MAIN_HPARAMS = ("num_layers", "num_blocks", "units_0", "filters_0", "convs_per_block", "head",
@@ -203,7 +204,8 @@ def cmd_search(args: argparse.Namespace) -> int:
                         workers=args.workers or 0, role=args.role, oracle=args.oracle,
                         worker_timeout=args.worker_timeout,
                         on_start=None if args.quiet else _say,
-                        deadline=_STARTED_WALL + config.max_time if config.max_time else None)
+                        deadline=_command_started + config.max_time if config.max_time
+                        else None)
     if result.stopped == "time budget" and all(r.status == "RUNNING" for r in result.trials):
         raise ConfigError(
             f"max_time: the budget of {config.max_time:g}s ran out before the first epoch "
@@ -520,6 +522,10 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (tests call it in-process)."""
+    global _command_started
+    # `python -m kerastune_kit` (argv None): from the process's start; a call with arguments
+    # (in-process use) from the call.
+    _command_started = _STARTED_WALL if argv is None else time.time()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -137,7 +137,7 @@ def test_resume_with_changed_data_is_refused(tmp_path):
 def test_sigkill_mid_trial_then_resume_ends_with_exactly_the_requested_trials(tmp_path):
     run = tmp_path / "run"
     args = ["--data", "digits", "--tuner", "random", "--max-trials", "4", "--max-epochs", "40",
-            "--seed", "2", "--set", "batch_size=32", "--set", "num_layers=1",
+            "--seed", "2", "--set", "batch_size=32", "--set", "num_layers=1", "--patience", "0",
             "--run-dir", str(run)]
     proc = _spawn_search(*args)
     # Kill while the second trial is training: after trial 0's record, once trial 1 logged.
