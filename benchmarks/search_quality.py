@@ -86,8 +86,8 @@ SCRIPT = Path(__file__).resolve()
 
 CASES = ("digits", "digits28", "diabetes")
 CONTENDERS = ("ours", "optuna_mlp", "optuna_cnn", "kerastuner", "popular", "linear")
-IMAGE_CASES = frozenset({"digits", "digits28"})
-REGRESSION_CASES = frozenset({"diabetes"})
+IMAGE_CASES = {"digits", "digits28"}  # (--npz-case adds to these)
+REGRESSION_CASES = {"diabetes"}
 DEFAULT_BUDGET = {"digits28": 170.0}
 FALLBACK_BUDGET = 60.0
 DEFAULT_CHECKPOINTS = (10.0, 20.0, 30.0, 60.0, 120.0, 170.0)
@@ -183,6 +183,22 @@ def make_diabetes(seed: int = 0) -> dict[str, np.ndarray]:
 
 
 MAKERS = {"digits": make_digits, "digits28": make_digits28, "diabetes": make_diabetes}
+
+
+def add_npz_case(spec: str) -> str:
+    """Register ``NAME=PATH`` (an .npz with the four split arrays) as a case; return NAME."""
+    name, _, path = spec.partition("=")
+    if not name or not path or not Path(path).is_file():
+        raise SystemExit(f"error: --npz-case expects NAME=PATH of an existing .npz, received "
+                         f"{spec!r}")
+    with np.load(path) as data:
+        arrays = {k: np.asarray(data[k]) for k in ("x_train", "y_train", "x_val", "y_val")}
+    MAKERS[name] = lambda seed, arrays=arrays: arrays
+    if arrays["x_train"].ndim >= 3:
+        IMAGE_CASES.add(name)
+    if arrays["y_train"].dtype.kind == "f" and not np.all(arrays["y_train"] % 1 == 0):
+        REGRESSION_CASES.add(name)
+    return name
 
 
 def write_case(case: str, work: Path, seed: int) -> Path:
@@ -947,8 +963,10 @@ def orchestrate(args: argparse.Namespace) -> int:
     started = time.time()
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     contenders = [c.strip() for c in args.contenders.split(",") if c.strip()]
+    for spec in args.npz_case or []:
+        cases.append(add_npz_case(spec))
     for name in cases:
-        if name not in CASES:
+        if name not in CASES and name not in MAKERS:
             raise SystemExit(f"error: unknown case {name!r}; choose from {', '.join(CASES)}")
     for name in contenders:
         if name not in CONTENDERS:
@@ -1010,6 +1028,10 @@ def orchestrate(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--npz-case", action="append", metavar="NAME=PATH",
+                        help="one more case from your own .npz with x_train, y_train, x_val, "
+                        "y_val (images: x of shape (n, H, W[, C]); a float y: regression); "
+                        "repeatable, e.g. a held-back set")
     parser.add_argument("--budget", type=float, default=None,
                         help="seconds per contender (default: 170 for digits28, 60 otherwise)")
     parser.add_argument("--contenders", default=",".join(CONTENDERS))
