@@ -86,7 +86,7 @@ def test_a_time_budget_without_max_trials_keeps_the_search_going(tmp_path):
     # One Hyperband iteration at max_epochs 1 is a single trial; with --max-time the
     # brackets repeat until the time is spent.
     result = run_search(_config(tmp_path, tuner="hyperband", max_trials=None, max_epochs=1,
-                                baselines=False, max_time=10, trials_per_worker=0))
+                                baselines=False, max_time=7, trials_per_worker=0))
     assert result.stopped == "time budget"
     assert len(result.trials) >= 2  # (without max_time: exactly 1)
     # --max-trials stays a cap

@@ -21,6 +21,7 @@ from kerastune_kit import steps  # noqa: E402
 from kerastune_kit.hypermodels import MLPHyperModel  # noqa: E402
 from kerastune_kit.space import SearchSpace  # noqa: E402
 from kerastune_kit.training import TrainLoop  # noqa: E402
+from tests.test_training import Recorder as _TrainingRecorder  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,22 +46,12 @@ SPACES = {
 }
 
 
-class Recorder(keras.callbacks.Callback):
-    def __init__(self) -> None:
-        super().__init__()
-        self.events: list[tuple] = []
-
-    def on_train_begin(self, logs=None):
-        self.events.append(("train_begin",))
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.events.append(("epoch_begin", epoch))
+class Recorder(_TrainingRecorder):
+    """test_training's hook recorder, with validation passes and the logs of
+    ``on_train_end`` too."""
 
     def on_test_begin(self, logs=None):
         self.events.append(("test_begin",))
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.events.append(("epoch_end", epoch, dict(logs or {})))
 
     def on_train_end(self, logs=None):
         self.events.append(("train_end", dict(logs or {})))

@@ -238,7 +238,7 @@ def test_a_budget_that_ends_before_the_first_trial_says_so_in_one_line(tmp_path,
     # the command it prints continues the run (pasted, with a cap to keep the test short)
     command = shlex.split(err[0].split("continue with a longer one: ", 1)[1])
     assert command[:4] == ["python", "-m", "kerastune_kit", "search"]
-    assert main([*command[3:], "--max-trials", "1", "--max-time", "30s", "--quiet"]) == 0
+    assert main([*command[3:], "--max-trials", "1", "--max-time", "6s", "--quiet"]) == 0
 
 
 def test_resume_accepts_the_effective_objective_and_refuses_a_new_pruner(tmp_path, capsys):
