@@ -191,3 +191,26 @@ def test_the_trial_running_at_the_time_budget_ends_and_counts(tmp_path):
     assert first.status == "COMPLETED" and 0 < first.epochs < 40
     assert first.message.startswith("stopped by the time budget after epoch")
     assert result.best is first and (result.run_dir / "best_model.keras").is_file()
+
+
+def test_cli_no_baseline_flag_and_tpe_without_optuna(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    from kerastune_kit.cli import main
+
+    run = tmp_path / "run"
+    assert main(["search", "--data", "iris", "--tuner", "random", "--max-trials", "2",
+                 "--max-epochs", "1", "--no-baseline", "--run-dir", str(run), "--quiet"]) == 0
+    assert [row["baseline"] for row in read_leaderboard(run)] == ["", ""]
+    assert "baselines = false" in (run / "config.toml").read_text()
+    capsys.readouterr()
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "optuna" else real(name, *a))
+    for tuner in ("tpe", "bohb"):
+        assert main(["search", "--data", "iris", "--tuner", tuner,
+                     "--run-dir", str(tmp_path / tuner)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == ["error: tuner: --tuner tpe and --tuner bohb need Optuna, which is not "
+                       "installed; run pip install 'kerastune_kit[tpe]'"]
+        assert not (tmp_path / tuner).exists()
