@@ -496,6 +496,10 @@ def _classes() -> dict[str, type]:
             values = self._kit_next_baseline()
             if values is not None:
                 return {"status": "RUNNING", "values": self._kit_baseline_values(values)}
+            return self._kit_populate_space(trial_id)
+
+        def _kit_populate_space(self, trial_id: str) -> dict[str, Any]:
+            """The oracle's own proposal (subclasses override this, not populate_space)."""
             return super().populate_space(trial_id)
 
         def _kit_baseline_values(self, values: dict[str, Any]) -> dict[str, Any]:
@@ -528,13 +532,7 @@ def _classes() -> dict[str, type]:
             # reference every bracket's survivors must beat, never promoted or halved.
             return {**values, "tuner/epochs": self.max_epochs, "tuner/initial_epoch": 0}
 
-        def populate_space(self, trial_id: str) -> dict[str, Any]:
-            baseline = self._kit_next_baseline()
-            if baseline is not None:
-                return {"status": "RUNNING", "values": self._kit_baseline_values(baseline)}
-            return self._kit_populate_brackets(trial_id)
-
-        def _kit_populate_brackets(self, trial_id: str) -> dict[str, Any]:
+        def _kit_populate_space(self, trial_id: str) -> dict[str, Any]:
             # A diverged trial is never promoted, even when its whole round diverged (its
             # stand-in score would otherwise win, and it has no checkpoint to continue from).
             hidden = [(t, t.status) for t_id, t in self.trials.items()
@@ -555,7 +553,7 @@ def _classes() -> dict[str, type]:
             if not bracket["rounds"][0] or "kit_size" in bracket:
                 return result  # nothing new to halve: every configuration has been tried
             bracket["kit_size"] = len(bracket["rounds"][0])
-            return self._kit_populate_brackets(trial_id)
+            return self._kit_populate_space(trial_id)
 
         def _get_size(self, bracket_num: int, round_num: int) -> int:
             size = super()._get_size(bracket_num, round_num)
@@ -624,10 +622,7 @@ def _classes() -> dict[str, type]:
         kit_raw_samples = 2048
         kit_restarts = 5
 
-        def populate_space(self, trial_id: str) -> dict[str, Any]:
-            baseline = self._kit_next_baseline()
-            if baseline is not None:
-                return {"status": "RUNNING", "values": baseline}
+        def _kit_populate_space(self, trial_id: str) -> dict[str, Any]:
             completed = [t for t in self.trials.values() if t.status == "COMPLETED"]
             initial = self.num_initial_points or max(3 * len(self.hyperparameters.space), 3)
             if len(completed) < initial:

@@ -28,8 +28,9 @@ def _config(tmp_path, **kwargs) -> SearchConfig:
     return SearchConfig(**{**base, **kwargs})
 
 
-def test_baselines_run_first_with_their_design_values_and_are_marked(tmp_path):
-    result = run_search(_config(tmp_path))
+@pytest.mark.parametrize("tuner", ["random", "bayesian"])
+def test_baselines_run_first_with_their_design_values_and_are_marked(tmp_path, tuner):
+    result = run_search(_config(tmp_path, tuner=tuner))
     by_id = {r.trial_id: r for r in result.trials}
     first, second = by_id["0"], by_id["1"]
     mlp_2x256, mlp_2x64 = POPULAR_DESIGNS["mlp"]
