@@ -3,8 +3,12 @@ and TensorBoard.
 
 Importing the package is cheap: TensorFlow loads only when a name that needs it is first used.
 
-Example:
-    >>> from kerastune_kit import SearchConfig, run_search
+Examples:
+    >>> import kerastune_kit as kk  # KerasTuner's tuners, one import changed
+    >>> tuner = kk.RandomSearch(build_model, objective="val_accuracy", max_trials=3)
+    >>> tuner.search(x, y, epochs=5, validation_split=0.2)
+
+    >>> from kerastune_kit import SearchConfig, run_search  # the CLI's search
     >>> result = run_search(SearchConfig(data="iris", tuner="random", max_trials=3))
 """
 
@@ -27,6 +31,12 @@ _LAZY = {
     "CNN_KNOBS": "kerastune_kit.space",
     "TrainLoop": "kerastune_kit.training",
     "run_search": "kerastune_kit.tuning",
+    "Hyperband": "kerastune_kit.tuners",
+    "BayesianOptimization": "kerastune_kit.tuners",
+    "RandomSearch": "kerastune_kit.tuners",
+    "GridSearch": "kerastune_kit.tuners",
+    "TPE": "kerastune_kit.tuners",
+    "BOHB": "kerastune_kit.tuners",
     "SearchResult": "kerastune_kit.tuning",
     "KerastuneKitError": "kerastune_kit.errors",
     "ConfigError": "kerastune_kit.errors",

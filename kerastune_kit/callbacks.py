@@ -20,7 +20,7 @@ from typing import Any
 
 from kerastune_kit._backend import keras as _keras
 from kerastune_kit.errors import ConfigError
-from kerastune_kit.results import TrialRecord, direction_of
+from kerastune_kit.results import TrialRecord, TrialStatus, direction_of
 from kerastune_kit.tensorboard import TrialWriter
 
 keras = _keras()
@@ -130,7 +130,7 @@ class HParamsCallback(keras.callbacks.Callback):
     def on_train_end(self, logs: Mapping[str, Any] | None = None) -> None:
         if self._writer is None:
             return
-        record = TrialRecord(trial_id=self.trial_id, status="COMPLETED",
+        record = TrialRecord(trial_id=self.trial_id, status=TrialStatus.COMPLETED,
                              initial_epoch=self._first_epoch or 0,
                              wall_time_s=round(time.perf_counter() - self._started, 3),
                              hyperparameters=dict(self.hparams))
@@ -141,10 +141,10 @@ class HParamsCallback(keras.callbacks.Callback):
             pick = max if direction_of(self.objective or "val_loss") == "max" else min
             record.score, record.best_epoch = pick(finite, key=lambda item: item[0])
         if self._diverged_at is not None and not finite:
-            record.status = "FAILED"
+            record.status = TrialStatus.FAILED
             record.message = f"diverged: non-finite loss at epoch {self._diverged_at}"
         elif self._last_epoch is None:
-            record.status = "FAILED"
+            record.status = TrialStatus.FAILED
             record.message = "no epoch finished"
         objective = self.objective or "val_loss"
         self._writer.write_result(record, objective=objective, direction=direction_of(objective))

@@ -23,6 +23,8 @@ from typing import Any
 from kerastune_kit import __version__
 from kerastune_kit._backend import native_stderr_silenced
 from kerastune_kit.errors import KerastuneKitError
+from kerastune_kit.rundir import BEST_HYPERPARAMETERS, BEST_MODEL, LEADERBOARD, RunDir
+from kerastune_kit.trial_status import TrialStatus
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 _STARTED = time.perf_counter()  # this module loads first: start-up is measured from here
@@ -50,6 +52,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _column_list(values: list[str] | None) -> list[str] | None:
+    """``--categorical a,b --categorical c`` -> ``["a", "b", "c"]`` (None when not given)."""
+    if not values:
+        return None
+    return [name.strip() for value in values for name in value.split(",")]
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
     parser = _Parser(prog="kerastune-kit", description=(
@@ -63,6 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
         "digits dataset, results in runs/digits-hyperband."))
     search.add_argument("--data", help="bundled dataset name or .npz/.csv path (default: digits)")
     search.add_argument("--target", help="target column of a .csv dataset")
+    search.add_argument("--categorical", action="append", metavar="COL[,COL]",
+                        help=".csv columns to one-hot as categories, whatever the inferred kind "
+                        "(e.g. integer codes with gaps); repeatable")
+    search.add_argument("--numeric", action="append", metavar="COL[,COL]",
+                        help=".csv number columns to standardize as numeric, e.g. small integer "
+                        "codes that are counts; repeatable")
+    search.add_argument("--text-columns", action="append", metavar="COL[,COL]",
+                        help=".csv free-text columns to keep as a bag of words (default: "
+                        "dropped with a notice); repeatable")
     search.add_argument("--task", help="binary, multiclass or regression (default: inferred)")
     search.add_argument("--model", help="mlp, cnn, or auto: the CNN for images, the MLP for "
                         "feature vectors (default: auto)")
@@ -192,6 +210,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         max_retries=args.max_retries, trials_per_worker=args.trials_per_worker,
         factor=args.factor, baselines=args.baselines, patience=args.patience,
         min_steps_per_epoch=args.min_steps_per_epoch,
+        categorical_columns=_column_list(args.categorical),
+        numeric_columns=_column_list(args.numeric), text_columns=_column_list(args.text_columns),
     )
     args.effective_run_dir = config.effective_run_dir()
     _refuse_early(config)  # before TensorFlow's seconds of start-up
@@ -206,7 +226,8 @@ def cmd_search(args: argparse.Namespace) -> int:
                         on_start=None if args.quiet else _say,
                         deadline=_command_started + config.max_time if config.max_time
                         else None)
-    if result.stopped == "time budget" and all(r.status == "RUNNING" for r in result.trials):
+    if result.stopped == "time budget" and all(r.status == TrialStatus.RUNNING
+                                               for r in result.trials):
         raise ConfigError(
             f"max_time: the budget of {config.max_time:g}s ran out before the first epoch "
             f"of the first trial ended (TensorFlow's start-up took {startup:.1f}s of it); "
@@ -377,11 +398,10 @@ def _print_csv(records: Sequence[Any], hp_names: Sequence[str]) -> None:
 
 def _print_inspection(results: Any, shown: Sequence[Any], importance: Any) -> None:
     from kerastune_kit.report import best_lines, text_table
-    from kerastune_kit.results import LEADERBOARD
 
     source = ("TensorBoard event files" if results.source == "tensorboard"
-              else "leaderboard.csv and trial records"
-              if (results.run_dir / LEADERBOARD).is_file() else "trial records")
+              else f"{LEADERBOARD} and trial records"
+              if RunDir(results.run_dir).leaderboard.is_file() else "trial records")
     objective = results.objective or "score"
     print(f"run {results.run_dir} (read from {source}); objective {objective} "
           f"({results.direction})")
@@ -425,7 +445,7 @@ def _print_trial(record: Any) -> None:
     design = f" baseline {record.baseline}" if record.baseline else ""
     line = (f"trial {record.trial_id} {record.status.lower():<9} score={score}{epochs}{parent}"
             f"{design} ({record.wall_time_s or 0:.1f}s)  " + " ".join(shown))
-    if record.status != "COMPLETED" and record.message:
+    if record.status != TrialStatus.COMPLETED and record.message:
         line += f"  [{record.message}]"
     _say(line)
 
@@ -458,7 +478,7 @@ def _print_summary(result: Any, *, workers: int = 0) -> None:
         counts[record.status.lower()] = counts.get(record.status.lower(), 0) + 1
     status = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
     ended = f"search stopped ({result.stopped})" if result.stopped else "search finished"
-    finished = [r for r in result.trials if r.status != "RUNNING"]
+    finished = [r for r in result.trials if r.status != TrialStatus.RUNNING]
     if finished:
         _say(f"{ended} in {result.wall_time_s:.1f}s: {len(result.trials)} trials ({status})")
     else:
@@ -474,16 +494,15 @@ def _print_summary(result: Any, *, workers: int = 0) -> None:
              f"--resume{more}")
     if result.best is None:
         if finished:
-            _say(f"no trial completed; see {result.run_dir / 'leaderboard.csv'} for the "
+            _say(f"no trial completed; see {RunDir(result.run_dir).leaderboard} for the "
                  "reasons")
         return
     best = result.best
     values = " ".join(f"{k}={_short(v)}" for k, v in best.hyperparameters.items())
     _say(f"best trial {best.trial_id}: {result.objective}={best.score:.4f} "
           f"(epoch {best.best_epoch})  {values}")
-    _say(f"results: {result.run_dir}/leaderboard.csv, best_hyperparameters.json, "
-          "best_model.keras")
-    _say(f"tensorboard --logdir {result.run_dir / 'tensorboard'}")
+    _say(f"results: {result.run_dir}/{LEADERBOARD}, {BEST_HYPERPARAMETERS}, {BEST_MODEL}")
+    _say(f"tensorboard --logdir {RunDir(result.run_dir).tensorboard_dir}")
 
 
 # ---------------------------------------------------------------------- entry point
@@ -549,7 +568,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         run_dir = getattr(args, "effective_run_dir", None)
-        saved = run_dir is not None and (run_dir / "config.toml").is_file()
+        saved = run_dir is not None and RunDir(run_dir).config.is_file()
         print("error: interrupted" + (f"; continue with: python -m kerastune_kit search "
                                       f"--run-dir {run_dir} --resume" if saved else
                                       " before the search started; nothing was saved"),

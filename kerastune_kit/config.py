@@ -3,7 +3,8 @@
 Owns: :class:`SearchConfig`, reading it from a TOML file, merging CLI flags over it, validating
 every field with a one-line message (field, value received, fix), and writing the effective
 configuration back as TOML. Does not own: datasets, search spaces or anything that needs
-TensorFlow; this module imports none of it.
+TensorFlow (this module imports none of it), or where a run keeps its files
+(:class:`~kerastune_kit.rundir.RunDir`, which it builds on).
 
 Example:
     >>> cfg = SearchConfig(data="iris", tuner="random", max_trials=4)
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from kerastune_kit.errors import ConfigError
+from kerastune_kit.rundir import RunDir
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -46,7 +48,12 @@ RESUME_KEYS: tuple[str, ...] = (
     "data", "target", "task", "model", "tuner", "max_epochs", "objective", "seed",
     "validation_split", "factor", "overrides", "pruner", "pruner_warmup_trials",
     "pruner_min_epoch", "pruner_percentile", "min_steps_per_epoch", "patience", "baselines",
+    "categorical_columns", "numeric_columns", "text_columns",
 )
+#: The options that force the kind of a ``.csv`` column, and their CLI flags.
+COLUMN_OPTIONS: dict[str, str] = {"categorical_columns": "--categorical",
+                                  "numeric_columns": "--numeric",
+                                  "text_columns": "--text-columns"}
 
 
 @dataclasses.dataclass
@@ -100,6 +107,12 @@ class SearchConfig:
         trials_per_worker: Run trials in a worker process replaced after this many trials, so
             memory stays flat over long searches; 0 runs everything in this process. Searches
             of at most this many trials always run in this process.
+        categorical_columns: ``.csv`` columns to treat as categorical (one-hot), whatever the
+            column-kind rule infers (:class:`kerastune_kit.data.FeatureColumn`).
+        numeric_columns: ``.csv`` columns of numbers to treat as numeric (e.g. small integer
+            codes that are really counts).
+        text_columns: ``.csv`` free-text columns to keep, as a bag of words, instead of
+            dropping them.
     """
 
     data: str = "digits"
@@ -128,6 +141,9 @@ class SearchConfig:
     baselines: bool = True
     min_steps_per_epoch: int = 50
     patience: int | None = None
+    categorical_columns: list[str] | None = None
+    numeric_columns: list[str] | None = None
+    text_columns: list[str] | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -206,11 +222,48 @@ class SearchConfig:
             raise ConfigError(
                 "overwrite/resume: received both --overwrite and --resume; pass only one"
             )
+        self._validate_columns()
         if not isinstance(self.overrides, Mapping):
             raise ConfigError(
                 f"overrides: expected a table of knob = value, received {self.overrides!r}"
             )
         self.overrides = _plain(dict(self.overrides))
+
+    def _validate_columns(self) -> None:
+        """Normalise the column options to lists of names (None when empty) and check them: a
+        ``.csv`` dataset, no name twice, not the target."""
+        seen: dict[str, str] = {}
+        for option, flag in COLUMN_OPTIONS.items():
+            value = getattr(self, option)
+            if isinstance(value, str):
+                value = value.split(",")
+            if value is not None and (
+                not isinstance(value, (list, tuple))
+                or not all(isinstance(name, str) and name.strip() for name in value)
+            ):
+                raise ConfigError(
+                    f"{option}: expected a list of column names, received {value!r}; pass for "
+                    f"example {flag} origin,cylinders"
+                )
+            names = list(dict.fromkeys(name.strip() for name in value or ())) or None
+            for name in names or ():
+                if name == self.target:
+                    raise ConfigError(
+                        f"{option}: {name!r} is the --target column, received it in {flag}; "
+                        "name feature columns only"
+                    )
+                if name in seen:
+                    raise ConfigError(
+                        f"{option}: column {name!r} is also in {seen[name]}, received both; "
+                        "name each column in one of --categorical, --numeric, --text-columns"
+                    )
+                seen[name] = option
+            if names and Path(self.data).suffix.lower() != ".csv":
+                raise ConfigError(
+                    f"{option}: only a .csv dataset has named columns, received data "
+                    f"{self.data!r} with {flag}; drop {flag} or pass a .csv file"
+                )
+            setattr(self, option, names)
 
     # ------------------------------------------------------------------ derived values
     def effective_run_dir(self) -> Path:
@@ -286,6 +339,15 @@ class SearchConfig:
         data = self.to_dict()
         data["patience"] = self.effective_patience()  # None means the default: compare that
         return {k: data.get(k) for k in RESUME_KEYS}
+
+    def check_against_saved(self) -> None:
+        """Refuse to resume the search saved in the run directory with a setting changed
+        (:func:`check_resume_settings`; what ``rundir.check_run_dir_for_search`` calls).
+
+        Raises:
+            RunDirError: One line naming the setting, the saved value and the received one.
+        """
+        check_resume_settings(self)
 
 
 # ---------------------------------------------------------------------- loading / merging
@@ -376,7 +438,7 @@ def parse_set_flags(items: list[str] | None) -> dict[str, Any]:
 
 def load_saved_config(run_dir: str | Path) -> dict[str, Any]:
     """Read ``RUN/config.toml`` back as keyword arguments (for ``--resume``)."""
-    return load_toml(Path(run_dir) / "config.toml")
+    return load_toml(RunDir(run_dir).config)
 
 
 def resume_base(file_values: Mapping[str, Any] | None, *, run_dir: str | None,
@@ -404,10 +466,10 @@ def resume_base(file_values: Mapping[str, Any] | None, *, run_dir: str | None,
         wanted = SearchConfig(**{**values, **defaults})
         where = str(wanted.default_run_dir())
         legacy = wanted.legacy_run_dir()
-        if (wanted.model != "auto" and not (Path(where) / "config.toml").is_file()
+        if (wanted.model != "auto" and not RunDir(where).config.is_file()
                 and _saved_model(legacy) == wanted.model):
             where = str(legacy)
-    if not (Path(where) / "config.toml").is_file():
+    if not RunDir(where).config.is_file():
         return values
     saved = load_saved_config(where)
     overrides = {**dict(saved.pop("overrides", {}) or {}),
@@ -427,12 +489,12 @@ def check_resume_settings(config: SearchConfig) -> None:
     from kerastune_kit.errors import RunDirError
 
     run_dir = config.effective_run_dir()
-    if not (run_dir / "config.toml").is_file():
+    if not RunDir(run_dir).config.is_file():
         return
     saved = SearchConfig(**{**load_saved_config(run_dir), "run_dir": str(run_dir)})
     now, before = config.resume_fingerprint(), saved.resume_fingerprint()
     if before.get("objective") is None:  # saved before the default was resolved: run.json has it
-        before["objective"] = _saved_objective(run_dir)
+        before["objective"] = _saved_objective(RunDir(run_dir))
     if now.get("objective") is None:  # not given: the task's default, which the run resolved
         now["objective"] = before["objective"]
     for key in RESUME_KEYS:
@@ -445,33 +507,19 @@ def check_resume_settings(config: SearchConfig) -> None:
 
 def _saved_model(run_dir: Path) -> str | None:
     """The ``model`` saved in ``RUN/config.toml``, None when there is none to read."""
-    try:
-        doc = tomllib.loads((run_dir / "config.toml").read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
-        return None
-    search = doc.get("search")
+    search = RunDir(run_dir).read_config_document().get("search")
     return search.get("model", "auto") if isinstance(search, dict) else None
 
 
-def _saved_objective(run_dir: Path) -> str | None:
-    import json
-
-    try:
-        value = json.loads((run_dir / "run.json").read_text(encoding="utf-8")).get("objective")
-    except (OSError, ValueError, AttributeError):
-        return None
+def _saved_objective(run_dir: RunDir) -> str | None:
+    """The objective ``RUN/run.json`` names (the one the run resolved), None if it names none."""
+    value = run_dir.read_marker().get("objective")
     return value if isinstance(value, str) else None
 
 
 def load_saved_fingerprint(run_dir: str | Path) -> dict[str, str]:
     """The ``[fingerprint]`` table of ``RUN/config.toml`` (empty when absent)."""
-    path = Path(run_dir) / "config.toml"
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
-        return {}
-    table = doc.get("fingerprint", {})
-    return {str(k): str(v) for k, v in table.items()} if isinstance(table, dict) else {}
+    return RunDir(run_dir).read_fingerprint()
 
 
 # ---------------------------------------------------------------------- helpers

@@ -8,8 +8,16 @@ the task (binary, multiclass or regression), encoding labels, making a seeded
 training split only and then applied to the validation split, so no
 information leaks from validation data into training.
 
-It does not own models, search spaces or training; it imports neither
-TensorFlow nor Keras (only numpy, plus scikit-learn lazily inside functions).
+Structured CSVs (a string column, a missing cell, integer-coded categories) go through
+``keras.utils.FeatureSpace``: each column gets a kind (numeric, integer categorical, string
+categorical, free text) from the training split, missing cells are imputed by a recorded rule,
+and the FeatureSpace adapted on the training split encodes both splits into float32 matrices
+(see :class:`Preprocessing` and :class:`FeatureColumn` for the rules).
+
+It does not own models, search spaces or training. Importing it loads neither TensorFlow nor
+Keras (only numpy, plus scikit-learn lazily inside functions); Keras is imported, lazily, only
+by the functions that fit or apply a FeatureSpace (``_fit_feature_space``,
+``_encode_with_feature_space``), i.e. only for structured CSVs.
 """
 
 from __future__ import annotations
@@ -18,19 +26,23 @@ import csv
 import difflib
 import hashlib
 import io
+import itertools
 import math
 import os
+import re
 import zipfile
-from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 import numpy as np
 
+from kerastune_kit._logging import get_logger
 from kerastune_kit.errors import DataError
 
 Task = Literal["binary", "multiclass", "regression"]
+ColumnKind = Literal["numeric", "integer_categorical", "string_categorical", "text"]
 
 BUNDLED_DATASETS: dict[str, str] = {
     "digits": "8x8 handwritten digits, 1797 samples, 64 features, 10 classes (default)",
@@ -55,6 +67,118 @@ _NEED_SAMPLES = (
 _MISSING_MARKERS = frozenset({"", "na", "n/a", "#n/a", "<na>", "nan", "null", "none", "?"})
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
+# ---- the column-kind rule of structured CSVs (see FeatureColumn) ----
+#: An integer column is integer-coded categorical when its training values are exactly the codes
+#: 0..k-1 or 1..k with 3 <= k <= _MAX_CODES, seen at least _MIN_ROWS_PER_CODE times per code on
+#: average. Two values (0/1) stay numeric: standardizing a binary column loses nothing.
+_MIN_CODES, _MAX_CODES, _MIN_ROWS_PER_CODE = 3, 10, 5
+#: A string column is free text when it has more than _TEXT_MIN_DISTINCT distinct training values
+#: and more than _TEXT_MIN_UNIQUE_SHARE of its training values are distinct; else categorical.
+_TEXT_MIN_DISTINCT, _TEXT_MIN_UNIQUE_SHARE = 20, 0.5
+#: A categorical column one-hot encodes its _MAX_ONE_HOT most frequent training categories; rarer
+#: (and unseen) values share one "other" column.
+_MAX_ONE_HOT = 50
+#: A kept text column is a bag of its _TEXT_VOCABULARY most frequent training words.
+_TEXT_VOCABULARY = 100
+#: An integer-coded category's code for "missing", and the IntegerLookup's out-of-vocabulary token:
+#: the two lowest int32 values, which no accepted code may take.
+MISSING_CODE, _UNSEEN_CODE = -(2**31), -(2**31) + 1
+_CODE_LIMIT = 2**31 - 2
+#: Layer names of an exported model (KitHyperModel.inference_model) that a column, an input of
+#: that model, cannot take.
+_RESERVED_INPUTS = frozenset({"feature_space", "mlp", "cnn", "probabilities"})
+
+logger = get_logger("data")
+#: (file, column) of the free-text columns already announced as dropped, so that a search that
+#: loads its data more than once in a process says it once.
+_ANNOUNCED: set[tuple[str, str]] = set()
+
+
+def missing_spellings() -> tuple[str, ...]:
+    """Every spelling of a missing cell that an exported model recognises in a string column:
+    the markers of ``_MISSING_MARKERS`` in every upper/lower-case mix, plus ``+nan``/``-nan``
+    (the training data's cells are compared case-insensitively after stripping; a model's input
+    is compared as given, so surrounding spaces are not stripped)."""
+    markers = sorted(_MISSING_MARKERS | {"+nan", "-nan"})
+    spellings: list[str] = []
+    for marker in markers:
+        options = [(ch.lower(), ch.upper()) if ch.isalpha() else (ch,) for ch in marker]
+        spellings.extend("".join(chars) for chars in itertools.product(*options))
+    return tuple(dict.fromkeys(s for s in spellings if s))
+
+
+@dataclass(frozen=True)
+class FeatureColumn:
+    """One raw CSV column as a structured dataset uses it, fitted on the training split.
+
+    Kinds (the rule, applied to the training split; ``categorical_columns``,
+    ``numeric_columns`` and ``text_columns`` force a kind):
+
+    - ``numeric``: every cell is a number or missing, and it is not integer codes; standardized
+      (``float_normalized``), a missing value becomes the training median.
+    - ``integer_categorical``: integer codes ``0..k-1`` or ``1..k`` with ``3 <= k <= 10`` and
+      at least 5 training rows per code on average (``origin`` coded 1/2/3; ``cylinders``
+      4/6/8 is a count and stays numeric), or any integer column named in
+      ``categorical_columns``; one-hot, a missing value is its own category.
+    - ``string_categorical``: a column with a cell that is not a number, with at most 20
+      distinct training values or at most half of its training values distinct; one-hot, a
+      missing value is its own category.
+    - ``text``: the other string columns (a car's ``name``): dropped with a notice unless
+      named in ``text_columns``, then a bag of its 100 most frequent training words.
+
+    A categorical column one-hot encodes its 50 most frequent training categories, plus one
+    column for a missing value and one for every other value (rarer or unseen).
+
+    Attributes:
+        name: The column's header in the CSV.
+        input_name: The exported model's input for it (``name`` with ``/`` as ``_``).
+        kind: ``numeric``, ``integer_categorical``, ``string_categorical`` or ``text``.
+        encoding: ``float_normalized`` (``float`` with ``standardize=False``), ``one_hot`` or
+            ``bag_of_words``.
+        reason: Why it got its kind, e.g. ``"integer codes 1..3"`` or ``"forced"``.
+        fill: The imputed value: the training median (numeric), :data:`MISSING_CODE`
+            (integer categorical), ``""`` (string categorical: the missing category; text:
+            no words).
+        missing: Missing cells in the training and the validation split.
+        vocabulary: The encoded columns' labels in order (categorical: ``[missing]``,
+            ``[other]``, then the categories; text: ``[other]`` then the words).
+        width: Encoded features it contributes.
+    """
+
+    name: str
+    input_name: str
+    kind: ColumnKind
+    encoding: str
+    reason: str
+    fill: float | int | str
+    missing: tuple[int, int] = (0, 0)
+    vocabulary: tuple[str, ...] = ()
+    width: int = 1
+
+    @property
+    def input_dtype(self) -> str:
+        """``float32`` for number columns, ``string`` for string and text columns."""
+        return "float32" if self.kind in ("numeric", "integer_categorical") else "string"
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON summary: kind, encoding, why, the imputation rule and value, the width."""
+        if self.kind == "numeric":
+            rule = "training median"
+        elif self.kind == "text":
+            rule = "empty text (no words)"
+        else:
+            rule = "own category"
+        out: dict[str, Any] = {
+            "name": self.name, "input": self.input_name, "dtype": self.input_dtype,
+            "kind": self.kind, "encoding": self.encoding, "reason": self.reason,
+            "imputation": {"rule": rule, "value": self.fill},
+            "missing": {"train": self.missing[0], "validation": self.missing[1]},
+            "width": self.width,
+        }
+        if self.kind != "numeric":
+            out["vocabulary"] = list(self.vocabulary)
+        return out
+
 
 @dataclass(frozen=True)
 class Preprocessing:
@@ -62,23 +186,36 @@ class Preprocessing:
 
     ``standardize``: ``(x - mean) / scale`` per feature (scikit-learn's ``StandardScaler``;
     ``scale`` is 1 for a feature that is constant in training). ``rescale``: ``x * factor``
-    (pixels / 255). ``none``: unchanged. An exported model starts with the same step as Keras
-    layers (:func:`kerastune_kit.hypermodels.inference_model`), so it takes raw inputs.
+    (pixels / 255). ``feature_space``: a structured CSV's raw columns (:attr:`columns`),
+    imputed and encoded by a fitted ``keras.utils.FeatureSpace``. ``none``: unchanged. An
+    exported model starts with the same step as Keras layers
+    (:meth:`kerastune_kit.hypermodels.KitHyperModel.inference_model`), so it takes raw inputs
+    (for ``feature_space``: a dict of raw columns).
 
     Attributes:
-        kind: ``standardize``, ``rescale`` or ``none``.
+        kind: ``standardize``, ``rescale``, ``feature_space`` or ``none``.
         mean: Per-feature means (``standardize``), length = number of features.
         scale: Per-feature standard deviations (``standardize``).
         factor: The multiplier (``rescale``).
+        columns: The raw columns the FeatureSpace encodes (``feature_space``), in file order.
+        dropped: ``(column, reason)`` of the free-text columns left out (``feature_space``).
+        feature_space: The fitted ``keras.utils.FeatureSpace`` (``feature_space``).
     """
 
-    kind: Literal["standardize", "rescale", "none"] = "none"
+    kind: Literal["standardize", "rescale", "feature_space", "none"] = "none"
     mean: tuple[float, ...] = ()
     scale: tuple[float, ...] = ()
     factor: float = 1.0
+    columns: tuple[FeatureColumn, ...] = ()
+    dropped: tuple[tuple[str, str], ...] = ()
+    feature_space: Any = field(default=None, compare=False, repr=False)
 
-    def apply(self, x: np.ndarray) -> np.ndarray:
-        """The preprocessed features, float32, same shape as ``x``."""
+    def apply(self, x: Any) -> np.ndarray:
+        """The preprocessed features, float32: same shape as ``x``; for ``feature_space`` a
+        ``(n, features)`` matrix from ``x``, a mapping of raw columns (input name -> ``n``
+        values, as :attr:`Dataset.raw_x_val` holds them)."""
+        if self.kind == "feature_space":
+            return _encode_with_feature_space(self, x)
         x = np.asarray(x, dtype=np.float32)
         if self.kind == "standardize":
             # In float32, as StandardScaler.transform computes for float32 features.
@@ -89,12 +226,28 @@ class Preprocessing:
             return x * np.float32(self.factor)
         return x
 
+    @property
+    def input_dtypes(self) -> dict[str, str]:
+        """``feature_space``: the exported model's inputs, input name -> dtype."""
+        return {column.input_name: column.input_dtype for column in self.columns}
+
     def describe(self) -> dict[str, Any]:
-        """A JSON summary for sidecar files: the kind, and the feature count or factor."""
+        """A JSON summary for sidecar files: the kind, and the feature count or factor; for
+        ``feature_space`` also the model's raw inputs, every column's kind, encoding and
+        imputation (rule and value), and the dropped columns."""
         if self.kind == "standardize":
             return {"kind": "standardize", "features": len(self.mean)}
         if self.kind == "rescale":
             return {"kind": "rescale", "factor": self.factor}
+        if self.kind == "feature_space":
+            return {
+                "kind": "feature_space",
+                "features": sum(column.width for column in self.columns),
+                "inputs": self.input_dtypes,
+                "columns": [column.describe() for column in self.columns],
+                "dropped": [{"name": name, "kind": "text", "reason": reason}
+                            for name, reason in self.dropped],
+            }
         return {"kind": "none"}
 
 
@@ -112,11 +265,16 @@ class Dataset:
         task: ``"binary"``, ``"multiclass"`` or ``"regression"``.
         n_classes: Number of classes (2 for binary), ``None`` for regression.
         class_names: Original label of each class index, or ``None``.
-        feature_names: Feature column names when known, else ``None``.
+        feature_names: Feature column names when known, else ``None`` (for a structured CSV,
+            one per encoded feature: ``horsepower``, ``origin=2``, ``name:ford``).
         image_shape: For flattened pixel vectors (the bundled digits), the image layout
             ``(H, W, C)`` they come from, so ``--model cnn`` can use them; else ``None``.
         preprocessing: The scaling applied to ``x_train`` and ``x_val`` (see
             :class:`Preprocessing`); exported models include it.
+        raw_x_train: Structured CSVs only: the training split's raw columns as the exported
+            model takes them (input name -> 1-D array: float32 with NaN for a missing number,
+            the cell's text for a string column); else None.
+        raw_x_val: The same for the validation split.
     """
 
     name: str
@@ -130,6 +288,8 @@ class Dataset:
     feature_names: tuple[str, ...] | None = field(default=None, repr=False)
     image_shape: tuple[int, ...] | None = field(default=None, repr=False)
     preprocessing: Preprocessing = field(default_factory=Preprocessing, repr=False)
+    raw_x_train: dict[str, np.ndarray] | None = field(default=None, repr=False)
+    raw_x_val: dict[str, np.ndarray] | None = field(default=None, repr=False)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -170,8 +330,31 @@ class Dataset:
         else:
             n = int(np.prod(self.input_shape))
             features = f"{n} feature" + ("" if n == 1 else "s")
+            if self.preprocessing.kind == "feature_space":
+                features = f"{_plural(len(self.preprocessing.columns), 'column')} as {features}"
         task = self.task if self.n_classes is None else f"{self.task} ({self.n_classes} classes)"
         return f"{self.name}: {len(self.x_train)} train / {len(self.x_val)} val, {features}, {task}"
+
+
+@dataclass
+class _Column:
+    """One feature column of a CSV file, every row, before any split."""
+
+    name: str
+    cells: list[str]  # each cell's text, stripped
+    missing: np.ndarray  # bool per row
+    values: np.ndarray | None  # float64 per row (NaN where missing) when every cell is a number
+    first_text: tuple[int, str] | None = None  # (row, cell) of the first non-number cell
+
+
+@dataclass
+class _Table:
+    """A CSV file's feature columns, for the structured path."""
+
+    path: str
+    target: str
+    columns: list[_Column]
+    lines: list[int]  # the file line of each row
 
 
 @dataclass
@@ -187,6 +370,7 @@ class _Raw:
     target_names: tuple[str, ...] | None = None
     fixed_task: str | None = None
     image_shape: tuple[int, ...] | None = None
+    table: _Table | None = None
 
 
 def list_datasets() -> list[tuple[str, str]]:
@@ -203,8 +387,18 @@ def load_dataset(
     seed: int = 0,
     standardize: bool = True,
     max_samples: int | None = None,
+    categorical_columns: Sequence[str] | None = None,
+    numeric_columns: Sequence[str] | None = None,
+    text_columns: Sequence[str] | None = None,
 ) -> Dataset:
     """Load, validate, split and scale a dataset.
+
+    A ``.csv`` file whose feature columns are all numbers, none missing and none integer
+    codes gets a float matrix scaled as for ``.npz`` data. Any other ``.csv`` (a string
+    column, a missing cell, integer-coded categories, or a kind forced by the ``*_columns``
+    arguments) is encoded by a ``keras.utils.FeatureSpace`` adapted on the training split
+    (:class:`FeatureColumn` gives the rules); ``x_train``/``x_val`` are its float32 output,
+    ``raw_x_train``/``raw_x_val`` the raw columns an exported model takes.
 
     Args:
         spec: A bundled dataset name (case-insensitive, see ``list_datasets``)
@@ -217,18 +411,40 @@ def load_dataset(
         seed: Seed for subsampling and splitting.
         standardize: Scale features: vector data gets a StandardScaler fitted on
             the training split only; images are divided by 255 when they look
-            like raw pixels (uint8 or max > 1.5).
+            like raw pixels (uint8 or max > 1.5); a structured CSV's numeric columns
+            are standardized (``float_normalized``; else passed as ``float``).
         max_samples: If given, keep a seeded (stratified where possible)
             subsample of at most this many samples before splitting.
+        categorical_columns: ``.csv`` columns to treat as categorical (integer or string
+            values), whatever the rule says.
+        numeric_columns: ``.csv`` columns of numbers to treat as numeric (e.g. integer codes
+            that are really counts).
+        text_columns: ``.csv`` columns to keep as free text (a bag of words) instead of
+            dropping them.
 
     Returns:
         The loaded ``Dataset``.
 
     Raises:
         DataError: On any bad argument or unusable data (one-line message).
+
+    Example:
+        >>> cars = load_dataset("cars.csv", target="mpg", text_columns=["name"])
+        >>> cars.preprocessing.describe()["columns"][0]["kind"]
+        'numeric'
     """
     _check_args(spec, task, validation_split, seed, max_samples)
+    forced = _check_column_options(categorical_columns, numeric_columns, text_columns)
     raw = _read_source(spec, target)
+    if forced and raw.table is None:
+        option = next(iter(forced.values()))
+        raise DataError(
+            f"{option}: only a .csv file has named columns, received data {raw.name!r}; "
+            f"drop {option} or pass a .csv file"
+        )
+    if raw.table is not None:
+        return _load_table(raw, task=task, validation_split=validation_split, seed=seed,
+                           standardize=standardize, max_samples=max_samples, forced=forced)
     x, was_uint8 = _as_features(raw.x, raw.name, "x")
     y = _as_target(raw.y, len(x), raw.name, "y")
     presplit = raw.x_val is not None
@@ -245,22 +461,7 @@ def load_dataset(
     else:
         x_val, y_val, y_all = None, None, y
 
-    resolved = _resolve_task(y_all, task, raw.fixed_task, raw.name)
-    n_classes: int | None = None
-    class_names: tuple[str, ...] | None = None
-    if resolved == "regression":
-        y_all = y_all.astype(np.float32)
-    else:
-        if y_all.dtype.kind in "fb":  # integer-valued (checked), so "1", not "1.0"
-            y_all = y_all.astype(np.int64)
-        classes, y_all = np.unique(y_all, return_inverse=True)
-        y_all = y_all.astype(np.int32).reshape(-1)
-        n_classes = len(classes)
-        if raw.target_names is not None and np.issubdtype(classes.dtype, np.integer):
-            class_names = tuple(raw.target_names[int(c)] for c in classes)
-        else:
-            class_names = tuple(str(c) for c in classes)
-
+    resolved, y_all, n_classes, class_names = _encode_targets(y_all, task, raw)
     classify = resolved != "regression"
     if presplit:
         y, y_val = y_all[: len(y)], y_all[len(y) :]
@@ -292,6 +493,28 @@ def load_dataset(
         image_shape=raw.image_shape,
         preprocessing=preprocessing,
     )
+
+
+def _encode_targets(
+    y_all: np.ndarray, task: str | None, raw: _Raw
+) -> tuple[str, np.ndarray, int | None, tuple[str, ...] | None]:
+    """The task, and the targets encoded for it: ``(task, y, n_classes, class_names)``."""
+    resolved = _resolve_task(y_all, task, raw.fixed_task, raw.name)
+    n_classes: int | None = None
+    class_names: tuple[str, ...] | None = None
+    if resolved == "regression":
+        y_all = y_all.astype(np.float32)
+    else:
+        if y_all.dtype.kind in "fb":  # integer-valued (checked), so "1", not "1.0"
+            y_all = y_all.astype(np.int64)
+        classes, y_all = np.unique(y_all, return_inverse=True)
+        y_all = y_all.astype(np.int32).reshape(-1)
+        n_classes = len(classes)
+        if raw.target_names is not None and np.issubdtype(classes.dtype, np.integer):
+            class_names = tuple(raw.target_names[int(c)] for c in classes)
+        else:
+            class_names = tuple(str(c) for c in classes)
+    return resolved, y_all, n_classes, class_names
 
 
 def _check_args(spec: Any, task: Any, validation_split: Any, seed: Any, max_samples: Any) -> None:
@@ -601,10 +824,12 @@ def _plural(n: int, word: str) -> str:
 
 
 def _read_csv(path: Path, target: str | None) -> _Raw:
-    """Read a ``.csv`` file with a header row; numeric features, any target.
+    """Read a ``.csv`` file with a header row: its feature columns (numbers or strings) and target.
 
     Blank lines are skipped; messages give line numbers as an editor shows them. Empty cells and
-    missing-value markers (``_MISSING_MARKERS``) are reported as missing values, not as text.
+    missing-value markers (``_MISSING_MARKERS``) are missing values, not text: a missing target
+    value is refused, a missing feature value is imputed later (:func:`_fit_columns`). The
+    float matrix ``x`` is set only when every feature cell is a number.
     """
     records = _csv_records(_read_text(path), path)
     if not records:
@@ -667,57 +892,48 @@ def _read_csv(path: Path, target: str | None) -> _Raw:
         )
     t_idx = header.index(target)
     feature_idx = [i for i in range(len(header)) if i != t_idx]
-    x = np.empty((len(body), len(feature_idx)), dtype=np.float64)
-    texts: dict[tuple[int, int], str] = {}  # (line, column index) -> non-numeric feature cell
-    for i, (line, row) in enumerate(body):
-        try:
-            x[i] = [float(row[col]) for col in feature_idx]
-        except ValueError:  # slow path: a missing-value marker (-> NaN) or text in this row
-            for j, col in enumerate(feature_idx):
-                try:
-                    x[i, j] = float(row[col])
-                except ValueError:
-                    x[i, j] = np.nan
-                    if row[col].strip().lower() not in _MISSING_MARKERS:
-                        texts[(line, col)] = row[col]
-    labels = [row[t_idx].strip() for _, row in body]
-    # (line, column index, cell) of every missing cell, in file order
-    missing = [
-        (body[i][0], feature_idx[j], body[i][1][feature_idx[j]])
-        for i, j in np.argwhere(np.isnan(x))
-        if (body[i][0], feature_idx[j]) not in texts
-    ]
-    target_missing = [i for i, label in enumerate(labels) if _is_missing(label)]
-    missing.extend((body[i][0], t_idx, body[i][1][t_idx]) for i in target_missing)
-    missing.sort(key=lambda m: (m[0], m[1]))
-    first_text = (*min(texts), texts[min(texts)]) if texts else None
-    huge = ~np.isnan(x) & ~(np.abs(x) <= _FLOAT32_MAX)
-    first_huge: tuple[int, int, str] | None = None  # inf, or beyond float32
-    if huge.any():
-        i, j = (int(v) for v in np.argwhere(huge)[0])
-        first_huge = (body[i][0], feature_idx[j], body[i][1][feature_idx[j]])
-    if missing:
-        for col, count in Counter(col for _, col, _ in missing).items():
-            if count == len(body):
-                line, _, cell = next(m for m in missing if m[1] == col)
-                if col == t_idx:
-                    raise DataError(
-                        f"target: column {target!r} in '{path}' has no values (all "
-                        f"{len(body)} data rows are missing, e.g. {_cell(cell)} on line {line}); "
-                        "pick another --target"
-                    )
+    n = len(body)
+    lines = [line for line, _ in body]
+    for col in range(len(header)):  # a column with no values at all, in header order
+        if all(_is_missing(row[col]) for _, row in body):
+            line, cell = body[0][0], body[0][1][col]
+            if col == t_idx:
                 raise DataError(
-                    f"data: column {header[col]!r} in '{path}' has no values (all {len(body)} "
-                    f"data rows are missing, e.g. {_cell(cell)} on line {line}); drop the column"
+                    f"target: column {target!r} in '{path}' has no values (all {n} data rows "
+                    f"are missing, e.g. {_cell(cell)} on line {line}); pick another --target"
                 )
-    problems = [p for p in (first_text, first_huge, missing[0] if missing else None) if p]
+            raise DataError(
+                f"data: column {header[col]!r} in '{path}' has no values (all {n} data rows are "
+                f"missing, e.g. {_cell(cell)} on line {line}); drop the column"
+            )
+    columns: list[_Column] = []
+    first_huge: tuple[int, int, str] | None = None  # inf, or beyond float32, in a number column
+    for col in feature_idx:
+        cells = [row[col].strip() for _, row in body]
+        missing = np.fromiter((_is_missing(cell) for cell in cells), dtype=bool, count=n)
+        values: np.ndarray | None = np.full(n, np.nan)
+        first_text: tuple[int, str] | None = None
+        for i, cell in enumerate(cells):
+            if not missing[i]:
+                try:
+                    values[i] = float(cell)  # type: ignore[index]
+                except ValueError:  # a string column: a categorical or text feature
+                    values, first_text = None, (i, cell)
+                    break
+        if values is not None:
+            huge = ~missing & ~(np.abs(values) <= _FLOAT32_MAX)
+            if huge.any():
+                i = int(np.argmax(huge))
+                if first_huge is None or (lines[i], col) < first_huge[:2]:
+                    first_huge = (lines[i], col, body[i][1][col])
+        columns.append(_Column(header[col], cells, missing, values, first_text))
+    labels = [row[t_idx].strip() for _, row in body]
+    target_missing = [i for i, label in enumerate(labels) if _is_missing(label)]
+    first_target = None
+    if target_missing:
+        first_target = (lines[target_missing[0]], t_idx, body[target_missing[0]][1][t_idx])
+    problems = [p for p in (first_huge, first_target) if p is not None]
     first = min(problems, default=None, key=lambda p: (p[0], p[1]))
-    if first is not None and first is first_text:
-        line, col, cell = first
-        raise DataError(
-            f"data: feature column {header[col]!r} in '{path}' is not numeric (value "
-            f"{_short(cell)!r} on line {line}); encode or drop it"
-        )
     if first is not None and first is first_huge:
         line, col, cell = first
         raise DataError(
@@ -727,27 +943,27 @@ def _read_csv(path: Path, target: str | None) -> _Raw:
         )
     if first is not None:
         line, col, cell = first
-        kind = "missing target value" if col == t_idx else "missing value"
         where = f"line {line}, column {header[col]!r} in '{path}' ({_cell(cell)})"
-        if len(missing) == 1 and col == t_idx:
-            label = ""
-            if cell.strip() and not _is_number(cell):  # 'NA'/'None' may be a real class
-                label = f" (or, if {_short(cell)!r} is a class name, rename it)"
-            raise DataError(f"data: {kind} on {where}; fill it or drop the row{label}")
-        if len(missing) == 1:
-            raise DataError(f"data: {kind} on {where}; fill it (impute) or drop the row")
-        n_rows = len({m[0] for m in missing})
-        first_is = "first on" if col != t_idx else f"first is a {kind} on"
-        rows = "the row" if n_rows == 1 else f"the {n_rows} rows"
+        label = ""
+        if cell.strip() and not _is_number(cell):  # 'NA'/'None' may be a real class
+            label = f" (or, if {_short(cell)!r} is a class name, rename it)"
+        if len(target_missing) == 1:
+            raise DataError(
+                f"data: missing target value on {where}; fill it or drop the row{label}"
+            )
         raise DataError(
-            f"data: {len(missing)} missing values; {first_is} {where}; fill them (impute) or "
-            f"drop {rows} that have them"
+            f"data: {len(target_missing)} missing target values; first on {where}; fill them or "
+            f"drop the {len(target_missing)} rows that have them{label}"
         )
     try:
         y: np.ndarray = np.array([float(label) for label in labels])
     except ValueError:
         y = np.array(labels)
-    return _Raw(path.stem, x, y, feature_names=tuple(header[i] for i in feature_idx))
+    x = None  # a float matrix only when every feature is a number and none is missing
+    if all(column.values is not None and not column.missing.any() for column in columns):
+        x = np.column_stack([column.values for column in columns])
+    return _Raw(path.stem, x, y, feature_names=tuple(header[i] for i in feature_idx),
+                table=_Table(str(path), target, columns, lines))
 
 
 def _as_features(x: Any, name: str, key: str) -> tuple[np.ndarray, bool]:
@@ -972,3 +1188,384 @@ def _scale(
     step = Preprocessing("standardize", mean=tuple(float(m) for m in scaler.mean_),
                          scale=tuple(float(v) for v in scaler.scale_))
     return step.apply(x_train), step.apply(x_val), step
+
+
+# ---------------------------------------------------------------------- structured CSVs
+_OPTIONS = ("categorical_columns", "numeric_columns", "text_columns")
+_SPELLINGS = frozenset(missing_spellings())
+
+
+def _check_column_options(categorical: Any, numeric: Any, text: Any) -> dict[str, str]:
+    """Validate the ``*_columns`` arguments; returns column name -> the option naming it."""
+    forced: dict[str, str] = {}
+    for option, names in zip(_OPTIONS, (categorical, numeric, text), strict=True):
+        if names is None:
+            continue
+        if isinstance(names, str):
+            names = names.split(",")
+        if not isinstance(names, Sequence) or not all(isinstance(n, str) for n in names):
+            raise DataError(
+                f"{option}: expected a list of column names, received {names!r}; pass for "
+                f"example {option}=['origin']"
+            )
+        for name in names:
+            name = name.strip()
+            if not name:
+                raise DataError(f"{option}: received an empty column name in {names!r}; "
+                                "pass the columns' header names")
+            if forced.get(name, option) != option:
+                raise DataError(f"{option}: column {name!r} is also in {forced[name]}; name "
+                                "each column in one of categorical_columns, numeric_columns "
+                                "and text_columns")
+            forced[name] = option
+    return forced
+
+
+def _load_table(raw: _Raw, *, task: str | None, validation_split: float, seed: int,
+                standardize: bool, max_samples: int | None, forced: dict[str, str]) -> Dataset:
+    """Split a CSV's rows, give every column its kind (from the training split) and encode."""
+    table = raw.table
+    assert table is not None
+    y = _as_target(raw.y, len(table.lines), raw.name, "y")
+    resolved, y, n_classes, class_names = _encode_targets(y, task, raw)
+    classify = resolved != "regression"
+    rows = np.arange(len(table.lines))
+    if max_samples is not None:
+        rows, y = _subsample(rows, y, max_samples, seed, classify)
+    # The same split as the arrays' own would be: scikit-learn's depends on the count and y only.
+    rows, rows_val, y, y_val = _split(rows, y, validation_split, seed, classify)
+    kinds = _column_kinds(table, rows, forced)
+    common = dict(name=raw.name, y_train=np.ascontiguousarray(y),
+                  y_val=np.ascontiguousarray(y_val), task=resolved, n_classes=n_classes,
+                  class_names=class_names)
+    if raw.x is not None and all(kind == "numeric" for _, kind, _ in kinds):
+        # Numbers only, none missing, no codes: a plain matrix, scaled as any other.
+        x, _ = _as_features(raw.x, raw.name, "x")
+        x, x_val = x[rows], x[rows_val]
+        preprocessing = Preprocessing()
+        if standardize:
+            x, x_val, preprocessing = _scale(x, x_val, False)
+        return Dataset(x_train=np.ascontiguousarray(x, dtype=np.float32),
+                       x_val=np.ascontiguousarray(x_val, dtype=np.float32),
+                       feature_names=raw.feature_names, preprocessing=preprocessing,
+                       **common)  # type: ignore[arg-type]
+    preprocessing, raw_train, raw_val = _fit_columns(table, kinds, rows, rows_val,
+                                                     standardize=standardize)
+    x, x_val = preprocessing.apply(raw_train), preprocessing.apply(raw_val)
+    return Dataset(x_train=np.ascontiguousarray(x), x_val=np.ascontiguousarray(x_val),
+                   feature_names=_encoded_names(preprocessing.columns),
+                   preprocessing=preprocessing, raw_x_train=raw_train, raw_x_val=raw_val,
+                   **common)  # type: ignore[arg-type]
+
+
+def _column_kinds(table: _Table, rows: np.ndarray, forced: dict[str, str]
+                  ) -> list[tuple[_Column, str, str]]:
+    """``(column, kind, reason)`` of every feature column, by the rule of
+    :class:`FeatureColumn` applied to the training ``rows``, or as ``forced``."""
+    names = [column.name for column in table.columns]
+    for name, option in forced.items():
+        if name not in names:
+            close = difflib.get_close_matches(name, names, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            if name == table.target:
+                raise DataError(
+                    f"{option}: column {name!r} is the target (--target) of '{table.path}'; "
+                    "name feature columns only"
+                )
+            raise DataError(
+                f"{option}: column {name!r} not found in '{table.path}'; feature columns are: "
+                f"{', '.join(names)}{hint}"
+            )
+    kinds = []
+    for column in table.columns:
+        option = forced.get(column.name)
+        present = rows[~column.missing[rows]]
+        if column.values is None:
+            i, cell = column.first_text  # type: ignore[misc]
+            if option == "numeric_columns":
+                raise DataError(
+                    f"numeric_columns: column {column.name!r} in '{table.path}' is not numeric "
+                    f"(value {_short(cell)!r} on line {table.lines[i]}); drop it from "
+                    "numeric_columns (--numeric)"
+                )
+            distinct = len({column.cells[i] for i in present})
+            if option is not None:
+                kind = "text" if option == "text_columns" else "string_categorical"
+                kinds.append((column, kind, f"forced by {option}"))
+            elif distinct > _TEXT_MIN_DISTINCT and distinct > _TEXT_MIN_UNIQUE_SHARE * len(present):
+                kinds.append((column, "text", f"free text: {distinct} distinct values in "
+                                              f"{len(present)} training rows"))
+            else:
+                kinds.append((column, "string_categorical",
+                              f"{_plural(distinct, 'distinct string')}"))
+            continue
+        if option == "text_columns":
+            raise DataError(
+                f"text_columns: column {column.name!r} in '{table.path}' holds numbers, not text; "
+                "drop it from text_columns (--text-columns), or name it in categorical_columns"
+            )
+        if option == "categorical_columns":
+            _check_codes(table, column)
+            kinds.append((column, "integer_categorical", f"forced by {option}"))
+        elif option == "numeric_columns":
+            kinds.append((column, "numeric", f"forced by {option}"))
+        elif _looks_like_codes(column.values[present]):  # type: ignore[index]
+            codes = np.unique(column.values[present])  # type: ignore[index]
+            kinds.append((column, "integer_categorical",
+                          f"integer codes {int(codes[0])}..{int(codes[-1])}"))
+        else:
+            kinds.append((column, "numeric", "numbers"))
+    return kinds
+
+
+def _looks_like_codes(values: np.ndarray) -> bool:
+    """The integer-coded categorical rule: exactly the codes 0..k-1 or 1..k, 3 <= k <= 10,
+    at least 5 rows per code on average."""
+    distinct = np.unique(values)
+    k = len(distinct)
+    return bool(
+        _MIN_CODES <= k <= _MAX_CODES
+        and len(values) >= _MIN_ROWS_PER_CODE * k
+        and distinct[0] in (0.0, 1.0)
+        and np.array_equal(distinct, np.arange(distinct[0], distinct[0] + k))
+    )
+
+
+def _check_codes(table: _Table, column: _Column) -> None:
+    """A numeric column named in ``categorical_columns`` must hold integer codes (int32)."""
+    values = column.values
+    assert values is not None
+    bad = ~column.missing & ((values % 1 != 0) | (np.abs(values) > _CODE_LIMIT))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise DataError(
+            f"categorical_columns: column {column.name!r} in '{table.path}' has value "
+            f"{_short(column.cells[i])!r} on line {table.lines[i]}, not an integer code (below "
+            f"{_CODE_LIMIT + 1} in size); only integer codes or strings are categories: drop it "
+            "from categorical_columns (--categorical)"
+        )
+
+
+def _fit_columns(
+    table: _Table, kinds: list[tuple[_Column, str, str]], rows: np.ndarray,
+    rows_val: np.ndarray, *, standardize: bool,
+) -> tuple[Preprocessing, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Impute and fit the FeatureSpace on the training rows: ``(preprocessing, raw_train,
+    raw_val)``; drops the free-text columns not asked for, with a notice."""
+    specs: list[FeatureColumn] = []
+    dropped: list[tuple[str, str]] = []
+    raw_train: dict[str, np.ndarray] = {}
+    raw_val: dict[str, np.ndarray] = {}
+    for column, kind, reason in kinds:
+        if kind == "text" and not reason.startswith("forced"):
+            present = rows[~column.missing[rows]]
+            example = _short(column.cells[int(present[0])]) if len(present) else ""
+            flag = f"--text-columns {column.name}"
+            if (table.path, column.name) not in _ANNOUNCED:
+                _ANNOUNCED.add((table.path, column.name))
+                logger.warning(
+                    "data: dropped the free-text column %r of '%s' (%s, e.g. %r); keep it as a "
+                    "bag of words with %s (text_columns=[%r])", column.name, table.path,
+                    reason.removeprefix("free text: "), example, flag, column.name)
+            dropped.append((column.name, f"{reason}; keep it with {flag}"))
+            continue
+        present = rows[~column.missing[rows]]
+        if not len(present):
+            n_values = int((~column.missing).sum())
+            raise DataError(
+                f"data: column {column.name!r} in '{table.path}' has no values in the training "
+                f"split (its {n_values} values are all in validation rows); drop the column or "
+                "add rows"
+            )
+        input_name = column.name.replace("/", "_")
+        if input_name in raw_train:
+            same = [c.name for c, _, _ in kinds if c.name.replace("/", "_") == input_name]
+            if len(set(same)) == 1:
+                raise DataError(
+                    f"data: column {column.name!r} appears {len(same)} times in the header of "
+                    f"'{table.path}'; rename the duplicates"
+                )
+            raise DataError(
+                f"data: columns {' and '.join(map(repr, dict.fromkeys(same)))} in '{table.path}' "
+                f"are both the model input {input_name!r} ('/' becomes '_'); rename one of them"
+            )
+        if input_name in _RESERVED_INPUTS or input_name.startswith("missing_spellings_"):
+            raise DataError(
+                f"data: column {column.name!r} in '{table.path}' has the name of a layer of the "
+                f"exported model ({', '.join(sorted(_RESERVED_INPUTS))}, missing_spellings_*); "
+                "rename the column"
+            )
+        fill: float | int | str = ""
+        if kind == "numeric":
+            fill = float(np.median(column.values[present]))  # type: ignore[index]
+        elif kind == "integer_categorical":
+            fill = MISSING_CODE
+        encoding = {"numeric": "float_normalized" if standardize else "float",
+                    "text": "bag_of_words"}.get(kind, "one_hot")
+        spec = FeatureColumn(
+            name=column.name, input_name=input_name, kind=kind,  # type: ignore[arg-type]
+            encoding=encoding, reason=reason, fill=fill,
+            missing=(int(column.missing[rows].sum()), int(column.missing[rows_val].sum())))
+        specs.append(spec)
+        raw_train[input_name] = _raw_values(column, spec, rows)
+        raw_val[input_name] = _raw_values(column, spec, rows_val)
+    if not specs:
+        names = ", ".join(name for name, _ in dropped)
+        raise DataError(
+            f"data: every feature column of '{table.path}' is free text ({names}); keep some "
+            f"with --text-columns COLUMN (text_columns=[...]) or add feature columns"
+        )
+    space, vocabularies = _fit_feature_space(
+        specs, {spec.input_name: _impute(spec, raw_train[spec.input_name]) for spec in specs})
+    columns = []
+    for spec in specs:
+        vocabulary = vocabularies.get(spec.input_name, ())
+        width = len(vocabulary) if spec.kind != "numeric" else 1
+        columns.append(replace(spec, vocabulary=tuple(vocabulary), width=width))
+    step = Preprocessing("feature_space", columns=tuple(columns), dropped=tuple(dropped),
+                         feature_space=space)
+    return step, raw_train, raw_val
+
+
+def _raw_values(column: _Column, spec: FeatureColumn, rows: np.ndarray) -> np.ndarray:
+    """A column's raw values on ``rows``, as the exported model takes them: float32 with NaN
+    for a missing number, the cell's (stripped) text for a string column."""
+    if spec.input_dtype == "float32":
+        return column.values[rows].astype(np.float32)  # type: ignore[index]
+    return np.array([column.cells[i] for i in rows], dtype=str)
+
+
+def _impute(spec: FeatureColumn, values: Any) -> np.ndarray:
+    """Raw values with the missing ones replaced by the column's fill, in the dtype the
+    FeatureSpace takes: float32 (numeric), int32 (integer codes) or strings.
+
+    The same rule as the exported model's (:meth:`KitHyperModel.inference_model`): NaN is a
+    missing number; a string is missing when it is one of :func:`missing_spellings` or empty,
+    compared as given."""
+    values = np.asarray(values)
+    if spec.kind == "numeric":
+        numbers = values.astype(np.float32)
+        return np.where(np.isnan(numbers), np.float32(spec.fill), numbers)
+    if spec.kind == "integer_categorical":
+        numbers = values.astype(np.float64)
+        numbers = np.where(np.isnan(numbers), float(MISSING_CODE), numbers)
+        return np.clip(numbers, MISSING_CODE, 2**31 - 1).astype(np.int32)
+    texts = values.astype(str)
+    return np.array(["" if text in _SPELLINGS else text for text in texts.reshape(-1)],
+                    dtype=str).reshape(texts.shape)
+
+
+def _fit_feature_space(specs: Sequence[FeatureColumn], train: dict[str, np.ndarray]
+                       ) -> tuple[Any, dict[str, list[str]]]:
+    """A ``keras.utils.FeatureSpace`` adapted on the imputed training columns ``train``, and
+    the label of each encoded feature of every non-numeric column.
+
+    Numeric: ``FeatureSpace.float_normalized`` (or ``float``). Categorical: a
+    ``StringLookup``/``IntegerLookup`` whose mask token is the missing value (its own category,
+    kept out of the adapted vocabulary) with one out-of-vocabulary index and at most
+    ``_MAX_ONE_HOT`` categories, one-hot encoded by the FeatureSpace. Text: a
+    ``TextVectorization`` bag of words (``multi_hot``), adapted here on the training column and
+    wrapped in a small functional model that states its output width (Keras 3.15 infers
+    ``(None, 1, words)`` for it on a ``(None, 1)`` input, which the FeatureSpace cannot
+    concatenate).
+    """
+    from kerastune_kit._backend import keras as _keras
+
+    keras = _keras()
+    import tensorflow as tf
+
+    space_type, layers = keras.utils.FeatureSpace, keras.layers
+    features: dict[str, Any] = {}
+    words: dict[str, Any] = {}
+    used: set[str] = set()
+    for spec in specs:
+        key, base = spec.input_name, _layer_name(spec.input_name, used)
+        if spec.kind == "numeric":
+            features[key] = (space_type.float_normalized(name=base)
+                             if spec.encoding == "float_normalized"
+                             else space_type.float(name=base))
+        elif spec.kind == "integer_categorical":
+            lookup = layers.IntegerLookup(
+                max_tokens=_MAX_ONE_HOT + 2, num_oov_indices=1, mask_token=MISSING_CODE,
+                oov_token=_UNSEEN_CODE, name=f"{base}_lookup")
+            features[key] = space_type.feature(dtype="int32", preprocessor=lookup,
+                                               output_mode="one_hot")
+        elif spec.kind == "string_categorical":
+            lookup = layers.StringLookup(max_tokens=_MAX_ONE_HOT + 2, num_oov_indices=1,
+                                         mask_token="", name=f"{base}_lookup")
+            features[key] = space_type.feature(dtype="string", preprocessor=lookup,
+                                               output_mode="one_hot")
+        else:
+            vectorizer = layers.TextVectorization(
+                max_tokens=_TEXT_VOCABULARY + 1, output_mode="multi_hot",
+                standardize="lower_and_strip_punctuation", split="whitespace",
+                name=f"{base}_words")
+            vectorizer.adapt(tf.constant(train[key]), batch_size=1024)
+            width = int(vectorizer.vocabulary_size())
+            text = keras.Input(shape=(1,), dtype="string", name=f"{base}_text")
+            bag = layers.Reshape((width,), name=f"{base}_bag")(vectorizer(text))
+            features[key] = space_type.feature(
+                dtype="string", output_mode="float",
+                preprocessor=keras.Model(text, bag, name=f"{base}_bag_of_words"))
+            words[key] = vectorizer
+    space = space_type(features, output_mode="concat", name="feature_space")
+    space.adapt(tf.data.Dataset.from_tensor_slices(
+        {key: tf.constant(values) for key, values in train.items()}).batch(1024))
+    vocabularies: dict[str, list[str]] = {}
+    for spec in specs:
+        key = spec.input_name
+        if spec.kind == "text":
+            vocabularies[key] = ["[other]", *map(str, words[key].get_vocabulary()[1:])]
+        elif spec.kind != "numeric":
+            tokens = space.preprocessors[key].get_vocabulary()
+            labels = [str(int(t)) if spec.kind == "integer_categorical" else str(t)
+                      for t in tokens[2:]]
+            vocabularies[key] = ["[missing]", "[other]", *labels]
+    return space, vocabularies
+
+
+def _layer_name(name: str, used: set[str]) -> str:
+    """A Keras layer-name stem for a column, unique within ``used``."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "column"
+    candidate, i = stem, 1
+    while candidate in used:
+        i += 1
+        candidate = f"{stem}_{i}"
+    used.add(candidate)
+    return candidate
+
+
+def _encode_with_feature_space(step: Preprocessing, x: Any) -> np.ndarray:
+    """Impute raw columns and encode them with the fitted FeatureSpace: ``(n, features)``."""
+    if not isinstance(x, Mapping):
+        raise DataError(
+            f"x: a feature_space preprocessing takes a dict of raw columns "
+            f"({', '.join(step.input_dtypes)}), received {type(x).__name__}"
+        )
+    absent = [column.input_name for column in step.columns if column.input_name not in x]
+    if absent:
+        raise DataError(
+            f"x: the raw columns {', '.join(map(repr, absent))} are missing; pass every one of "
+            f"{', '.join(step.input_dtypes)}"
+        )
+    from kerastune_kit._backend import keras as _keras
+
+    _keras()
+    import tensorflow as tf
+
+    inputs = {column.input_name: tf.constant(_impute(column, x[column.input_name]))
+              for column in step.columns}
+    return np.asarray(step.feature_space(inputs), dtype=np.float32)
+
+
+def _encoded_names(columns: Sequence[FeatureColumn]) -> tuple[str, ...]:
+    """One name per encoded feature, in the FeatureSpace's order (its inputs sorted by name):
+    ``weight``, ``origin=2``, ``origin=[missing]``, ``name:ford``."""
+    names: list[str] = []
+    for column in sorted(columns, key=lambda c: c.input_name):
+        if column.kind == "numeric":
+            names.append(column.name)
+        else:
+            sep = ":" if column.kind == "text" else "="
+            names.extend(f"{column.name}{sep}{label}" for label in column.vocabulary)
+    return tuple(names)

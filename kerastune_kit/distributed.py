@@ -30,8 +30,8 @@ from typing import Any
 
 from kerastune_kit._backend import native_stderr_silenced, warm_up_tensorflow
 from kerastune_kit._logging import get_logger
-from kerastune_kit.config import SearchConfig
 from kerastune_kit.errors import ConfigError
+from kerastune_kit.kt_patches import patch_keras_tuner_protos
 from kerastune_kit.results import TrialRecord
 
 logger = get_logger("distributed")
@@ -199,9 +199,9 @@ class ChiefServer:
         self._grpc.stop(grace=1.0)
 
     def rescore_diverged(self) -> None:
-        """:func:`kerastune_kit.tuners.rescore_diverged` on the chief's oracle."""
+        """:func:`kerastune_kit.trial_report.rescore_diverged` on the chief's oracle."""
         from kerastune_kit.results import read_trial_records
-        from kerastune_kit.tuners import rescore_diverged
+        from kerastune_kit.trial_report import rescore_diverged
 
         with self.lock:
             try:
@@ -295,55 +295,11 @@ def _unlock_oracle(oracle: Any) -> None:
             lock.release()
 
 
-def patch_keras_tuner_protos() -> None:
-    """Fix two bugs of KerasTuner 1.4.8's gRPC messages, which the chief/worker engine uses.
-
-    - ``conditions.Parent.to_proto`` prints its first value: every call that carries the search
-      space printed lines like ``2`` and ``True``. The replacement builds the same message.
-    - ``HyperParameters.from_proto`` registers the space before setting the values, so a
-      conditional value whose parent's *default* satisfies the condition survives although the
-      trial's real value does not (``units_1`` on a one-layer trial). The replacement drops
-      inactive values and fills missing active ones, as KerasTuner does everywhere else.
-    """
-    from keras_tuner.src import protos
-    from keras_tuner.src.engine import conditions
-    from keras_tuner.src.engine.hyperparameters import HyperParameters
-
-    if getattr(conditions.Parent.to_proto, "_kerastune_kit", False):
-        return
-    original_from_proto = HyperParameters.from_proto.__func__
-
-    @classmethod  # type: ignore[misc]
-    def from_proto(cls: Any, proto: Any) -> Any:
-        hps = original_from_proto(cls, proto)
-        hps.ensure_active_values()
-        return hps
-
-    HyperParameters.from_proto = from_proto
-
-    def to_proto(self: Any) -> Any:
-        proto = protos.get_proto()
-        first = self.values[0]
-        if isinstance(first, str):
-            values = [proto.Value(string_value=v) for v in self.values]
-        elif isinstance(first, bool):
-            values = [proto.Value(boolean_value=v) for v in self.values]
-        elif isinstance(first, int):
-            values = [proto.Value(int_value=v) for v in self.values]
-        else:
-            values = [proto.Value(float_value=v) for v in self.values]
-        return proto.Condition(parent=proto.Condition.Parent(name=self.name, values=values))
-
-    to_proto._kerastune_kit = True  # type: ignore[attr-defined]
-    conditions.Parent.to_proto = to_proto
-
-
-def _worker_main(config: SearchConfig, env: dict[str, str], callbacks: Sequence[Any],
+def _worker_main(job: Callable[..., str], env: dict[str, str], callbacks: Sequence[Any],
                  conn: Any, deadline: float | None) -> None:
     """Entry point of one local worker process; it talks to the chief over its own pipe."""
     os.environ.update(env)
     from kerastune_kit.errors import WriteError
-    from kerastune_kit.tuning import search_in_process
     from kerastune_kit.workers import exit_with_parent
 
     exit_with_parent()
@@ -351,8 +307,8 @@ def _worker_main(config: SearchConfig, env: dict[str, str], callbacks: Sequence[
     with native_stderr_silenced():
         warm_up_tensorflow()
     try:
-        reason = search_in_process(
-            config, callbacks=callbacks, deadline=deadline,
+        reason = job(
+            callbacks=callbacks, deadline=deadline,
             on_trial=lambda record: conn.send(("trial", record.to_json())),
         )
         message: tuple[str, str] = ("end", reason)
@@ -417,7 +373,7 @@ def serve_and_wait(
     host: str,
     port: int,
     *,
-    config: SearchConfig,
+    job: Callable[..., str],
     n_workers: int = 0,
     callbacks: Sequence[Any] | None = None,
     on_trial: Callable[[TrialRecord], None] | None = None,
@@ -432,6 +388,11 @@ def serve_and_wait(
     still alive :data:`WORKER_EXIT_GRACE_S` seconds after it finished or after the search ended,
     or :data:`WORKER_STOP_GRACE_S` seconds after it was asked to stop, is killed. Each of these
     is reported as a warning on the ``kerastune_kit`` logger (the CLI prints it).
+
+    Args:
+        job: What a local worker process runs: ``job(callbacks=, deadline=, on_trial=)``
+            continues the search as a client of this chief (see
+            :func:`kerastune_kit.workers.search_in_workers`); it must pickle.
 
     Returns:
         Why it ended: ``finished``, ``time budget`` or ``interrupted``.
@@ -452,8 +413,6 @@ def serve_and_wait(
     context = multiprocessing.get_context("spawn")
     workers: dict[str, _LocalWorker] = {}
     n_gpus = _gpu_count() if n_workers else 0
-    resumed = SearchConfig(**{**config.to_dict(), "overwrite": False, "resume": True,
-                              "trials_per_worker": 0})
     spawned = 0
     respawns_left = n_workers  # replacements for workers that died while idle
     write_errors: list[str] = []
@@ -466,7 +425,7 @@ def serve_and_wait(
                                  index=index, n_workers=n_workers, n_gpus=n_gpus)
         reader, writer = context.Pipe(duplex=False)
         process = context.Process(target=_worker_main, name=f"kerastune-kit-{tuner_id}",
-                                  args=(resumed, env, list(callbacks or []), writer, deadline),
+                                  args=(job, env, list(callbacks or []), writer, deadline),
                                   daemon=True)
         with sigint_ignored():  # Ctrl-C reaches the chief, which stops its workers
             process.start()

@@ -246,6 +246,15 @@ class KitHyperModel(kt.HyperModel):
         task's loss and metrics, so ``evaluate(raw_x_val, y_val)`` reproduces the search's
         validation scores.
 
+        For a structured CSV (``preprocessing.kind == "feature_space"``) the inputs are the raw
+        columns, a dict with one named 1-D input per column (float32 for number columns, NaN
+        for a missing value; strings for string columns, ``""`` or a spelling such as ``NA``
+        or ``?`` for a missing one): the model imputes them by the recorded rule, applies the
+        fitted FeatureSpace, then the network. Built from Keras's own layers and ops only, so
+        ``keras.saving.load_model`` reads it without kerastune_kit. Keras 3.15's ``predict``
+        refuses NumPy string arrays: pass string columns as ``tf.constant`` (or a
+        ``tf.data.Dataset``), e.g. ``{k: tf.constant(v) for k, v in dataset.raw_x_val.items()}``.
+
         Args:
             model: A network built by :meth:`build` (trained).
 
@@ -253,8 +262,11 @@ class KitHyperModel(kt.HyperModel):
             A new ``keras.Model`` sharing ``model``'s layers and weights.
         """
         step = self.preprocessing
-        inputs = keras.Input(shape=self.input_shape, name="raw_inputs")
-        h = inputs
+        if step is not None and step.kind == "feature_space":
+            inputs, h = self._raw_column_inputs(step)
+        else:
+            inputs = keras.Input(shape=self.input_shape, name="raw_inputs")
+            h = inputs
         if step is not None and step.kind == "standardize":
             scale = np.asarray(step.scale, dtype="float32")
             h = keras.layers.Normalization(mean=np.asarray(step.mean, dtype="float32"),
@@ -274,6 +286,43 @@ class KitHyperModel(kt.HyperModel):
         wrapped.compile(optimizer=optimizer, loss=loss, metrics=self.head.metrics(),
                         loss_weights=self.head.loss_weight())
         return wrapped
+
+    @staticmethod
+    def _raw_column_inputs(step: Any) -> tuple[dict[str, Any], Any]:
+        """The raw-column inputs of a structured dataset's exported model and its encoded features.
+
+        One 1-D input per column of ``step.columns`` (a ``data.Preprocessing`` of kind
+        ``feature_space``), named by its ``input_name``: float32 for numeric and integer-coded
+        columns, where NaN becomes the column's fill (the training median; the missing code, then
+        int32, for codes); strings for string and text columns, where an empty string or a
+        missing-value spelling (:func:`kerastune_kit.data.missing_spellings`, found by a
+        ``StringLookup``) becomes ``""``, the missing category (no words, for text). The imputed
+        columns go through the fitted FeatureSpace's own layers (its inputs and encoded features
+        as a functional model), the same computation as ``step.apply`` on the training data.
+        """
+        from kerastune_kit.data import missing_spellings
+
+        ops, layers = keras.ops, keras.layers
+        space = step.feature_space
+        encoder = keras.Model(dict(space.get_inputs()), space.get_encoded_features(),
+                              name="feature_space")
+        spellings = list(missing_spellings())
+        inputs: dict[str, Any] = {}
+        imputed: dict[str, Any] = {}
+        for index, column in enumerate(step.columns):
+            name = column.input_name
+            raw = keras.Input(shape=(), dtype=column.input_dtype, name=name)
+            h = ops.expand_dims(raw, -1)
+            if column.input_dtype == "float32":
+                h = ops.where(ops.isnan(h), float(column.fill), h)
+                if column.kind == "integer_categorical":
+                    h = ops.cast(h, "int32")
+            else:
+                markers = layers.StringLookup(vocabulary=spellings, num_oov_indices=1,
+                                              name=f"missing_spellings_{index}")
+                h = ops.where(ops.greater(markers(h), 0), "", h)
+            inputs[name], imputed[name] = raw, h
+        return inputs, encoder(imputed)
 
     # -------------------------------------------------------------- build
     def build(self, hp: Any) -> Any:

@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from kerastune_kit.trial_status import TrialStatus
+
 #: The fewest distinct completed configurations an importance estimate is made from.
 MIN_TRIALS = 5
 METHOD = "random-forest impurity importance"
@@ -134,7 +136,7 @@ def _distinct_configurations(records: Iterable[Any], direction: str) -> list[Any
     sign = 1.0 if direction == "max" else -1.0
     best: dict[str, Any] = {}
     for record in records:
-        if record.status != "COMPLETED" or not _finite(record.score):
+        if record.status != TrialStatus.COMPLETED or not _finite(record.score):
             continue
         key = json.dumps(record.hyperparameters, sort_keys=True, default=str)
         held = best.get(key)

@@ -3,7 +3,9 @@
 Owns: :func:`results_from_events` (the trials of a run rebuilt from the HParams experiment
 config, each session's start info and end status, and its scalars) and :func:`load_curves`
 (learning curves per trial). TensorBoard's event readers are imported when these are called.
-Does not own: the leaderboard files (``results``) or writing events (``tensorboard``).
+Does not own: the leaderboard files (``results``), reading a run directory (``runs``, which
+falls back on this module for a run that holds only event files) or writing events
+(``tensorboard``). Imports ``results`` and ``rundir`` only, never ``runs``.
 
 Example:
     >>> from kerastune_kit.inspection import load_curves
@@ -23,21 +25,23 @@ from kerastune_kit.errors import RunDirError
 from kerastune_kit.results import (
     BASELINE_HPARAM,
     PARENT_HPARAM,
-    TENSORBOARD_DIR,
+    RunResults,
     TrialRecord,
+    TrialStatus,
     direction_of,
     rank,
 )
-from kerastune_kit.runs import RunResults, saved_objective
+from kerastune_kit.rundir import TENSORBOARD_DIR, RunDir
 
 _OBJECTIVE = re.compile(r"^(\S+) \((max|min)\)")
-_STATUS = {1: "COMPLETED", 2: "FAILED", 3: "RUNNING"}
+#: HParams session status (``api_pb2.Status``) -> trial status.
+_STATUS = {1: TrialStatus.COMPLETED, 2: TrialStatus.FAILED, 3: TrialStatus.RUNNING}
 
 
 def tensorboard_dir(run_dir: str | Path) -> Path:
-    """``RUN/tensorboard`` when it exists, else ``run_dir`` itself (a bare log directory)."""
-    run_dir = Path(run_dir)
-    return run_dir / TENSORBOARD_DIR if (run_dir / TENSORBOARD_DIR).is_dir() else run_dir
+    """``RUN/tensorboard`` when it exists, else ``run_dir`` itself (a bare log directory);
+    :attr:`RunDir.logdir <kerastune_kit.rundir.RunDir.logdir>`."""
+    return RunDir(run_dir).logdir
 
 
 class EventRun:
@@ -124,7 +128,7 @@ def results_from_events(run_dir: str | Path) -> RunResults:
     sessions = sorted(run for run, tags in content.items()
                       if metadata.SESSION_START_INFO_TAG in tags)
     if objective is None:
-        objective = saved_objective(run_dir)
+        objective = RunDir(run_dir).saved_objective()
     if objective is None:  # sessions of HParamsCallback runs name theirs
         found = next(filter(None, (_OBJECTIVE.match(events.last_text(run, "trial/objective")
                                                     or "") for run in sessions)), None)
@@ -135,10 +139,10 @@ def results_from_events(run_dir: str | Path) -> RunResults:
         tags = content[run]
         start = metadata.parse_session_start_info_plugin_data(
             tags[metadata.SESSION_START_INFO_TAG])
-        status = "RUNNING"
+        status = TrialStatus.RUNNING
         if metadata.SESSION_END_INFO_TAG in tags:
             end = metadata.parse_session_end_info_plugin_data(tags[metadata.SESSION_END_INFO_TAG])
-            status = _STATUS.get(end.status, "RUNNING")
+            status = _STATUS.get(end.status, TrialStatus.RUNNING)
         records.append(_record(events, run, status, start.hparams, int_names,
                                objective or "val_loss", direction))
     if not records:
@@ -198,7 +202,7 @@ def _record(events: EventRun, run: str, status: str, hparams: Mapping[str, Any],
         record.initial_epoch = curve[0][0]
         record.epochs = curve[-1][0] + 1
         finite = [(value, step) for step, value in curve if value == value]
-        if finite and status == "COMPLETED":
+        if finite and status == TrialStatus.COMPLETED:
             pick = max if direction == "max" else min
             record.score, record.best_epoch = pick(finite, key=lambda item: item[0])
     if "trial/score" in last:

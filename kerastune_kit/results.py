@@ -1,34 +1,46 @@
-"""Results files of a run directory: writing them atomically and reading them back.
+"""Trial records and how they rank: one status enum, one "best", the leaderboard table.
 
-Owns: :class:`TrialRecord`, the leaderboard table (``leaderboard.csv``), the best configuration
-(``best_hyperparameters.json``), atomic file writes (temp file + rename, so a reader never sees a
-half-written file), and leaderboard rows read back as records. Imports no TensorFlow.
-Reading a whole run directory back is :func:`kerastune_kit.runs.load_results`.
+Owns: :class:`TrialRecord`, :func:`is_ranked`, :func:`rank` and :func:`best_of` (the one
+definition of the best trial), :class:`RunResults` (a run's trials, best first), the leaderboard
+table (``leaderboard.csv`` written and read back as records) and :func:`direction_of`. Pure:
+imports no TensorFlow.
+Does not own: where files live or how they are written (:mod:`kerastune_kit.rundir`, whose layout
+names and atomic writers are re-exported here for older imports), reading a whole run directory
+back (:func:`kerastune_kit.runs.load_results`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
-import errno
 import io
 import json
 import math
-import os
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-LEADERBOARD = "leaderboard.csv"
-BEST_HYPERPARAMETERS = "best_hyperparameters.json"
-BEST_MODEL = "best_model.keras"
-RECORD_FILE = "kerastune_kit_trial.json"
+from kerastune_kit.rundir import (  # noqa: F401 - re-exported: the layout and atomic writes
+    BEST_HYPERPARAMETERS,
+    BEST_MODEL,
+    LEADERBOARD,
+    RECORD_FILE,
+    RUN_MARKER,
+    TENSORBOARD_DIR,
+    TUNER_DIR,
+    RunDir,
+    atomic_path,
+    record_paths,
+    write_json_atomic,
+    write_text_atomic,
+)
+from kerastune_kit.trial_status import (  # noqa: F401 - re-exported: the one status enum
+    FAILED_STATUSES,
+    RANKED_STATUSES,
+    UNFINISHED_STATUSES,
+    TrialStatus,
+)
 
-RUN_MARKER = "run.json"
-TUNER_DIR = "tuner"
-TENSORBOARD_DIR = "tensorboard"
 #: The HParams hparam naming a promoted Hyperband trial's parent.
 PARENT_HPARAM = "parent_trial_id"
 #: The HParams hparam naming the popular design a baseline trial ran (empty for the others).
@@ -36,8 +48,10 @@ BASELINE_HPARAM = "baseline"
 
 BASE_COLUMNS = (
     "trial_id", "status", "score", "best_epoch", "epochs", "parent_trial_id",
-    "start_score", "wall_time_s", "baseline", "message",
+    "start_score", "wall_time_s", "baseline", "training", "message",
 )
+#: A status no KerasTuner 1.4 trial has, still read as unfinished in older runs.
+_LEGACY_NEW = "NEW"
 
 
 @dataclasses.dataclass
@@ -67,10 +81,13 @@ class TrialRecord:
         hyperparameters: Its active hyperparameter values.
         baseline: The popular design this trial ran (``lenet``, ``mlp_2x256``; see
             :mod:`kerastune_kit.designs`), None for the tuner's own trials.
+        training: How its model trained: ``loop`` (our compiled GradientTape loop) or
+            ``fit`` (``model.fit``: a model or data the loop does not support, or
+            ``training="fit"``); None in runs recorded before this field.
     """
 
     trial_id: str
-    status: str
+    status: str  # a TrialStatus (plain strings compare equal)
     score: float | None = None
     best_epoch: int | None = None
     initial_epoch: int = 0
@@ -84,6 +101,7 @@ class TrialRecord:
     curve: dict[str, float | None] = dataclasses.field(default_factory=dict)
     hyperparameters: dict[str, Any] = dataclasses.field(default_factory=dict)
     baseline: str | None = None
+    training: str | None = None
 
     @property
     def outcome(self) -> str:
@@ -94,20 +112,20 @@ class TrialRecord:
         """
         status = self.status.upper()
         message = (self.message or "").lower()
-        if status == "DIVERGED":
+        if status == TrialStatus.DIVERGED:
             return "diverged"
-        if status in ("PRUNED", "STOPPED"):
+        if status in (TrialStatus.PRUNED, TrialStatus.STOPPED):
             return "pruned"
         # (a diverged trial's message also says it ranks below every "pruned" trial)
-        if status in ("FAILED", "INVALID") and "diverged" in message:
+        if status in FAILED_STATUSES and "diverged" in message:
             return "diverged"
         if "pruned" in message:
             return "pruned"
-        if status == "COMPLETED":
+        if status == TrialStatus.COMPLETED:
             return "completed"
-        if status in ("FAILED", "INVALID"):
+        if status in FAILED_STATUSES:
             return "diverged" if "diverged" in message else "failed"
-        if status in ("RUNNING", "IDLE", "NEW"):
+        if status in UNFINISHED_STATUSES or status == _LEGACY_NEW:
             return "running"
         return status.lower()
 
@@ -141,6 +159,7 @@ class TrialRecord:
             "epochs": epochs, "parent_trial_id": self.parent_trial_id or "",
             "start_score": _fmt(self.start_score), "wall_time_s": _fmt(self.wall_time_s, 2),
             "baseline": self.baseline or "",
+            "training": self.training or "",
             "message": (self.message or "").splitlines()[-1][:300] if self.message else "",
         }
         for name in hp_names:
@@ -166,7 +185,7 @@ def is_ranked(record: TrialRecord) -> bool:
     pruned trial keeps a real score and a checkpoint of its best epoch, so it counts; a
     diverged, failed or unfinished trial never does.
     """
-    return record.status in ("COMPLETED", "PRUNED") and _finite(record.score)
+    return record.status in RANKED_STATUSES and _finite(record.score)
 
 
 def rank(records: Iterable[TrialRecord], direction: str) -> list[TrialRecord]:
@@ -190,66 +209,109 @@ def rank(records: Iterable[TrialRecord], direction: str) -> list[TrialRecord]:
     return ranked + diverged + rest
 
 
-def best_of(records: Iterable[TrialRecord], direction: str) -> TrialRecord | None:
-    """The best trial under :func:`is_ranked`, None when no trial is ranked."""
-    return next((r for r in rank(records, direction) if is_ranked(r)), None)
+def best_of(records: Iterable[TrialRecord], direction: str | None) -> TrialRecord | None:
+    """The best trial: the first of :func:`rank` that :func:`is_ranked` (a COMPLETED or PRUNED
+    trial with a finite score; never a diverged, failed or running one). None when no trial is
+    ranked. This is the one definition of "best" (results, ``inspect``, TensorBoard's panel).
+
+    Args:
+        records: Trial records.
+        direction: ``max`` or ``min``. None when ``records`` are ranked already (best first, as
+            :func:`rank` returns them) and the caller does not know the direction.
+    """
+    ordered = list(records) if direction is None else rank(records, direction)
+    return next((r for r in ordered if is_ranked(r)), None)
+
+
+# ---------------------------------------------------------------------- a run's trials
+@dataclasses.dataclass
+class RunResults(Sequence[TrialRecord]):
+    """The trials of one run directory, best first; behaves as a list of :class:`TrialRecord`.
+
+    Attributes:
+        run_dir: The run directory.
+        objective: The objective's name (None when the run does not say).
+        direction: ``max`` or ``min``.
+        trials: Every trial, best first (unscored trials last).
+        hp_names: Every hyperparameter name, in leaderboard order.
+        source: Where the trials were read: ``leaderboard`` (trial records and
+            ``leaderboard.csv``) or ``tensorboard`` (event files alone).
+
+    Example:
+        >>> from kerastune_kit import load_results
+        >>> results = load_results("runs/iris-random")
+        >>> [r.trial_id for r in results[:3]]
+        ['02', '00', '01']
+    """
+
+    run_dir: Path
+    objective: str | None
+    direction: str
+    trials: list[TrialRecord]
+    hp_names: list[str]
+    source: str = "leaderboard"
+
+    def __len__(self) -> int:
+        return len(self.trials)
+
+    def __getitem__(self, index: Any) -> Any:
+        return self.trials[index]
+
+    def __iter__(self) -> Iterator[TrialRecord]:
+        return iter(self.trials)
+
+    @property
+    def best(self) -> TrialRecord | None:
+        """The best trial (:func:`best_of`: a completed or pruned one, :func:`is_ranked`),
+        None when no trial has a score yet."""
+        return best_of(self.trials, self.direction)
+
+    def counts(self) -> dict[str, int]:
+        """How many trials ended each way (``{"completed": 20, "diverged": 3}``)."""
+        counts: dict[str, int] = {}
+        for record in self.trials:
+            counts[record.outcome] = counts.get(record.outcome, 0) + 1
+        return counts
+
+    def importance(self, *, min_trials: int | None = None) -> Any:
+        """Hyperparameter importance of the finished trials (:mod:`kerastune_kit.importance`)."""
+        from kerastune_kit.importance import MIN_TRIALS, hyperparameter_importance
+
+        return hyperparameter_importance(self.trials, self.hp_names, direction=self.direction,
+                                         min_trials=MIN_TRIALS if min_trials is None
+                                         else min_trials)
+
+    def to_dataframe(self) -> Any:
+        """A pandas DataFrame: one row per trial, best first, one column per hyperparameter.
+
+        Raises:
+            ImportError: pandas is not installed (it is optional: ``pip install pandas``).
+        """
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError(
+                "to_dataframe: pandas is not installed; install it with `pip install pandas` "
+                "or use the records (list(results)) directly"
+            ) from None
+        rows = []
+        for record in self.trials:
+            row = {key: value for key, value in record.to_json().items()
+                   if key != "hyperparameters"}
+            row["outcome"] = record.outcome
+            row.update({name: record.hyperparameters.get(name) for name in self.hp_names})
+            rows.append(row)
+        columns = ["trial_id", "outcome", *[f.name for f in dataclasses.fields(TrialRecord)
+                                            if f.name not in ("trial_id", "hyperparameters")],
+                   *self.hp_names]
+        return pd.DataFrame(rows, columns=columns).set_index("trial_id")
 
 
 def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-# ---------------------------------------------------------------------- atomic writes
-@contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it over ``path`` when the block succeeds.
-
-    The temporary name keeps the suffix (Keras needs ``.keras`` to save a model).
-    """
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=path.suffix, dir=path.parent)
-    except FileExistsError as exc:  # a parent is a file
-        raise NotADirectoryError(errno.ENOTDIR, "a parent is a file", str(path)) from exc
-    except OSError as exc:  # name the file the caller asked for, not the temporary one
-        raise type(exc)(exc.errno, exc.strerror, str(path)) from exc
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        try:
-            yield tmp_path
-        except OSError as exc:
-            if exc.errno is None or exc.filename not in (None, str(tmp_path)):
-                raise
-            raise type(exc)(exc.errno, exc.strerror, str(path)) from exc
-        try:
-            os.chmod(tmp_path, 0o666 & ~_umask())
-            os.replace(tmp_path, path)
-        except OSError as exc:
-            raise type(exc)(exc.errno, exc.strerror, str(path)) from exc
-    finally:
-        with contextlib.suppress(OSError):
-            tmp_path.unlink(missing_ok=True)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-
-
-def write_json_atomic(path: str | Path, data: Any) -> None:
-    """Write ``data`` as indented JSON, atomically."""
-    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
-
-
+# ---------------------------------------------------------------------- leaderboard.csv
 def write_leaderboard(path: str | Path, records: Sequence[TrialRecord],
                       hp_names: Sequence[str]) -> None:
     """Write ``leaderboard.csv``: one row per trial (in the given order), every hyperparameter."""
@@ -263,16 +325,14 @@ def write_leaderboard(path: str | Path, records: Sequence[TrialRecord],
 
 def read_leaderboard(run_dir: str | Path) -> list[dict[str, str]]:
     """Rows of ``RUN/leaderboard.csv`` as dicts of strings."""
-    with open(Path(run_dir) / LEADERBOARD, newline="", encoding="utf-8") as handle:
+    with open(RunDir(run_dir).leaderboard, newline="", encoding="utf-8") as handle:
         return list(csv.DictReader(handle))
 
 
 def read_trial_records(tuner_dir: str | Path) -> list[TrialRecord]:
     """Every trial record saved under KerasTuner's project directory."""
-    records = []
-    for path in sorted(Path(tuner_dir).glob(f"trial_*/{RECORD_FILE}")):
-        records.append(TrialRecord.from_json(json.loads(path.read_text(encoding="utf-8"))))
-    return records
+    return [TrialRecord.from_json(json.loads(path.read_text(encoding="utf-8")))
+            for path in record_paths(tuner_dir)]
 
 
 # ---------------------------------------------------------------------- reading rows back
@@ -284,13 +344,15 @@ def direction_of(objective: str) -> str:
 
 def record_from_row(row: Mapping[str, str], hp_names: Sequence[str]) -> TrialRecord:
     """A :class:`TrialRecord` from one ``leaderboard.csv`` row (the inverse of ``row``)."""
-    record = TrialRecord(trial_id=row["trial_id"], status=row.get("status") or "RUNNING")
+    record = TrialRecord(trial_id=row["trial_id"],
+                         status=row.get("status") or TrialStatus.RUNNING)
     record.score = _number(row.get("score"), float)
     record.best_epoch = _number(row.get("best_epoch"), int)
     record.start_score = _number(row.get("start_score"), float)
     record.wall_time_s = _number(row.get("wall_time_s"), float)
     record.parent_trial_id = row.get("parent_trial_id") or None
     record.baseline = row.get("baseline") or None
+    record.training = row.get("training") or None
     record.message = row.get("message") or None
     first, _, last = (row.get("epochs") or "").partition("-")
     if last:

@@ -1,30 +1,312 @@
-"""The run directory as a shared resource: one search at a time, and write errors users can act on.
+"""The run directory: where every file of a search lives, how it is written, who holds it.
 
-Owns: :class:`RunDirLock` (an exclusive ``flock`` on ``RUN/.kerastune_kit.lock`` held for the
-life of a search, released by the kernel however the process ends, so a lock left by a killed
-search is never stale), :func:`find_write_error` (the ``ENOSPC``/``EROFS``/``EACCES``/...
-``OSError`` behind an exception, including the ones h5py and TensorFlow wrap in their own
-types) and :func:`write_error` (a one-line :class:`~kerastune_kit.errors.WriteError` naming the
-path and the fix). Imports no TensorFlow.
-Does not own: what is written where (``results``, ``tuning``).
+Owns: the layout (:class:`RunDir`, a property per file and folder, and the file names as
+constants), atomic writes (temp file + rename, so a reader never sees a half-written file),
+reading back what a run saved about itself (``run.json``, the ``[fingerprint]`` of
+``config.toml``), the lock (:class:`RunDirLock`, an exclusive ``flock`` on
+``RUN/.kerastune_kit.lock`` held for the life of a search, released by the kernel however the
+process ends, so a lock left by a killed search is never stale), the checks that refuse a run
+directory a search may not use, :func:`find_write_error` (the ``ENOSPC``/``EROFS``/``EACCES``/...
+``OSError`` behind an exception, including the ones h5py and TensorFlow wrap in their own types)
+and :func:`write_error` (a one-line :class:`~kerastune_kit.errors.WriteError` naming the path and
+the fix). Pure: imports nothing of kerastune_kit but ``errors``, and no TensorFlow.
+Does not own: what the files hold (``config``, ``results``, ``tuning``).
+
+Example:
+    >>> run = RunDir("runs/iris-random")
+    >>> run.leaderboard
+    PosixPath('runs/iris-random/leaderboard.csv')
+    >>> written = run.write_json(run.marker, {"objective": "val_accuracy"})
+    >>> run.read_marker()["objective"]
+    'val_accuracy'
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import json
 import os
 import re
 import shutil
 import socket
+import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from kerastune_kit.errors import RunDirError, WriteError
 
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+# ---------------------------------------------------------------------- the layout
+#: The effective configuration (what ``--resume`` checks against), with its ``[fingerprint]``.
+CONFIG_FILE = "config.toml"
+#: The run's marker: version, dataset, objective and direction.
+RUN_MARKER = "run.json"
+#: KerasTuner's project directory (oracle state, ``trial_*/``).
+TUNER_DIR = "tuner"
+#: The TensorBoard log directory (give it to ``tensorboard --logdir``).
+TENSORBOARD_DIR = "tensorboard"
+LEADERBOARD = "leaderboard.csv"
+BEST_HYPERPARAMETERS = "best_hyperparameters.json"
+BEST_MODEL = "best_model.keras"
+#: A trial's record, inside its KerasTuner trial directory (``tuner/trial_<id>/``).
+RECORD_FILE = "kerastune_kit_trial.json"
+#: KerasTuner names a trial's directory ``trial_<trial_id>``.
+TRIAL_DIR_PREFIX = "trial_"
 #: The lock file inside a run directory (kept when ``--overwrite`` empties the directory).
 LOCK_FILE = ".kerastune_kit.lock"
 
+
+class RunDir:
+    """One run directory: a property per file and folder of the layout, atomic writers, readers.
+
+    Only paths are computed here; nothing is created until something is written. A ``RunDir``
+    is accepted wherever a path is (``os.fspath``, ``open``, ``Path(run)``) and ``run / name``
+    is ``run.path / name``.
+
+    Args:
+        path: The run directory (``--run-dir``).
+
+    Example:
+        >>> run = RunDir("runs/digits-hyperband")
+        >>> run.tensorboard_dir, run.trial_record("0003")
+        (PosixPath('runs/digits-hyperband/tensorboard'),
+         PosixPath('runs/digits-hyperband/tuner/trial_0003/kerastune_kit_trial.json'))
+    """
+
+    __slots__ = ("path",)
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    def __fspath__(self) -> str:
+        return os.fspath(self.path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RunDir) and other.path == self.path
+
+    def __hash__(self) -> int:
+        return hash(self.path)
+
+    def __truediv__(self, name: str | os.PathLike[str]) -> Path:
+        return self.path / name
+
+    # -------------------------------------------------------------- files and folders
+    @property
+    def config(self) -> Path:
+        """``RUN/config.toml``: the effective configuration."""
+        return self.path / CONFIG_FILE
+
+    @property
+    def marker(self) -> Path:
+        """``RUN/run.json``: version, dataset, objective and direction of the run."""
+        return self.path / RUN_MARKER
+
+    @property
+    def tuner_dir(self) -> Path:
+        """``RUN/tuner``: KerasTuner's project directory."""
+        return self.path / TUNER_DIR
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        """``RUN/tensorboard``: the log directory of the whole search."""
+        return self.path / TENSORBOARD_DIR
+
+    @property
+    def leaderboard(self) -> Path:
+        """``RUN/leaderboard.csv``."""
+        return self.path / LEADERBOARD
+
+    @property
+    def best_hyperparameters(self) -> Path:
+        """``RUN/best_hyperparameters.json``."""
+        return self.path / BEST_HYPERPARAMETERS
+
+    @property
+    def best_model(self) -> Path:
+        """``RUN/best_model.keras``."""
+        return self.path / BEST_MODEL
+
+    @property
+    def lock(self) -> Path:
+        """``RUN/.kerastune_kit.lock`` (see :class:`RunDirLock`)."""
+        return self.path / LOCK_FILE
+
+    @property
+    def logdir(self) -> Path:
+        """Where the event files are: ``RUN/tensorboard`` when it exists, else the directory
+        itself (a bare TensorBoard log directory given as a run)."""
+        return self.tensorboard_dir if self.tensorboard_dir.is_dir() else self.path
+
+    def trial_dir(self, trial_id: str) -> Path:
+        """``RUN/tuner/trial_<id>``: KerasTuner's directory of one trial."""
+        return self.tuner_dir / f"{TRIAL_DIR_PREFIX}{trial_id}"
+
+    def trial_record(self, trial_id: str) -> Path:
+        """``RUN/tuner/trial_<id>/kerastune_kit_trial.json``: one trial's record."""
+        return record_path(self.trial_dir(trial_id))
+
+    def trial_logdir(self, trial_id: str) -> Path:
+        """``RUN/tensorboard/<id>``: one trial's HParams session and scalars."""
+        return self.tensorboard_dir / str(trial_id)
+
+    def trial_records(self) -> list[Path]:
+        """Every trial record file under ``RUN/tuner``, in trial-directory order."""
+        return record_paths(self.tuner_dir)
+
+    # -------------------------------------------------------------- what is there
+    def is_run(self) -> bool:
+        """Whether a search was started here (``config.toml`` or ``run.json`` exists)."""
+        return self.marker.is_file() or self.config.is_file()
+
+    def is_occupied(self) -> bool:
+        """Whether the directory holds anything besides a lock file."""
+        return is_occupied(self.path)
+
+    # -------------------------------------------------------------- writing
+    def write_text(self, path: str | os.PathLike[str], text: str) -> Path:
+        """Write ``text`` atomically to ``path`` (a path of this layout, or a name inside the
+        run directory); returns the path written."""
+        target = self._inside(path)
+        write_text_atomic(target, text)
+        return target
+
+    def write_json(self, path: str | os.PathLike[str], data: Any) -> Path:
+        """Write ``data`` as indented JSON atomically (see :meth:`write_text`)."""
+        target = self._inside(path)
+        write_json_atomic(target, data)
+        return target
+
+    def _inside(self, path: str | os.PathLike[str]) -> Path:
+        path = Path(path)
+        parts = self.path.parts
+        if path.is_absolute() or (parts and path.parts[:len(parts)] == parts):
+            return path
+        return self.path / path
+
+    # -------------------------------------------------------------- reading back
+    def read_marker(self) -> dict[str, Any]:
+        """``run.json`` as a dict (empty when missing or unreadable)."""
+        return read_json_object(self.marker)
+
+    def read_best_hyperparameters(self) -> dict[str, Any]:
+        """``best_hyperparameters.json`` as a dict (empty when missing or unreadable)."""
+        return read_json_object(self.best_hyperparameters)
+
+    def read_config_document(self) -> dict[str, Any]:
+        """``config.toml`` as the TOML document it is (empty when missing or unreadable); the
+        validated configuration is :func:`kerastune_kit.config.load_saved_config`."""
+        try:
+            return tomllib.loads(self.config.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
+            return {}
+
+    def read_fingerprint(self) -> dict[str, str]:
+        """The ``[fingerprint]`` table of ``config.toml`` (hashes of the data and the search
+        space; empty when absent)."""
+        table = self.read_config_document().get("fingerprint", {})
+        return {str(k): str(v) for k, v in table.items()} if isinstance(table, dict) else {}
+
+    def saved_objective(self) -> str | None:
+        """The objective named by ``run.json`` or ``best_hyperparameters.json`` (None if
+        neither)."""
+        for read in (self.read_marker, self.read_best_hyperparameters):
+            objective = read().get("objective")
+            if isinstance(objective, str):
+                return objective
+        return None
+
+    def saved_direction(self) -> str | None:
+        """``max`` or ``min`` as ``run.json`` records it (None when it does not)."""
+        direction = self.read_marker().get("direction")
+        return direction if direction in ("max", "min") else None
+
+
+def record_path(trial_dir: str | os.PathLike[str]) -> Path:
+    """The record file inside a KerasTuner trial directory (``Tuner.get_trial_dir(id)``)."""
+    return Path(trial_dir) / RECORD_FILE
+
+
+def record_paths(tuner_dir: str | os.PathLike[str]) -> list[Path]:
+    """Every trial record file under KerasTuner's project directory, sorted."""
+    return sorted(Path(tuner_dir).glob(f"{TRIAL_DIR_PREFIX}*/{RECORD_FILE}"))
+
+
+def read_json_object(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A JSON file holding an object, as a dict; empty when missing, unreadable or not an
+    object."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+# ---------------------------------------------------------------------- atomic writes
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it over ``path`` when the block succeeds.
+
+    The temporary name keeps the suffix (Keras needs ``.keras`` to save a model).
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=path.suffix, dir=path.parent)
+    except FileExistsError as exc:  # a parent is a file
+        raise NotADirectoryError(errno.ENOTDIR, "a parent is a file", str(path)) from exc
+    except OSError as exc:  # name the file the caller asked for, not the temporary one
+        raise type(exc)(exc.errno, exc.strerror, str(path)) from exc
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        try:
+            yield tmp_path
+        except OSError as exc:
+            if exc.errno is None or exc.filename not in (None, str(tmp_path)):
+                raise
+            raise type(exc)(exc.errno, exc.strerror, str(path)) from exc
+        try:
+            os.chmod(tmp_path, 0o666 & ~_umask())
+            os.replace(tmp_path, path)
+        except OSError as exc:
+            raise type(exc)(exc.errno, exc.strerror, str(path)) from exc
+    finally:
+        with contextlib.suppress(OSError):
+            tmp_path.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
+    """Write ``data`` as indented JSON, atomically."""
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+# ---------------------------------------------------------------------- write errors
 #: errno values that mean "this file system will not take the write" (the user must act).
 WRITE_ERRNOS = {
     errno.ENOSPC: "no space left on device",
@@ -160,7 +442,7 @@ class RunDirLock:
 
     @property
     def path(self) -> Path:
-        return self.run_dir / LOCK_FILE
+        return RunDir(self.run_dir).lock
 
     def acquire(self) -> RunDirLock:
         import fcntl
@@ -227,7 +509,7 @@ def holder_of(run_dir: str | Path) -> str | None:
     """
     import fcntl
 
-    path = Path(run_dir) / LOCK_FILE
+    path = RunDir(run_dir).lock
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -289,7 +571,9 @@ def check_run_dir_for_search(config: Any, *, locked: bool = False) -> bool:
     """Refuse a run directory a search (``config``, a ``SearchConfig``) may not use.
 
     Needs no TensorFlow: the CLI calls it before TensorFlow loads, and ``run_search`` again
-    (under the run's lock) before it writes.
+    (under the run's lock) before it writes. The saved settings are compared by the
+    configuration itself (:meth:`~kerastune_kit.config.SearchConfig.check_against_saved`), so
+    that this module stays below ``config``.
 
     Returns:
         Whether the directory holds a search (``config.toml`` or ``run.json``).
@@ -300,18 +584,15 @@ def check_run_dir_for_search(config: Any, *, locked: bool = False) -> bool:
             ``--resume`` was given, or ``--overwrite`` would delete what is not a run.
         ConfigError: ``--resume`` with a setting that contradicts the saved search.
     """
-    from kerastune_kit.config import check_resume_settings
-    from kerastune_kit.results import RUN_MARKER
-
     run_dir = config.effective_run_dir()
     check_run_dir_usable(run_dir, locked=locked)
-    is_run = (run_dir / RUN_MARKER).is_file() or (run_dir / "config.toml").is_file()
+    is_run = RunDir(run_dir).is_run()
     if config.resume:
         if not is_run:
             raise RunDirError(
                 f"run_dir: '{run_dir}' holds no search to resume; drop --resume to start one"
             )
-        check_resume_settings(config)
+        config.check_against_saved()
     elif is_occupied(run_dir):
         if not config.overwrite:
             raise RunDirError(

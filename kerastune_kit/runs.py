@@ -1,9 +1,11 @@
 """A run directory read back: its trials best first, the best model exported.
 
-Owns: :class:`RunResults` (a list of :class:`~kerastune_kit.results.TrialRecord`, best first,
-with the objective, importance and a pandas DataFrame), :func:`load_results` and
-:func:`export_best`. Imports no TensorFlow: a run that holds only TensorBoard event files is read
-by :mod:`kerastune_kit.inspection`, imported on demand.
+Owns: :func:`load_results` (a run's :class:`~kerastune_kit.results.RunResults`, from its trial
+records and ``leaderboard.csv``, or from its event files alone through
+:mod:`kerastune_kit.inspection`, imported on demand) and :func:`export_best`. Imports no
+TensorFlow. :class:`~kerastune_kit.results.RunResults` lives in ``results`` (re-exported here),
+so that ``inspection`` builds one without importing this module: imports run
+``runs -> inspection -> results``.
 
 Example:
     >>> from kerastune_kit import load_results
@@ -15,114 +17,29 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
-import json
-from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 from kerastune_kit.errors import ConfigError, RunDirError
 from kerastune_kit.results import (
     BASE_COLUMNS,
-    BEST_HYPERPARAMETERS,
-    BEST_MODEL,
-    LEADERBOARD,
-    RUN_MARKER,
-    TENSORBOARD_DIR,
-    TUNER_DIR,
-    TrialRecord,
-    atomic_path,
-    best_of,
+    RunResults,
     direction_of,
     rank,
     read_leaderboard,
     read_trial_records,
     record_from_row,
+)
+from kerastune_kit.rundir import (
+    BEST_HYPERPARAMETERS,
+    BEST_MODEL,
+    LEADERBOARD,
+    TENSORBOARD_DIR,
+    RunDir,
+    atomic_path,
+    find_write_error,
+    write_error,
     write_json_atomic,
 )
-from kerastune_kit.rundir import find_write_error, write_error
-
-
-@dataclasses.dataclass
-class RunResults(Sequence[TrialRecord]):
-    """The trials of one run directory, best first; behaves as a list of :class:`TrialRecord`.
-
-    Attributes:
-        run_dir: The run directory.
-        objective: The objective's name (None when the run does not say).
-        direction: ``max`` or ``min``.
-        trials: Every trial, best first (unscored trials last).
-        hp_names: Every hyperparameter name, in leaderboard order.
-        source: Where the trials were read: ``leaderboard`` (trial records and
-            ``leaderboard.csv``) or ``tensorboard`` (event files alone).
-
-    Example:
-        >>> results = load_results("runs/iris-random")
-        >>> [r.trial_id for r in results[:3]]
-        ['02', '00', '01']
-    """
-
-    run_dir: Path
-    objective: str | None
-    direction: str
-    trials: list[TrialRecord]
-    hp_names: list[str]
-    source: str = "leaderboard"
-
-    def __len__(self) -> int:
-        return len(self.trials)
-
-    def __getitem__(self, index: Any) -> Any:
-        return self.trials[index]
-
-    def __iter__(self) -> Iterator[TrialRecord]:
-        return iter(self.trials)
-
-    @property
-    def best(self) -> TrialRecord | None:
-        """The best trial (a completed or pruned one, :func:`~kerastune_kit.results.is_ranked`),
-        None when no trial has a score yet."""
-        return best_of(self.trials, self.direction)
-
-    def counts(self) -> dict[str, int]:
-        """How many trials ended each way (``{"completed": 20, "diverged": 3}``)."""
-        counts: dict[str, int] = {}
-        for record in self.trials:
-            counts[record.outcome] = counts.get(record.outcome, 0) + 1
-        return counts
-
-    def importance(self, *, min_trials: int | None = None) -> Any:
-        """Hyperparameter importance of the finished trials (:mod:`kerastune_kit.importance`)."""
-        from kerastune_kit.importance import MIN_TRIALS, hyperparameter_importance
-
-        return hyperparameter_importance(self.trials, self.hp_names, direction=self.direction,
-                                         min_trials=MIN_TRIALS if min_trials is None
-                                         else min_trials)
-
-    def to_dataframe(self) -> Any:
-        """A pandas DataFrame: one row per trial, best first, one column per hyperparameter.
-
-        Raises:
-            ImportError: pandas is not installed (it is optional: ``pip install pandas``).
-        """
-        try:
-            import pandas as pd
-        except ImportError:
-            raise ImportError(
-                "to_dataframe: pandas is not installed; install it with `pip install pandas` "
-                "or use the records (list(results)) directly"
-            ) from None
-        rows = []
-        for record in self.trials:
-            row = {key: value for key, value in record.to_json().items()
-                   if key != "hyperparameters"}
-            row["outcome"] = record.outcome
-            row.update({name: record.hyperparameters.get(name) for name in self.hp_names})
-            rows.append(row)
-        columns = ["trial_id", "outcome", *[f.name for f in dataclasses.fields(TrialRecord)
-                                            if f.name not in ("trial_id", "hyperparameters")],
-                   *self.hp_names]
-        return pd.DataFrame(rows, columns=columns).set_index("trial_id")
 
 
 def load_results(run_dir: str | Path) -> RunResults:
@@ -146,16 +63,16 @@ def load_results(run_dir: str | Path) -> RunResults:
         raise RunDirError(
             f"run_dir: '{run_dir}' is not a directory; pass the --run-dir of a search"
         )
-    records = {r.trial_id: r for r in read_trial_records(run_dir / TUNER_DIR)}
+    layout = RunDir(run_dir)
+    records = {r.trial_id: r for r in read_trial_records(layout.tuner_dir)}
     hp_names: list[str] = []
-    if (run_dir / LEADERBOARD).is_file():
+    if layout.leaderboard.is_file():
         rows = read_leaderboard(run_dir)
         hp_names = [name for name in (rows[0] if rows else {}) if name not in BASE_COLUMNS]
         for row in rows:
             records.setdefault(row["trial_id"], record_from_row(row, hp_names))
     if not records:
-        logdir = run_dir / TENSORBOARD_DIR if (run_dir / TENSORBOARD_DIR).is_dir() else run_dir
-        if any(logdir.rglob("events.out.tfevents.*")):
+        if any(layout.logdir.rglob("events.out.tfevents.*")):
             from kerastune_kit.inspection import results_from_events
 
             return results_from_events(run_dir)
@@ -165,32 +82,16 @@ def load_results(run_dir: str | Path) -> RunResults:
         )
     for record in records.values():
         hp_names += [name for name in record.hyperparameters if name not in hp_names]
-    objective = saved_objective(run_dir)
-    direction = _saved_direction(run_dir) or direction_of(objective or "val_loss")
+    objective = layout.saved_objective()
+    direction = layout.saved_direction() or direction_of(objective or "val_loss")
     return RunResults(run_dir=run_dir, objective=objective, direction=direction,
                       trials=rank(records.values(), direction), hp_names=hp_names)
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def saved_objective(run_dir: Path) -> str | None:
-    """The objective named by ``run.json`` or ``best_hyperparameters.json`` (None if neither)."""
-    for name in (RUN_MARKER, BEST_HYPERPARAMETERS):
-        objective = _read_json(run_dir / name).get("objective")
-        if isinstance(objective, str):
-            return objective
-    return None
-
-
-def _saved_direction(run_dir: Path) -> str | None:
-    direction = _read_json(run_dir / RUN_MARKER).get("direction")
-    return direction if direction in ("max", "min") else None
+def saved_objective(run_dir: str | Path) -> str | None:
+    """The objective named by ``run.json`` or ``best_hyperparameters.json`` (None if neither);
+    :meth:`RunDir.saved_objective <kerastune_kit.rundir.RunDir.saved_objective>`."""
+    return RunDir(run_dir).saved_objective()
 
 
 def export_best(run_dir: str | Path, output: str | Path) -> tuple[Path, Path]:
@@ -228,7 +129,8 @@ def export_best(run_dir: str | Path, output: str | Path) -> tuple[Path, Path]:
         raise RunDirError(
             f"run_dir: '{run_dir}' is not a directory; pass the --run-dir of a search"
         )
-    model, best = run_dir / BEST_MODEL, _read_json(run_dir / BEST_HYPERPARAMETERS)
+    layout = RunDir(run_dir)
+    model, best = layout.best_model, layout.read_best_hyperparameters()
     if not model.is_file() or not best:
         raise RunDirError(
             f"run_dir: '{run_dir}' has no {BEST_MODEL} and {BEST_HYPERPARAMETERS} (the search "

@@ -24,7 +24,13 @@ from typing import Any
 
 from kerastune_kit import _memory
 from kerastune_kit._backend import keras as _keras
-from kerastune_kit.results import BASELINE_HPARAM, PARENT_HPARAM, TrialRecord
+from kerastune_kit.results import (
+    BASELINE_HPARAM,
+    PARENT_HPARAM,
+    TrialRecord,
+    TrialStatus,
+    best_of,
+)
 from kerastune_kit.space import Domain, Fixed, FloatRange, IntRange
 
 _keras()
@@ -35,13 +41,13 @@ from tensorboard.plugins.hparams import summary as hp_summary_v1  # noqa: E402
 
 #: Trial status -> HParams session status (a pruned trial ends normally, with a score).
 SESSION_STATUS = {
-    "COMPLETED": api_pb2.STATUS_SUCCESS,
-    "PRUNED": api_pb2.STATUS_SUCCESS,
-    "STOPPED": api_pb2.STATUS_SUCCESS,
-    "DIVERGED": api_pb2.STATUS_FAILURE,
-    "FAILED": api_pb2.STATUS_FAILURE,
-    "INVALID": api_pb2.STATUS_FAILURE,
-    "RUNNING": api_pb2.STATUS_RUNNING,
+    TrialStatus.COMPLETED: api_pb2.STATUS_SUCCESS,
+    TrialStatus.PRUNED: api_pb2.STATUS_SUCCESS,
+    TrialStatus.STOPPED: api_pb2.STATUS_SUCCESS,
+    TrialStatus.DIVERGED: api_pb2.STATUS_FAILURE,
+    TrialStatus.FAILED: api_pb2.STATUS_FAILURE,
+    TrialStatus.INVALID: api_pb2.STATUS_FAILURE,
+    TrialStatus.RUNNING: api_pb2.STATUS_RUNNING,
 }
 
 #: Trial-level metrics, written once per trial in its session run (group ``""``), shown as
@@ -162,7 +168,7 @@ class TrialWriter:
         >>> writer = TrialWriter("runs/x/tensorboard", "0003")
         >>> writer.write_hparams({"learning_rate": 1e-3})
         >>> writer.write_epoch(0, {"loss": 0.7, "val_loss": 0.8})
-        >>> writer.close("COMPLETED")
+        >>> writer.close(TrialStatus.COMPLETED)
     """
 
     def __init__(self, root: str | Path, trial_id: str, *,
@@ -296,11 +302,18 @@ class SearchSummaryWriter:
         return self._writer.as_default()
 
     def write_leaderboard(self, records: Sequence[TrialRecord], hp_names: Sequence[str], *,
-                          objective: str | None, step: int, top: int = 10) -> None:
-        """The leaderboard's top rows and the best configuration, as markdown."""
+                          objective: str | None, step: int, top: int = 10,
+                          direction: str | None = None) -> None:
+        """The leaderboard's top rows and the best configuration, as markdown.
+
+        ``records`` are shown in the order given: ranked, best first (as
+        :func:`~kerastune_kit.results.rank` returns them). The best is
+        :func:`~kerastune_kit.results.best_of` under ``direction`` (the oracle's objective
+        direction); without it, the first ranked record of ``records`` as given.
+        """
         from kerastune_kit.report import markdown_best, markdown_leaderboard
 
-        best = next((r for r in records if r.has_model), None)
+        best = best_of(records, direction)
         with self._default():
             tf.summary.text("search/leaderboard",
                             markdown_leaderboard(records, hp_names, objective=objective, top=top),

@@ -24,9 +24,23 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import keras_tuner as kt
 import numpy as np
 
+from kerastune_kit._logging import get_logger
 from kerastune_kit.config import BRACKET_TUNERS, TIME_BUDGET_TRIALS, SearchConfig
+from kerastune_kit.designs import BASELINE_KEY, design_values
+from kerastune_kit.fit_paths import fit_with_keras, fit_with_loop, loop_unsupported
+from kerastune_kit.hypermodels import DivergedTrialError, KitHyperModel
+from kerastune_kit.kt_patches import patch_keras_tuner_protos, patch_keras_tuner_writes
+from kerastune_kit.plan import (  # noqa: F401 - re-exported (they lived here)
+    COST_LIMIT_FACTOR,
+    COST_LIMIT_FLOOR,
+    cost_limit,
+    expected_trials,
+    initial_random_points,
+    search_plan,
+)
 from kerastune_kit.pruning import Pruner, make_pruner
 from kerastune_kit.results import (
     LEADERBOARD,
@@ -34,675 +48,1088 @@ from kerastune_kit.results import (
     TENSORBOARD_DIR,
     TUNER_DIR,
     TrialRecord,
-    is_ranked,
     rank,
     read_trial_records,
     write_json_atomic,
     write_leaderboard,
-    write_text_atomic,
 )
 from kerastune_kit.rundir import errno_in_text, find_write_error
 from kerastune_kit.space import SearchSpace
+from kerastune_kit.tensorboard import SearchSummaryWriter, TrialWriter
+from kerastune_kit.tpe import BOHBMixin, TPEOracle
+from kerastune_kit.trial_report import (  # noqa: F401 - re-exported (they lived here)
+    _BELOW,
+    _last_line,
+    _plain,
+    rescore_diverged,
+    trial_seed,
+)
+
+patch_keras_tuner_protos()
+patch_keras_tuner_writes()
+logger = get_logger("search")
 
 
-def trial_seed(seed: int, trial_id: str) -> int:
-    """The seed of one trial: stable for a search seed and a trial id."""
-    digits = "".join(ch for ch in str(trial_id) if ch.isdigit()) or "0"
-    return (int(seed) * 1_000_003 + int(digits)) % (2**31 - 1)
+class SearchStopped(kt.errors.FatalError):
+    """Ends ``tuner.search`` without ending the running trial (it stays resumable).
 
+    ``write_error`` is the ``OSError`` when a file of the trial could not be written (no
+    space, read-only, no permission): the trial did not fail, the disk did.
+    """
 
-def _classes() -> dict[str, type]:
-    import keras_tuner as kt
+    def __init__(self, reason: str, write_error: OSError | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.write_error = write_error
 
-    from kerastune_kit.designs import BASELINE_KEY, design_values
-    from kerastune_kit.distributed import patch_keras_tuner_protos
-    from kerastune_kit.hypermodels import DivergedTrialError
-    from kerastune_kit.tensorboard import SearchSummaryWriter, TrialWriter
-    from kerastune_kit.tpe import BOHBMixin, TPEOracle
+class KitTunerMixin:
+    """TensorBoard sessions, trial records, pruning, budgets and the failure policy.
 
-    patch_keras_tuner_protos()
-    patch_keras_tuner_writes()
+    Mixed into KerasTuner's tuners to make the public classes (:class:`RandomSearch`,
+    :class:`Hyperband`, ...). Used two ways:
 
-    class SearchStopped(kt.errors.FatalError):
-        """Ends ``tuner.search`` without ending the running trial (it stays resumable).
+    - by a user, as KerasTuner's class is (``tuner.search(x, y, ...)``): the run directory is
+      ``directory/project_name`` and ``search`` validates the data, writes ``run.json`` and
+      the HParams experiment, runs the trials and writes the results files;
+    - by :func:`kerastune_kit.tuning.run_search` (the CLI), which owns the run directory and
+      passes the internal ``kit_*`` settings.
+    """
 
-        ``write_error`` is the ``OSError`` when a file of the trial could not be written (no
-        space, read-only, no permission): the trial did not fail, the disk did.
-        """
-
-        def __init__(self, reason: str, write_error: OSError | None = None) -> None:
-            super().__init__(reason)
-            self.reason = reason
-            self.write_error = write_error
-
-    class KitTunerMixin:
-        """TensorBoard sessions, trial records, pruning, budgets and the failure policy."""
-
-        def __init__(self, *args: Any, kit_run_dir: Path, kit_space: SearchSpace,
-                     kit_metric_names: Sequence[str],
-                     kit_on_trial: Callable[[TrialRecord], None] | None = None,
-                     kit_pruner: Pruner | None = None, kit_seed: int = 0,
-                     kit_deadline: float | None = None, kit_trial_budget: int | None = None,
-                     **kwargs: Any) -> None:
+    def __init__(self, *args: Any, pruner: str | Pruner | None = None,
+                 max_time: float | None = None, workers: int = 0,
+                 trials_per_worker: int | None = None, training: str = "auto",
+                 patience: int | None = None,
+                 kit_run_dir: Path | None = None, kit_space: SearchSpace | None = None,
+                 kit_metric_names: Sequence[str] = (),
+                 kit_on_trial: Callable[[TrialRecord], None] | None = None,
+                 kit_pruner: Pruner | None = None, kit_seed: int | None = None,
+                 kit_deadline: float | None = None, kit_trial_budget: int | None = None,
+                 kit_job: bool = False, **kwargs: Any) -> None:
+        #: Run by ``run_search``, or a worker process's part of a user's search: ``search``
+        #: is KerasTuner's loop alone (the caller writes the run directory's files).
+        self.kit_managed = kit_run_dir is not None or kit_job
+        # What a worker process needs to build this tuner again (TunerJob).
+        user_args, user_kwargs = getattr(self, "_kit_user_call", (args, dict(kwargs)))
+        check_tuner_options(pruner=pruner, max_time=max_time, workers=workers,
+                            trials_per_worker=trials_per_worker, training=training,
+                            patience=patience)
+        if kit_run_dir is not None:
             self.kit_run_dir = Path(kit_run_dir)
-            self.kit_space = kit_space
-            self.kit_metric_names = tuple(kit_metric_names)
-            self.kit_on_trial = kit_on_trial
-            self.kit_pruner = kit_pruner
-            self.kit_seed = kit_seed
-            self.kit_deadline = kit_deadline
-            self.kit_trial_budget = kit_trial_budget
-            self.kit_stop_reason: str | None = None
-            self._kit_trials_started = 0
-            self._kit_writers: dict[str, Any] = {}
-            self._kit_started: dict[str, float] = {}
-            self._kit_histories: dict[str, Any] = {}
-            self._kit_outcomes: dict[str, tuple[str, str]] = {}
-            self._kit_summary: Any = None
+        else:
+            self.kit_run_dir = Path(str(kwargs.pop("directory", None) or ".")) / str(
+                kwargs.pop("project_name", None) or DEFAULT_PROJECT)
+            if kwargs.pop("overwrite", False) and not kit_job:
+                clear_run_dir(self.kit_run_dir)
+            kwargs.update(directory=str(self.kit_run_dir), project_name=TUNER_DIR,
+                          overwrite=False)
+        self.kit_space = kit_space
+        self.kit_metric_names = tuple(kit_metric_names)
+        self.kit_on_trial = kit_on_trial
+        self.kit_pruner = kit_pruner
+        self.kit_seed = kit_seed
+        self.kit_deadline = kit_deadline
+        self.kit_trial_budget = kit_trial_budget
+        self.kit_training = training
+        self.kit_max_time = max_time
+        self.kit_workers = int(workers or 0)
+        self.kit_trials_per_worker = trials_per_worker
+        self.kit_stop_reason: str | None = None
+        #: Why the last ``search`` stopped early (``time budget``, ``interrupted by SIGINT``);
+        #: None when it ran to its end.
+        self.kit_stopped: str | None = None
+        self._kit_init_args = (tuple(user_args), {**user_kwargs, "overwrite": False},
+                               dict(pruner=pruner, max_time=max_time, training=training,
+                                    patience=patience))
+        self._kit_trials_started = 0
+        self._kit_writers: dict[str, Any] = {}
+        self._kit_started: dict[str, float] = {}
+        self._kit_histories: dict[str, Any] = {}
+        self._kit_outcomes: dict[str, tuple[str, str]] = {}
+        self._kit_paths: dict[str, str] = {}
+        self._kit_summary: Any = None
+        with contextlib.redirect_stdout(io.StringIO()) if self.kit_managed \
+                else contextlib.nullcontext():  # KerasTuner prints "Reloading Tuner"
             super().__init__(*args, **kwargs)
-            self._kit_curves: dict[str, dict[int, float]] = {
-                r.trial_id: {int(e): v for e, v in r.curve.items() if v is not None}
-                for r in read_trial_records(self.project_dir)
-            }
+        if self.kit_seed is None:
+            self.kit_seed = int(getattr(self.oracle, "seed", 0) or 0)
+        if not self.kit_managed or kit_job:
+            if isinstance(pruner, str):
+                pruner = make_pruner(pruner, self.oracle.objective.direction)
+            self.kit_pruner = pruner
+            if patience:
+                self.kit_patience = int(patience)
+            if max_time and isinstance(self, kt.Hyperband) and not self._is_worker():
+                # The time is the budget: Hyperband's brackets repeat until it is spent.
+                self.oracle.hyperband_iterations = TIME_BUDGET_TRIALS
+        self._kit_curves: dict[str, dict[int, float]] = {
+            r.trial_id: {int(e): v for e, v in r.curve.items() if v is not None}
+            for r in read_trial_records(self.project_dir)
+        }
 
-        # -- paths
-        @property
-        def kit_tensorboard_dir(self) -> Path:
-            return self.kit_run_dir / TENSORBOARD_DIR
+    # -- paths
+    @property
+    def kit_tensorboard_dir(self) -> Path:
+        return self.kit_run_dir / TENSORBOARD_DIR
 
-        def kit_hp_names(self) -> list[str]:
+    def kit_hp_names(self) -> list[str]:
+        """The hyperparameters of the leaderboard and HParams columns, in their order."""
+        if self.kit_space is not None:
             return list(self.kit_space.hparam_domains())
+        return [hp.name for hp in self.oracle.get_space().space
+                if not hp.name.startswith(("tuner/", "kit/"))]
 
-        def kit_request_stop(self, reason: str) -> None:
-            """Stop at the next epoch end (signal handlers call this)."""
-            self.kit_stop_reason = reason
+    def kit_request_stop(self, reason: str) -> None:
+        """Stop at the next epoch end (signal handlers call this)."""
+        self.kit_stop_reason = reason
 
-        def _kit_budget_spent(self) -> bool:
-            if self.kit_stop_reason is None and self.kit_deadline is not None \
-                    and time.time() >= self.kit_deadline:
-                self.kit_stop_reason = "time budget"
-            return self.kit_stop_reason == "time budget"
+    def _kit_budget_spent(self) -> bool:
+        if self.kit_stop_reason is None and self.kit_deadline is not None \
+                and time.time() >= self.kit_deadline:
+            self.kit_stop_reason = "time budget"
+        return self.kit_stop_reason == "time budget"
 
-        def _kit_check_stop(self) -> None:
-            if self.kit_stop_reason is None and self.kit_deadline is not None \
-                    and time.time() >= self.kit_deadline:
-                self.kit_stop_reason = "time budget"
-            if self.kit_stop_reason is not None:
-                raise SearchStopped(self.kit_stop_reason)
+    def _kit_check_stop(self) -> None:
+        if self.kit_stop_reason is None and self.kit_deadline is not None \
+                and time.time() >= self.kit_deadline:
+            self.kit_stop_reason = "time budget"
+        if self.kit_stop_reason is not None:
+            raise SearchStopped(self.kit_stop_reason)
 
-        # -- search hooks
-        def on_search_begin(self) -> None:
-            super().on_search_begin()
-            # The oracle answers IDLE while Hyperband waits on other workers' trials, and
-            # KerasTuner asks again at once: pace those requests.
-            create_trial = self.oracle.create_trial
+    # -- search hooks
+    def on_search_begin(self) -> None:
+        super().on_search_begin()
+        # The oracle answers IDLE while Hyperband waits on other workers' trials, and
+        # KerasTuner asks again at once: pace those requests.
+        create_trial = self.oracle.create_trial
 
-            def paced_create_trial(tuner_id: str) -> Any:
-                trial = create_trial(tuner_id)
-                if trial.status == "IDLE":
-                    time.sleep(0.5)
-                return trial
+        def paced_create_trial(tuner_id: str) -> Any:
+            trial = create_trial(tuner_id)
+            if trial.status == "IDLE":
+                time.sleep(0.5)
+            return trial
 
-            self.oracle.create_trial = paced_create_trial
-            self._kit_summary = SearchSummaryWriter(self.kit_tensorboard_dir)
+        self.oracle.create_trial = paced_create_trial
+        self._kit_summary = SearchSummaryWriter(self.kit_tensorboard_dir)
 
-        def on_search_end(self) -> None:
-            super().on_search_end()
-            self.kit_close_summary()
+    def on_search_end(self) -> None:
+        super().on_search_end()
+        self.kit_close_summary()
 
-        def pre_create_trial(self) -> None:
-            super().pre_create_trial()
-            self._kit_check_stop()
-            if not self._is_worker():  # (the chief does it for its workers)
-                rescore_diverged(self.oracle, read_trial_records(self.project_dir))
-            if self.kit_trial_budget is not None \
-                    and self._kit_trials_started >= self.kit_trial_budget:
-                raise SearchStopped("worker budget")
-
-        def on_trial_begin(self, trial: Any) -> None:
-            super().on_trial_begin(trial)
-            self._kit_trials_started += 1
-            trial_id = trial.trial_id
-            self._kit_started[trial_id] = time.perf_counter()
-            self._kit_curves[trial_id] = {}
-            # An earlier, unfinished attempt (a killed search) leaves a partial session: replace it.
-            session = self.kit_tensorboard_dir / trial_id
-            record = Path(self.get_trial_dir(trial_id)) / RECORD_FILE
-            if session.exists() and not record.exists():
-                shutil.rmtree(session, ignore_errors=True)
-            self.hypermodel.seed = trial_seed(self.kit_seed, trial_id)
-            writer = TrialWriter(self.kit_tensorboard_dir, trial_id)
-            values = trial.hyperparameters.values
-            writer.write_hparams(values, parent_trial_id=values.get("tuner/trial_id"),
-                                 with_parent=isinstance(self, kt.Hyperband),
-                                 with_baseline=self.kit_with_baseline)
-            self._kit_writers[trial_id] = writer
-            if not self._is_worker():  # `inspect` shows the trial while it runs
-                self.kit_write_leaderboard()
-
-        def _run_and_update_trial(self, trial: Any, *args: Any, **kwargs: Any) -> Any:
-            # KerasTuner records any exception of a trial as INVALID/FAILED; a write error is
-            # the disk's fault, not the trial's: stop the search with the trial unfinished.
-            try:
-                return super()._run_and_update_trial(trial, *args, **kwargs)
-            except kt.errors.FatalError:
-                raise
-            except Exception as exc:
-                error = find_write_error(exc)
-                if error is None:
-                    raise
-                raise SearchStopped(f"write error: {error}", write_error=error) from exc
-
-        def _build_and_fit_model(self, trial: Any, *args: Any, **kwargs: Any) -> Any:
-            from keras_tuner.src.engine import tuner_utils
-
-            from kerastune_kit._saving import save_weights_atomically
-
-            # KerasTuner's per-trial checkpoint, serialized in memory and written in one piece:
-            # h5py writing straight to a full disk left state that crashed the interpreter.
-            for callback in kwargs.get("callbacks") or []:
-                if isinstance(callback, tuner_utils.SaveBestEpoch):
-                    callback._save_model = functools.partial(_save_checkpoint, callback,
-                                                             save_weights_atomically)
-            return super()._build_and_fit_model(trial, *args, **kwargs)
-
-        #: Epochs without improvement after which a trial stops (``EarlyStopping``); 0: never.
-        kit_patience = 0
-        #: Whether the HParams experiment has the ``baseline`` column.
-        kit_with_baseline = False
-
-        def run_trial(self, trial: Any, *args: Any, **kwargs: Any) -> Any:
-            if self.kit_patience:
-                from kerastune_kit._backend import keras as _keras
-
-                stopper = _keras().callbacks.EarlyStopping(
-                    monitor=self.oracle.objective.name, mode=self.oracle.objective.direction,
-                    patience=int(self.kit_patience))
-                kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), stopper]
-            try:
-                histories = super().run_trial(trial, *args, **kwargs)
-            except DivergedTrialError as exc:
-                self._kit_histories[trial.trial_id] = exc.history
-                worst = self._kit_worst_score(exc.history)
-                self._kit_outcomes[trial.trial_id] = ("DIVERGED", f"{exc}{_BELOW}")
-                return {self.oracle.objective.name: worst}
-            history = histories[-1] if histories else None
-            self._kit_histories[trial.trial_id] = history
-            if history is None or not hasattr(history, "history"):
-                return histories
-            divergence = getattr(history, "divergence", None)
-            series = history.history.get(self.oracle.objective.name, [])
-            if not any(math.isfinite(v) for v in series):
-                # No finite objective at all (for example the validation loss overflowed):
-                # never hand NaN/inf to the oracle.
-                worst = self._kit_worst_score(history)
-                reason = divergence.reason() if divergence is not None else (
-                    f"{self.oracle.objective.name} was never finite")
-                self._kit_outcomes[trial.trial_id] = ("DIVERGED", f"{reason}{_BELOW}")
-                return {self.oracle.objective.name: worst}
-            if divergence is not None and trial.trial_id not in self._kit_outcomes:
-                self._kit_outcomes[trial.trial_id] = ("DIVERGED", divergence.reason())
-            return histories
-
-        def on_epoch_end(self, trial: Any, model: Any, epoch: int, logs: Any = None) -> None:
-            super().on_epoch_end(trial, model, epoch, logs=logs)
-            trial_id = trial.trial_id
-            writer = self._kit_writers.get(trial_id)
-            if writer is not None and logs:
-                writer.write_epoch(epoch, logs)
-                # TrainLoop's gradient health for this epoch (kept out of the Keras logs).
-                diagnostics = getattr(getattr(model, "history", None), "diagnostics", {})
-                if diagnostics.get(epoch):
-                    writer.write_diagnostics(epoch, diagnostics[epoch])
-            value = (logs or {}).get(self.oracle.objective.name)
-            if value is not None and math.isfinite(float(value)):
-                self._kit_curves.setdefault(trial_id, {})[int(epoch)] = float(value)
-            if self._is_worker():  # heartbeat: the chief re-queues trials of silent workers
-                self.oracle.get_trial(trial_id)
-            if self._kit_budget_spent():
-                # The time is up: this trial ends here and counts with the epochs it
-                # finished (the best model by the deadline); no new trial starts.
-                if not model.stop_training:
-                    model.stop_training = True
-                    self._kit_outcomes.setdefault(trial_id, (
-                        "COMPLETED", f"stopped by the time budget after epoch {int(epoch)}"))
-            else:
-                self._kit_check_stop()
-            if self.kit_pruner is not None and not model.stop_training:
-                finished = self._kit_finished_curves()
-                finished.discard(trial_id)
-                decision = self.kit_pruner.check(trial_id, int(epoch), self._kit_curves,
-                                                 finished)
-                if decision.prune:
-                    model.stop_training = True
-                    self._kit_outcomes[trial_id] = ("PRUNED", decision.reason)
-
-        def on_trial_end(self, trial: Any) -> None:
-            super().on_trial_end(trial)  # the oracle scores the trial here
-            ended = self.oracle.get_trial(trial.trial_id)
-            record = self._kit_record(ended)
-            writer = self._kit_writers.pop(trial.trial_id, None)
-            if writer is not None:
-                writer.write_result(record, objective=self.oracle.objective.name,
-                                    direction=self.oracle.objective.direction)
-            write_json_atomic(Path(self.get_trial_dir(trial.trial_id)) / RECORD_FILE,
-                              record.to_json())
-            self.kit_write_summary(self.kit_write_leaderboard())
-            if self.kit_on_trial is not None:
-                self.kit_on_trial(record)
-
-        def kit_abandon_running(self) -> None:
-            """Close the writers of trials left unfinished by a stop (all of them, even when
-            one fails to flush; the first error is raised afterwards)."""
-            first: BaseException | None = None
-            writers = [*self._kit_writers.values()]
-            self._kit_writers.clear()
-            for close in [writer.close for writer in writers] + [self.kit_close_summary]:
-                try:
-                    close()
-                except Exception as exc:  # noqa: BLE001 - re-raised below
-                    first = first or exc
-            if first is not None:
-                raise first
-
-        def kit_requeue_write_failures(self) -> list[str]:
-            """Put trials that failed only because a file could not be written (no space,
-            read-only, no permission) back in the oracle's retry queue, so ``--resume`` runs
-            them again instead of keeping them FAILED. Returns their ids."""
-            oracle = self.oracle
-            requeued = []
-            for trial_id, trial in oracle.trials.items():
-                if str(trial.status) not in ("FAILED", "INVALID") or not trial.message \
-                        or trial_id in oracle._retry_queue \
-                        or errno_in_text(trial.message) is None:
-                    continue
-                trial.message = None
-                if trial_id in oracle.end_order:
-                    oracle.end_order.remove(trial_id)
-                oracle._retry_queue.append(trial_id)
-                record = Path(self.get_trial_dir(trial_id)) / RECORD_FILE
-                record.unlink(missing_ok=True)
-                requeued.append(trial_id)
-            if requeued:
-                oracle._retry_queue.sort(reverse=True)  # popped from the end: lowest id first
-                oracle.save()
-            return requeued
-
-        def kit_write_summary(self, records: list[TrialRecord]) -> None:
-            """The TensorBoard text panels with the leaderboard and the best configuration
-            (step = finished trials)."""
-            if self._kit_summary is not None:
-                self._kit_summary.write_leaderboard(
-                    records, self.kit_hp_names(), objective=self.oracle.objective.name,
-                    step=sum(r.status not in ("RUNNING", "IDLE") for r in records))
-
-        def kit_close_summary(self) -> None:
-            if self._kit_summary is not None:
-                self._kit_summary.close()
-                self._kit_summary = None
-
-        def kit_write_final_summary(self) -> list[TrialRecord]:
-            """Leaderboard, leaderboard panel and hyperparameter importance of the finished
-            search (written once, by the process that writes the results files)."""
-            from kerastune_kit.importance import hyperparameter_importance
-
+    def pre_create_trial(self) -> None:
+        super().pre_create_trial()
+        self._kit_check_stop()
+        if not self._is_worker():  # (the chief does it for its workers)
             rescore_diverged(self.oracle, read_trial_records(self.project_dir))
-            records = self.kit_write_leaderboard()
-            self._kit_summary = SearchSummaryWriter(self.kit_tensorboard_dir)
+        if self.kit_trial_budget is not None \
+                and self._kit_trials_started >= self.kit_trial_budget:
+            raise SearchStopped("worker budget")
+
+    def on_trial_begin(self, trial: Any) -> None:
+        super().on_trial_begin(trial)
+        self._kit_trials_started += 1
+        trial_id = trial.trial_id
+        self._kit_started[trial_id] = time.perf_counter()
+        self._kit_curves[trial_id] = {}
+        # An earlier, unfinished attempt (a killed search) leaves a partial session: replace it.
+        session = self.kit_tensorboard_dir / trial_id
+        record = Path(self.get_trial_dir(trial_id)) / RECORD_FILE
+        if session.exists() and not record.exists():
+            shutil.rmtree(session, ignore_errors=True)
+        self.hypermodel.seed = trial_seed(self.kit_seed, trial_id)
+        writer = TrialWriter(self.kit_tensorboard_dir, trial_id)
+        values = trial.hyperparameters.values
+        writer.write_hparams(values, parent_trial_id=values.get("tuner/trial_id"),
+                             with_parent=isinstance(self, kt.Hyperband),
+                             with_baseline=self.kit_with_baseline)
+        self._kit_writers[trial_id] = writer
+        if not self._is_worker():  # `inspect` shows the trial while it runs
+            self.kit_write_leaderboard()
+
+    def _run_and_update_trial(self, trial: Any, *args: Any, **kwargs: Any) -> Any:
+        # KerasTuner records any exception of a trial as INVALID/FAILED; a write error is
+        # the disk's fault, not the trial's: stop the search with the trial unfinished.
+        try:
+            return super()._run_and_update_trial(trial, *args, **kwargs)
+        except kt.errors.FatalError:
+            raise
+        except Exception as exc:
+            error = find_write_error(exc)
+            if error is None:
+                raise
+            raise SearchStopped(f"write error: {error}", write_error=error) from exc
+
+    def _build_and_fit_model(self, trial: Any, *args: Any, **kwargs: Any) -> Any:
+        from keras_tuner.src.engine import tuner_utils
+
+        from kerastune_kit._saving import save_weights_atomically
+
+        # KerasTuner's per-trial checkpoint, serialized in memory and written in one piece:
+        # h5py writing straight to a full disk left state that crashed the interpreter.
+        for callback in kwargs.get("callbacks") or []:
+            if isinstance(callback, tuner_utils.SaveBestEpoch):
+                callback._save_model = functools.partial(_save_checkpoint, callback,
+                                                         save_weights_atomically)
+        hp = trial.hyperparameters
+        model = self._try_build(hp)
+        path, why = self.kit_training_path(model, args, kwargs)
+        self._kit_paths[trial.trial_id] = path
+        if why:
+            logger.debug("trial %s trains with model.fit: %s", trial.trial_id, why)
+        if path == "fit" and type(self.hypermodel).fit is kt.HyperModel.fit:
+            results = fit_with_keras(model, *args, **kwargs)
+        elif path == "loop" and not isinstance(self.hypermodel, KitHyperModel):
+            results = fit_with_loop(model, *args, seed=trial_seed(self.kit_seed or 0,
+                                                                  trial.trial_id), **kwargs)
+        else:  # our factories' fit (the loop), or the user's own HyperModel.fit
+            results = self.hypermodel.fit(hp, model, *args, **kwargs)
+        if path == "loop" and not isinstance(self.hypermodel, KitHyperModel) \
+                and getattr(results, "divergence", None) is not None \
+                and not any(math.isfinite(v) for v in results.history.get("loss", [])):
+            raise DivergedTrialError(results)
+        from keras_tuner.src import backend as kt_backend
+        from keras_tuner.src import utils as kt_utils
+
+        if kt_backend.config.multi_backend():  # as KerasTuner: how to build it for loading
+            kt_utils.save_json(self._get_build_config_fname(trial.trial_id),
+                               model.get_build_config())
+        tuner_utils.validate_trial_results(results, self.oracle.objective, "HyperModel.fit()")
+        return results
+
+    def _build_hypermodel(self, hp: Any) -> Any:
+        """Build (and, for a promoted Hyperband trial, load its parent's checkpoint) as
+        KerasTuner does, creating a user's optimizer slots before the checkpoint loads: the
+        moments are then restored too, without Keras's "Skipping variable loading for
+        optimizer" warning (our factories build theirs in ``build``)."""
+        from keras_tuner.src import backend as kt_backend
+        from keras_tuner.src import utils as kt_utils
+
+        model = kt.Tuner._build_hypermodel(self, hp)
+        parent = hp.values.get("tuner/trial_id") if isinstance(self, kt.Hyperband) else None
+        if parent and kt_backend.config.multi_backend():
+            model.build_from_config(kt_utils.load_json(self._get_build_config_fname(parent)))
+        optimizer = getattr(model, "optimizer", None)
+        if optimizer is not None and not getattr(optimizer, "built", True) \
+                and getattr(model, "built", False) and model.trainable_variables:
+            optimizer.build(model.trainable_variables)
+        if parent:
+            model.load_weights(self._get_checkpoint_fname(parent))
+        return model
+
+    def kit_training_path(self, model: Any, args: Sequence[Any], kwargs: dict[str, Any]
+                          ) -> tuple[str, str | None]:
+        """How a trial's ``model`` trains: ``("loop", None)`` in :class:`TrainLoop`, or
+        ``("fit", why)`` with ``model.fit`` (``why``: what the loop does not support).
+
+        Our factories always train in the loop (their ``fit``). A user's ``HyperModel`` with
+        its own ``fit`` trains there (``fit``). Otherwise ``training`` decides: ``auto`` takes
+        the loop when :func:`~kerastune_kit.fit_paths.loop_unsupported` finds nothing in the
+        way, ``loop`` insists (a model it cannot train stops the search with the reason),
+        ``fit`` always uses ``model.fit``.
+        """
+        if isinstance(self.hypermodel, KitHyperModel):
+            return "loop", None
+        if type(self.hypermodel).fit is not kt.HyperModel.fit:
+            return "fit", "the HyperModel has its own fit"
+        if self.kit_training == "fit":
+            return "fit", "training='fit'"
+        x, y = (list(args) + [None, None])[:2]
+        fit_kwargs = {k: v for k, v in kwargs.items() if k not in ("x", "y")}
+        why = loop_unsupported(model, kwargs.get("x", x), kwargs.get("y", y), **fit_kwargs)
+        if why and self.kit_training == "loop":
+            raise kt.errors.FatalError(
+                f"training: the loop cannot train this model ({why}); pass training='auto' "
+                "(model.fit where the loop cannot) or training='fit'")
+        return ("fit", why) if why else ("loop", None)
+
+    #: Epochs without improvement after which a trial stops (``EarlyStopping``); 0: never.
+    kit_patience = 0
+    #: Whether the HParams experiment has the ``baseline`` column.
+    kit_with_baseline = False
+
+    def run_trial(self, trial: Any, *args: Any, **kwargs: Any) -> Any:
+        if self.kit_patience:
+            from kerastune_kit._backend import keras as _keras
+
+            stopper = _keras().callbacks.EarlyStopping(
+                monitor=self.oracle.objective.name, mode=self.oracle.objective.direction,
+                patience=int(self.kit_patience))
+            kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), stopper]
+        try:
+            histories = super().run_trial(trial, *args, **kwargs)
+        except DivergedTrialError as exc:
+            self._kit_histories[trial.trial_id] = exc.history
+            worst = self._kit_worst_score(exc.history)
+            self._kit_outcomes[trial.trial_id] = ("DIVERGED", f"{exc}{_BELOW}")
+            return {self.oracle.objective.name: worst}
+        history = histories[-1] if histories else None
+        self._kit_histories[trial.trial_id] = history
+        if history is None or not hasattr(history, "history"):
+            return histories
+        divergence = getattr(history, "divergence", None)
+        series = history.history.get(self.oracle.objective.name, [])
+        if not any(math.isfinite(v) for v in series):
+            # No finite objective at all (for example the validation loss overflowed):
+            # never hand NaN/inf to the oracle.
+            worst = self._kit_worst_score(history)
+            reason = divergence.reason() if divergence is not None else (
+                f"{self.oracle.objective.name} was never finite")
+            self._kit_outcomes[trial.trial_id] = ("DIVERGED", f"{reason}{_BELOW}")
+            return {self.oracle.objective.name: worst}
+        if divergence is not None and trial.trial_id not in self._kit_outcomes:
+            self._kit_outcomes[trial.trial_id] = ("DIVERGED", divergence.reason())
+        return histories
+
+    def on_epoch_end(self, trial: Any, model: Any, epoch: int, logs: Any = None) -> None:
+        super().on_epoch_end(trial, model, epoch, logs=logs)
+        trial_id = trial.trial_id
+        writer = self._kit_writers.get(trial_id)
+        if writer is not None and logs:
+            writer.write_epoch(epoch, logs)
+            # TrainLoop's gradient health for this epoch (kept out of the Keras logs).
+            diagnostics = getattr(getattr(model, "history", None), "diagnostics", {})
+            if diagnostics.get(epoch):
+                writer.write_diagnostics(epoch, diagnostics[epoch])
+        value = (logs or {}).get(self.oracle.objective.name)
+        if value is not None and math.isfinite(float(value)):
+            self._kit_curves.setdefault(trial_id, {})[int(epoch)] = float(value)
+        if self._is_worker():  # heartbeat: the chief re-queues trials of silent workers
+            self.oracle.get_trial(trial_id)
+        if self._kit_budget_spent():
+            # The time is up: this trial ends here and counts with the epochs it
+            # finished (the best model by the deadline); no new trial starts.
+            if not model.stop_training:
+                model.stop_training = True
+                self._kit_outcomes.setdefault(trial_id, (
+                    "COMPLETED", f"stopped by the time budget after epoch {int(epoch)}"))
+        else:
+            self._kit_check_stop()
+        if self.kit_pruner is not None and not model.stop_training:
+            finished = self._kit_finished_curves()
+            finished.discard(trial_id)
+            decision = self.kit_pruner.check(trial_id, int(epoch), self._kit_curves,
+                                             finished)
+            if decision.prune:
+                model.stop_training = True
+                self._kit_outcomes[trial_id] = ("PRUNED", decision.reason)
+
+    def on_trial_end(self, trial: Any) -> None:
+        super().on_trial_end(trial)  # the oracle scores the trial here
+        ended = self.oracle.get_trial(trial.trial_id)
+        record = self._kit_record(ended)
+        writer = self._kit_writers.pop(trial.trial_id, None)
+        if writer is not None:
+            writer.write_result(record, objective=self.oracle.objective.name,
+                                direction=self.oracle.objective.direction)
+        write_json_atomic(Path(self.get_trial_dir(trial.trial_id)) / RECORD_FILE,
+                          record.to_json())
+        self.kit_write_summary(self.kit_write_leaderboard())
+        if self.kit_on_trial is not None:
+            self.kit_on_trial(record)
+
+    def kit_abandon_running(self) -> None:
+        """Close the writers of trials left unfinished by a stop (all of them, even when
+        one fails to flush; the first error is raised afterwards)."""
+        first: BaseException | None = None
+        writers = [*self._kit_writers.values()]
+        self._kit_writers.clear()
+        for close in [writer.close for writer in writers] + [self.kit_close_summary]:
             try:
-                self.kit_write_summary(records)
-                step = sum(r.status not in ("RUNNING", "IDLE") for r in records)
-                self._kit_summary.write_importance(
-                    hyperparameter_importance(records, self.kit_hp_names(),
-                                              direction=self.oracle.objective.direction),
-                    step=step)
-            finally:
-                self.kit_close_summary()
-            return records
+                close()
+            except Exception as exc:  # noqa: BLE001 - re-raised below
+                first = first or exc
+        if first is not None:
+            raise first
 
-        # -- records
-        def _kit_finished_curves(self) -> set[str]:
-            """Load the curves of finished trials (other workers' too); return their ids."""
-            finished = set()
-            for record in read_trial_records(self.project_dir):
-                finished.add(record.trial_id)
-                self._kit_curves[record.trial_id] = {
-                    int(e): v for e, v in record.curve.items() if v is not None}
-            return finished
+    def kit_requeue_write_failures(self) -> list[str]:
+        """Put trials that failed only because a file could not be written (no space,
+        read-only, no permission) back in the oracle's retry queue, so ``--resume`` runs
+        them again instead of keeping them FAILED. Returns their ids."""
+        oracle = self.oracle
+        requeued = []
+        for trial_id, trial in oracle.trials.items():
+            if str(trial.status) not in ("FAILED", "INVALID") or not trial.message \
+                    or trial_id in oracle._retry_queue \
+                    or errno_in_text(trial.message) is None:
+                continue
+            trial.message = None
+            if trial_id in oracle.end_order:
+                oracle.end_order.remove(trial_id)
+            oracle._retry_queue.append(trial_id)
+            record = Path(self.get_trial_dir(trial_id)) / RECORD_FILE
+            record.unlink(missing_ok=True)
+            requeued.append(trial_id)
+        if requeued:
+            oracle._retry_queue.sort(reverse=True)  # popped from the end: lowest id first
+            oracle.save()
+        return requeued
 
-        def _kit_worst_score(self, history: Any) -> float:
-            direction = self.oracle.objective.direction
-            values = [r.score for r in read_trial_records(self.project_dir)
-                      if r.status in ("COMPLETED", "PRUNED") and r.score is not None
-                      and math.isfinite(r.score)]
-            start = (history.initial_logs or {}).get(
-                self.oracle.objective.name.removeprefix("val_"))
-            if start is not None and math.isfinite(start):
-                values.append(float(start))
-            if not values:
-                return 0.0 if direction == "max" else float(np.finfo(np.float32).max)
-            return float(min(values) if direction == "max" else max(values))
+    def kit_write_summary(self, records: list[TrialRecord]) -> None:
+        """The TensorBoard text panels with the leaderboard and the best configuration
+        (step = finished trials)."""
+        if self._kit_summary is not None:
+            self._kit_summary.write_leaderboard(
+                records, self.kit_hp_names(), objective=self.oracle.objective.name,
+                step=sum(r.status not in ("RUNNING", "IDLE") for r in records))
 
-        def _kit_record(self, trial: Any) -> TrialRecord:
-            values = dict(trial.hyperparameters.values)
-            trial_id = trial.trial_id
-            history = self._kit_histories.pop(trial_id, None)
-            started = self._kit_started.pop(trial_id, time.perf_counter())
-            objective = self.oracle.objective
-            record = TrialRecord(
-                trial_id=trial_id, status=str(trial.status),
-                wall_time_s=round(time.perf_counter() - started, 3),
-                parent_trial_id=values.get("tuner/trial_id"),
-                initial_epoch=int(values.get("tuner/initial_epoch", 0)),
-                seed=trial_seed(self.kit_seed, trial_id),
-                curve={str(e): v for e, v in sorted(self._kit_curves.get(trial_id, {}).items())},
-                hyperparameters={k: _plain(v) for k, v in values.items()
-                                 if not k.startswith(("tuner/", "kit/"))},
-                baseline=values.get(BASELINE_KEY),
-            )
-            if trial.status == "COMPLETED" and trial.score is not None:
-                record.score = float(trial.score)
-            if history is not None:
-                series = history.history.get(objective.name, [])
-                record.epochs = record.initial_epoch + len(series)
-                finite = [(v, i) for i, v in enumerate(series) if math.isfinite(v)]
-                if finite:
-                    best = (max if objective.direction == "max" else min)(finite)
-                    record.best_epoch = record.initial_epoch + best[1]
-                record.start_optimizer_step = history.initial_iterations
-                if history.initial_logs is not None:
-                    record.start_score = history.initial_logs.get(
-                        objective.name.removeprefix("val_"))
-            if trial.message:
-                record.message = _last_line(trial.message)
-            outcome = self._kit_outcomes.pop(trial_id, None)
-            if outcome is not None and trial.status == "COMPLETED":
-                record.status, record.message = outcome
-            if record.status == "DIVERGED":
-                record.score = None  # the oracle's stand-in is not a score to show
-            return record
+    def kit_close_summary(self) -> None:
+        if self._kit_summary is not None:
+            self._kit_summary.close()
+            self._kit_summary = None
 
-        def kit_records(self) -> list[TrialRecord]:
-            saved = {r.trial_id: r for r in read_trial_records(self.project_dir)}
-            trials = {} if self._is_worker() else self.oracle.trials  # workers see the disk
-            for trial_id, trial in trials.items():
-                if trial_id not in saved:
-                    saved[trial_id] = TrialRecord(
-                        trial_id=trial_id, status=str(trial.status),
-                        message=_last_line(trial.message) if trial.message else None,
-                        hyperparameters={k: _plain(v) for k, v in
-                                         trial.hyperparameters.values.items()
-                                         if not k.startswith(("tuner/", "kit/"))},
-                        baseline=trial.hyperparameters.values.get(BASELINE_KEY))
-            return rank(saved.values(), self.oracle.objective.direction)
+    def kit_write_final_summary(self) -> list[TrialRecord]:
+        """Leaderboard, leaderboard panel and hyperparameter importance of the finished
+        search (written once, by the process that writes the results files)."""
+        from kerastune_kit.importance import hyperparameter_importance
 
-        def kit_write_leaderboard(self) -> list[TrialRecord]:
-            records = self.kit_records()
-            write_leaderboard(self.kit_run_dir / LEADERBOARD, records, self.kit_hp_names())
-            return records
+        rescore_diverged(self.oracle, read_trial_records(self.project_dir))
+        records = self.kit_write_leaderboard()
+        self._kit_summary = SearchSummaryWriter(self.kit_tensorboard_dir)
+        try:
+            self.kit_write_summary(records)
+            step = sum(r.status not in ("RUNNING", "IDLE") for r in records)
+            self._kit_summary.write_importance(
+                hyperparameter_importance(records, self.kit_hp_names(),
+                                          direction=self.oracle.objective.direction),
+                step=step)
+        finally:
+            self.kit_close_summary()
+        return records
 
-    class BaselinesFirst:
-        """Oracle mixin: the first trials are the popular designs (``kit_baselines``), then
-        the oracle's own proposals.
+    # -- the public search (KerasTuner's signature)
+    def search(self, *fit_args: Any, **fit_kwargs: Any) -> None:
+        """Run the search, as KerasTuner's ``search`` does, and write the run directory.
 
-        Each design's values come from :func:`kerastune_kit.designs.design_values` (the
-        user's overrides apply) and carry the :data:`~kerastune_kit.designs.BASELINE_KEY`
-        marker, so the leaderboard and TensorBoard show them as baselines. A design already
-        started (before a ``--resume`` too) or equal to a configuration already tried is
-        skipped. The marker takes no part in the duplicate check.
+        Takes ``model.fit``'s arguments: ``x``/``y`` as NumPy arrays, dicts of arrays (named
+        inputs), lists of arrays (several inputs or outputs), a batched ``tf.data.Dataset``,
+        a ``keras.utils.PyDataset`` or a generator (a finite one is read into memory once:
+        every trial needs the data), with ``epochs``, ``validation_data`` or
+        ``validation_split``, ``batch_size``, ``callbacks``, ``class_weight``,
+        ``sample_weight`` and the rest.
+
+        Before the first trial the data's fingerprint (shapes, dtypes, a hash of a sample) and
+        the space's are written to ``RUN/run.json``; a search continued in the same directory
+        (``overwrite=False``, KerasTuner's default) refuses other data or another space. After
+        the last trial (or the time budget, or SIGINT/SIGTERM: the running trial stays
+        unfinished and a new ``search`` call continues it) the leaderboard,
+        ``best_hyperparameters.json``, ``best_model.keras`` and the TensorBoard summary are
+        written. ``self.kit_stopped`` says why it stopped early (None: it ran to its end).
+
+        Raises:
+            RunDirError: The run directory holds another search's data or space, or another
+                live search holds its lock.
+            WriteError: The run directory cannot be written (no space, read-only, ...).
         """
+        if self.kit_managed:
+            return super().search(*fit_args, **fit_kwargs)
+        from kerastune_kit.rundir import RunDirLock
+        from kerastune_kit.search_data import reusable_data
 
-        kit_baselines: tuple[Any, ...] = ()
-        #: ``values -> multiply-accumulates per sample`` (the factory's ``cost``) and the
-        #: limit random proposals stay under (see :func:`cost_limit`); None: no limit.
-        kit_cost: Callable[[dict[str, Any]], float] | None = None
-        kit_cost_limit: float | None = None
-        kit_cost_tries = 20
-
-        def _random_values(self) -> dict[str, Any] | None:
-            """KerasTuner's random values, redrawn (up to ``kit_cost_tries`` times, then the
-            cheapest draw) while the network would cost more than ``kit_cost_limit``: one
-            random corner of the space (three 3x3 convolutions of 117 filters at 28x28) took
-            86 s an epoch on one core, half a 170 s budget, where LeNet takes 2.5 s."""
-            values = super()._random_values()
-            if values is None or self.kit_cost is None or self.kit_cost_limit is None:
-                return values
-            best, best_cost = values, self.kit_cost(values)
-            for _ in range(self.kit_cost_tries):
-                if best_cost <= self.kit_cost_limit:
-                    break
-                values = super()._random_values()
-                if values is None:
-                    break
-                cost = self.kit_cost(values)
-                if cost < best_cost:
-                    best, best_cost = values, cost
-            return best
-
-        def _kit_next_baseline(self) -> dict[str, Any] | None:
-            if not self.kit_baselines or not self.hyperparameters.space:
-                return None
-            started = {t.hyperparameters.values.get(BASELINE_KEY) for t in self.trials.values()}
-            for design in self.kit_baselines:
-                if design.name in started:
-                    continue
-                values = design_values(self.hyperparameters, design)
-                if self._duplicate(values):
-                    continue
-                return {**values, BASELINE_KEY: design.name}
-            return None
-
-        def populate_space(self, trial_id: str) -> dict[str, Any]:
-            values = self._kit_next_baseline()
-            if values is not None:
-                return {"status": "RUNNING", "values": self._kit_baseline_values(values)}
-            return self._kit_populate_space(trial_id)
-
-        def _kit_populate_space(self, trial_id: str) -> dict[str, Any]:
-            """The oracle's own proposal (subclasses override this, not populate_space)."""
-            return super().populate_space(trial_id)
-
-        def _kit_baseline_values(self, values: dict[str, Any]) -> dict[str, Any]:
-            return values
-
-        def _compute_values_hash(self, values: dict[str, Any]) -> str:
-            values = {k: v for k, v in values.items() if k != BASELINE_KEY}
-            return super()._compute_values_hash(values)
-
-    class KitRandomOracle(BaselinesFirst, kt.oracles.RandomSearchOracle):
-        """KerasTuner's random search oracle, starting with the popular designs."""
-
-    class KitHyperbandOracle(BaselinesFirst, kt.oracles.HyperbandOracle):
-        """KerasTuner's Hyperband oracle, which still trains the best to ``max_epochs`` when the
-        search space runs out.
-
-        KerasTuner stops the whole search when a bracket's first round cannot be filled with
-        new configurations: with 6 configurations and a bracket of 9 one-epoch trials, the
-        best model ended with 1 of 9 epochs. Here the bracket continues with the
-        configurations it has: round ``r`` keeps ``ceil(n / factor**r)`` of its ``n``, so
-        successive halving still promotes the best to ``max_epochs`` (Li et al., 2018).
-        ``kit_exhausted`` records that the space ran out (saved in ``oracle.json``).
-        """
-
-        kit_exhausted = False
-        kit_diverged: set[str] = set()  # set by rescore_diverged before each new trial
-
-        def _kit_baseline_values(self, values: dict[str, Any]) -> dict[str, Any]:
-            # A baseline trains to max_epochs at once, outside the brackets: it is the
-            # reference every bracket's survivors must beat, never promoted or halved.
-            return {**values, "tuner/epochs": self.max_epochs, "tuner/initial_epoch": 0}
-
-        def _kit_populate_space(self, trial_id: str) -> dict[str, Any]:
-            # A diverged trial is never promoted, even when its whole round diverged (its
-            # stand-in score would otherwise win, and it has no checkpoint to continue from).
-            hidden = [(t, t.status) for t_id, t in self.trials.items()
-                      if t_id in self.kit_diverged and t.status == "COMPLETED"]
-            for trial, _ in hidden:
-                trial.status = "FAILED"
-            try:
-                return kt.oracles.HyperbandOracle.populate_space(self, trial_id)
-            finally:
-                for trial, status in hidden:
-                    trial.status = status
-
-        def _random_trial(self, trial_id: str, bracket: dict[str, Any]) -> dict[str, Any]:
-            result = super()._random_trial(trial_id, bracket)
-            if result.get("status") != "STOPPED":
-                return result
-            self.kit_exhausted = True
-            if not bracket["rounds"][0] or "kit_size" in bracket:
-                return result  # nothing new to halve: every configuration has been tried
-            bracket["kit_size"] = len(bracket["rounds"][0])
-            return self._kit_populate_space(trial_id)
-
-        def _get_size(self, bracket_num: int, round_num: int) -> int:
-            size = super()._get_size(bracket_num, round_num)
-            for bracket in self._brackets:
-                if bracket["bracket_num"] == bracket_num and "kit_size" in bracket:
-                    return min(size, max(1, math.ceil(bracket["kit_size"]
-                                                      / self.factor ** round_num)))
-            return size
-
-        def get_state(self) -> dict[str, Any]:
-            return {**super().get_state(), "kit_exhausted": self.kit_exhausted}
-
-    class KitHyperband(KitTunerMixin, kt.Hyperband):
-        """KerasTuner's Hyperband with kerastune_kit's logging and records."""
-
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            _use_oracle_class(self, kt.oracles.HyperbandOracle, KitHyperbandOracle)
-
-    class KitBOHBOracle(BOHBMixin, KitHyperbandOracle):
-        """Hyperband whose new configurations come from a TPE model of the finished trials
-        at the highest budget with enough of them (BOHB: Falkner, Klein & Hutter, 2018),
-        after the popular designs; see :class:`kerastune_kit.tpe.BOHBMixin`."""
-
-    class KitBOHB(KitHyperband):
-        """BOHB: Hyperband's brackets with model-based proposals, with kerastune_kit's
-        logging and records."""
-
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            from kerastune_kit.tpe import require_optuna
-
-            require_optuna()  # fail before the first trial, not at the first proposal
-            super().__init__(*args, **kwargs)
-            _use_oracle_class(self, KitHyperbandOracle, KitBOHBOracle)
-
-    class KitTPEOracle(BaselinesFirst, TPEOracle):
-        """Optuna's TPE sampler behind KerasTuner's oracle interface, starting with the
-        popular designs; see :class:`kerastune_kit.tpe.TPEOracle`."""
-
-    class KitTPE(KitTunerMixin, kt.Tuner):
-        """Tree-structured Parzen estimator search (Optuna's ``TPESampler``) with
-        kerastune_kit's logging, records and pruning."""
-
-        def __init__(self, hypermodel: Any = None, *, objective: Any = None,
-                     max_trials: int | None = 10, seed: int | None = None,
-                     max_retries_per_trial: int = 0, max_consecutive_failed_trials: int = 3,
-                     **kwargs: Any) -> None:
-            oracle = KitTPEOracle(objective=objective, max_trials=max_trials, seed=seed,
-                                  max_retries_per_trial=max_retries_per_trial,
-                                  max_consecutive_failed_trials=max_consecutive_failed_trials)
-            super().__init__(oracle=oracle, hypermodel=hypermodel, **kwargs)
-
-    class KitBayesianOracle(BaselinesFirst, kt.oracles.BayesianOptimizationOracle):
-        """KerasTuner's Bayesian oracle, which never proposes a configuration twice.
-
-        Over a discrete space the Gaussian process's best proposal is often one already
-        tried; KerasTuner runs it again, so a 10-trial search of a 6-point space ran 10 trials
-        of 6 configurations. Here a repeated proposal is replaced by an untried random one,
-        and the search stops, saying so, when none is left (``kit_exhausted``).
-        """
-
-        kit_exhausted = False
-        #: Random candidates the acquisition is evaluated on in one vectorized call, and how
-        #: many of the best are refined with L-BFGS-B (BoTorch's ``optimize_acqf`` does the
-        #: same with ``raw_samples`` and ``num_restarts``).
-        kit_raw_samples = 2048
-        kit_restarts = 5
-
-        def _kit_populate_space(self, trial_id: str) -> dict[str, Any]:
-            completed = [t for t in self.trials.values() if t.status == "COMPLETED"]
-            initial = self.num_initial_points or max(3 * len(self.hyperparameters.space), 3)
-            if len(completed) < initial:
-                result = self._random_populate_space()
+        started = time.time()
+        self.kit_deadline = started + self.kit_max_time if self.kit_max_time else None
+        fit_args, fit_kwargs = reusable_data(fit_args, fit_kwargs)
+        fit_kwargs.setdefault("epochs", getattr(self.oracle, "max_epochs", None) or 1)
+        with RunDirLock(self.kit_run_dir, action="search"), \
+                _write_errors(self.kit_run_dir):
+            self.kit_begin_run(fit_args, fit_kwargs)
+            if self.kit_workers or self.kit_trials_per_worker:
+                reason = self._kit_search_in_processes(fit_args, fit_kwargs)
             else:
-                result = {"status": "RUNNING", "values": self._kit_propose()}
-            values = result.get("values")
-            if result.get("status") == "RUNNING" and values and self._duplicate(values):
-                values = self._random_values()
-                result = ({"status": "RUNNING", "values": values} if values
-                          else {"status": "STOPPED", "values": None})
-            if result.get("status") == "STOPPED":
-                self.kit_exhausted = True
+                reason = self.kit_search_here(fit_args, fit_kwargs)
+            self.kit_stopped = None if reason == "finished" else reason
+            if self.kit_workers or self.kit_trials_per_worker:
+                self.reload()  # the workers' trials, from the oracle's saved state
+            self.kit_write_results()
+        return None
+
+    def kit_search_here(self, fit_args: Sequence[Any], fit_kwargs: dict[str, Any]) -> str:
+        """KerasTuner's search loop in this process; returns why it ended (``finished``,
+        ``time budget``, ``worker budget``, ``interrupted by SIGINT``)."""
+        from kerastune_kit.rundir import write_error
+        from kerastune_kit.stopping import startup_objects_frozen, stop_on_signals
+
+        with startup_objects_frozen(), stop_on_signals(self.kit_request_stop):
+            try:
+                super().search(*fit_args, **fit_kwargs)
+            except SearchStopped as exc:
+                if exc.write_error is None:
+                    self.kit_abandon_running()
+                    self.kit_write_leaderboard()
+                    return str(exc.reason)
+                with contextlib.suppress(Exception):
+                    self.kit_abandon_running()
+                raise write_error(exc.write_error, self.kit_run_dir, action="search") from None
+        return "finished"
+
+    def _kit_search_in_processes(self, fit_args: Sequence[Any], fit_kwargs: dict[str, Any]
+                                 ) -> str:
+        """``workers`` trials at once in worker processes served by KerasTuner's chief on
+        127.0.0.1, or (``trials_per_worker`` alone) one process at a time, replaced every that
+        many trials; each rebuilds this tuner from its pickled constructor arguments."""
+        import pickle
+
+        from kerastune_kit.errors import ConfigError
+
+        callbacks = list(fit_kwargs.pop("callbacks", None) or [])
+        job = TunerJob(type(self), *self._kit_init_args, fit_args=tuple(fit_args),
+                       fit_kwargs=fit_kwargs)
+        try:
+            pickle.dumps((job, callbacks))
+        except Exception as exc:  # noqa: BLE001 - any pickling failure
+            raise ConfigError(
+                f"workers: the hypermodel, data or callbacks cannot be sent to a worker process "
+                f"({type(exc).__name__}: {exc}); define the build function at module level, "
+                "or pass workers=0 and trials_per_worker=None") from None
+        self.save()
+        if self.kit_workers:
+            from kerastune_kit.distributed import free_port, serve_and_wait
+            from kerastune_kit.stopping import stop_on_signals
+
+            stop: list[str] = []
+            with stop_on_signals(stop.append):
+                reason = serve_and_wait(self, "127.0.0.1", free_port(), job=job,
+                                        n_workers=self.kit_workers, callbacks=callbacks,
+                                        on_trial=self.kit_on_trial, deadline=self.kit_deadline,
+                                        stop_requested=lambda: bool(stop))
+            self.save()
+            return stop[0] if stop else reason
+        from kerastune_kit.workers import search_in_workers
+
+        return search_in_workers(job, trials_per_worker=int(self.kit_trials_per_worker or 0),
+                                 callbacks=callbacks, on_trial=self.kit_on_trial,
+                                 deadline=self.kit_deadline)
+
+    def kit_begin_run(self, fit_args: Sequence[Any], fit_kwargs: dict[str, Any]) -> None:
+        """Check a continued search's data and space, write ``run.json`` and the HParams
+        experiment (once)."""
+        from kerastune_kit import __version__
+        from kerastune_kit.errors import RunDirError
+        from kerastune_kit.results import RUN_MARKER
+        from kerastune_kit.search_data import data_fingerprint
+        from kerastune_kit.tensorboard import write_experiment_config
+
+        marker_path = self.kit_run_dir / RUN_MARKER
+        try:
+            marker = json.loads(marker_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            marker = {}
+        data = data_fingerprint(tuple(fit_args), fit_kwargs)
+        space = self.kit_space_digest()
+        fix = "pass the same, or overwrite=True to start a new search there"
+        if marker.get("data_fingerprint") not in (None, data["digest"]):
+            raise RunDirError(
+                f"data: the data passed to search() differs from the data the search in "
+                f"'{self.kit_run_dir}' started with ({marker.get('dataset', '?')}; now "
+                f"{data['summary']}); {fix}")
+        if marker.get("space_fingerprint") not in (None, space):
+            raise RunDirError(
+                f"space: the hypermodel's search space differs from the one the search in "
+                f"'{self.kit_run_dir}' started with; {fix}")
+        objective = self.oracle.objective
+        marker.update(version=__version__, dataset=data["summary"],
+                      data_fingerprint=data["digest"], space_fingerprint=space,
+                      objective=objective.name, direction=objective.direction,
+                      tuner=type(self).__name__, training=self.kit_training,
+                      hypermodel=_hypermodel_name(self.hypermodel))
+        write_json_atomic(marker_path, marker)
+        root = self.kit_tensorboard_dir
+        if not any(root.glob("events.out.tfevents.*")):
+            root.mkdir(parents=True, exist_ok=True)
+            write_experiment_config(root, self.kit_domains(), self.kit_metrics(),
+                                    objective=objective.name, direction=objective.direction,
+                                    with_parent=isinstance(self, kt.Hyperband),
+                                    with_baseline=self.kit_with_baseline)
+
+    def kit_space_digest(self) -> str:
+        """A hash of the space a fresh build declares (names and configurations)."""
+        import hashlib
+
+        from kerastune_kit._backend import keras as _keras
+
+        hp = kt.HyperParameters()
+        try:
+            self.hypermodel.declare_hyperparameters(hp)
+            self.hypermodel.build(hp)
+        finally:
+            _keras().backend.clear_session()
+        configs = sorted((h.name, json.dumps(h.get_config(), sort_keys=True, default=str))
+                         for h in hp.space)
+        return hashlib.sha256(json.dumps(configs).encode()).hexdigest()[:16]
+
+    def kit_domains(self) -> dict[str, Any]:
+        """Each hyperparameter's domain (for the HParams experiment)."""
+        if self.kit_space is not None:
+            return self.kit_space.hparam_domains()
+        return {hp.name: domain_of(hp) for hp in self.oracle.get_space().space
+                if not hp.name.startswith(("tuner/", "kit/"))}
+
+    def kit_metrics(self) -> tuple[str, ...]:
+        """The metric names trials report (without ``val_``): the objective's and ``loss``."""
+        if self.kit_metric_names:
+            return self.kit_metric_names
+        names = ["loss"]
+        objectives = getattr(self.oracle.objective, "objectives", None) or [self.oracle.objective]
+        for objective in objectives:
+            name = objective.name.removeprefix("val_")
+            if name not in names:
+                names.append(name)
+        return tuple(names)
+
+    def kit_write_results(self) -> tuple[list[TrialRecord], TrialRecord | None]:
+        """The finished search's leaderboard, TensorBoard summary, ``best_hyperparameters.json``
+        and ``best_model.keras`` (raw inputs in: our factories' models come behind the data's
+        preprocessing). Returns the records, best first, and the best."""
+        from kerastune_kit._saving import save_model_atomically
+        from kerastune_kit.results import BEST_HYPERPARAMETERS, BEST_MODEL, best_of
+
+        records = self.kit_write_final_summary()
+        best = best_of(records, self.oracle.objective.direction)
+        if best is None:
+            return records, None
+        model = self.load_model(self.oracle.get_trial(best.trial_id))
+        if isinstance(self.hypermodel, KitHyperModel):
+            card = model_card(self.hypermodel)
+            model = self.hypermodel.inference_model(model)
+        else:
+            card = user_model_card(model)
+        write_json_atomic(self.kit_run_dir / BEST_HYPERPARAMETERS, {
+            "trial_id": best.trial_id, "objective": self.oracle.objective.name,
+            "score": best.score, "best_epoch": best.best_epoch, "status": best.status,
+            "hyperparameters": best.hyperparameters, "model_card": card,
+        })
+        save_model_atomically(model, self.kit_run_dir / BEST_MODEL)
+        return records, best
+
+    # -- records
+    def _kit_finished_curves(self) -> set[str]:
+        """Load the curves of finished trials (other workers' too); return their ids."""
+        finished = set()
+        for record in read_trial_records(self.project_dir):
+            finished.add(record.trial_id)
+            self._kit_curves[record.trial_id] = {
+                int(e): v for e, v in record.curve.items() if v is not None}
+        return finished
+
+    def _kit_worst_score(self, history: Any) -> float:
+        direction = self.oracle.objective.direction
+        values = [r.score for r in read_trial_records(self.project_dir)
+                  if r.status in ("COMPLETED", "PRUNED") and r.score is not None
+                  and math.isfinite(r.score)]
+        start = (getattr(history, "initial_logs", None) or {}).get(
+            self.oracle.objective.name.removeprefix("val_"))
+        if start is not None and math.isfinite(start):
+            values.append(float(start))
+        if not values:
+            return 0.0 if direction == "max" else float(np.finfo(np.float32).max)
+        return float(min(values) if direction == "max" else max(values))
+
+    def _kit_record(self, trial: Any) -> TrialRecord:
+        values = dict(trial.hyperparameters.values)
+        trial_id = trial.trial_id
+        history = self._kit_histories.pop(trial_id, None)
+        started = self._kit_started.pop(trial_id, time.perf_counter())
+        objective = self.oracle.objective
+        record = TrialRecord(
+            trial_id=trial_id, status=str(trial.status),
+            wall_time_s=round(time.perf_counter() - started, 3),
+            parent_trial_id=values.get("tuner/trial_id"),
+            initial_epoch=int(values.get("tuner/initial_epoch", 0)),
+            seed=trial_seed(self.kit_seed, trial_id),
+            curve={str(e): v for e, v in sorted(self._kit_curves.get(trial_id, {}).items())},
+            hyperparameters={k: _plain(v) for k, v in values.items()
+                             if not k.startswith(("tuner/", "kit/"))},
+            baseline=values.get(BASELINE_KEY),
+            training=self._kit_paths.pop(trial_id, None),
+        )
+        if trial.status == "COMPLETED" and trial.score is not None:
+            record.score = float(trial.score)
+        if history is not None:
+            series = history.history.get(objective.name, [])
+            record.epochs = record.initial_epoch + len(series)
+            finite = [(v, i) for i, v in enumerate(series) if math.isfinite(v)]
+            if finite:
+                best = (max if objective.direction == "max" else min)(finite)
+                record.best_epoch = record.initial_epoch + best[1]
+            record.start_optimizer_step = getattr(history, "initial_iterations", None)
+            if getattr(history, "initial_logs", None) is not None:
+                record.start_score = history.initial_logs.get(
+                    objective.name.removeprefix("val_"))
+        if trial.message:
+            record.message = _last_line(trial.message)
+        outcome = self._kit_outcomes.pop(trial_id, None)
+        if outcome is not None and trial.status == "COMPLETED":
+            record.status, record.message = outcome
+        if record.status == "DIVERGED":
+            record.score = None  # the oracle's stand-in is not a score to show
+        return record
+
+    def kit_records(self) -> list[TrialRecord]:
+        saved = {r.trial_id: r for r in read_trial_records(self.project_dir)}
+        trials = {} if self._is_worker() else self.oracle.trials  # workers see the disk
+        for trial_id, trial in trials.items():
+            if trial_id not in saved:
+                saved[trial_id] = TrialRecord(
+                    trial_id=trial_id, status=str(trial.status),
+                    message=_last_line(trial.message) if trial.message else None,
+                    hyperparameters={k: _plain(v) for k, v in
+                                     trial.hyperparameters.values.items()
+                                     if not k.startswith(("tuner/", "kit/"))},
+                    baseline=trial.hyperparameters.values.get(BASELINE_KEY))
+        return rank(saved.values(), self.oracle.objective.direction)
+
+    def kit_write_leaderboard(self) -> list[TrialRecord]:
+        records = self.kit_records()
+        write_leaderboard(self.kit_run_dir / LEADERBOARD, records, self.kit_hp_names())
+        return records
+
+class BaselinesFirst:
+    """Oracle mixin: the first trials are the popular designs (``kit_baselines``), then
+    the oracle's own proposals.
+
+    Each design's values come from :func:`kerastune_kit.designs.design_values` (the
+    user's overrides apply) and carry the :data:`~kerastune_kit.designs.BASELINE_KEY`
+    marker, so the leaderboard and TensorBoard show them as baselines. A design already
+    started (before a ``--resume`` too) or equal to a configuration already tried is
+    skipped. The marker takes no part in the duplicate check.
+    """
+
+    kit_baselines: tuple[Any, ...] = ()
+    #: ``values -> multiply-accumulates per sample`` (the factory's ``cost``) and the
+    #: limit random proposals stay under (see :func:`cost_limit`); None: no limit.
+    kit_cost: Callable[[dict[str, Any]], float] | None = None
+    kit_cost_limit: float | None = None
+    kit_cost_tries = 20
+
+    def _random_values(self) -> dict[str, Any] | None:
+        """KerasTuner's random values, redrawn (up to ``kit_cost_tries`` times, then the
+        cheapest draw) while the network would cost more than ``kit_cost_limit``: one
+        random corner of the space (three 3x3 convolutions of 117 filters at 28x28) took
+        86 s an epoch on one core, half a 170 s budget, where LeNet takes 2.5 s."""
+        values = super()._random_values()
+        if values is None or self.kit_cost is None or self.kit_cost_limit is None:
+            return values
+        best, best_cost = values, self.kit_cost(values)
+        for _ in range(self.kit_cost_tries):
+            if best_cost <= self.kit_cost_limit:
+                break
+            values = super()._random_values()
+            if values is None:
+                break
+            cost = self.kit_cost(values)
+            if cost < best_cost:
+                best, best_cost = values, cost
+        return best
+
+    def _kit_next_baseline(self) -> dict[str, Any] | None:
+        if not self.kit_baselines or not self.hyperparameters.space:
+            return None
+        started = {t.hyperparameters.values.get(BASELINE_KEY) for t in self.trials.values()}
+        for design in self.kit_baselines:
+            if design.name in started:
+                continue
+            values = design_values(self.hyperparameters, design)
+            if self._duplicate(values):
+                continue
+            return {**values, BASELINE_KEY: design.name}
+        return None
+
+    def populate_space(self, trial_id: str) -> dict[str, Any]:
+        values = self._kit_next_baseline()
+        if values is not None:
+            return {"status": "RUNNING", "values": self._kit_baseline_values(values)}
+        return self._kit_populate_space(trial_id)
+
+    def _kit_populate_space(self, trial_id: str) -> dict[str, Any]:
+        """The oracle's own proposal (subclasses override this, not populate_space)."""
+        return super().populate_space(trial_id)
+
+    def _kit_baseline_values(self, values: dict[str, Any]) -> dict[str, Any]:
+        return values
+
+    def _compute_values_hash(self, values: dict[str, Any]) -> str:
+        values = {k: v for k, v in values.items() if k != BASELINE_KEY}
+        return super()._compute_values_hash(values)
+
+class KitRandomOracle(BaselinesFirst, kt.oracles.RandomSearchOracle):
+    """KerasTuner's random search oracle, starting with the popular designs."""
+
+class KitHyperbandOracle(BaselinesFirst, kt.oracles.HyperbandOracle):
+    """KerasTuner's Hyperband oracle, which still trains the best to ``max_epochs`` when the
+    search space runs out.
+
+    KerasTuner stops the whole search when a bracket's first round cannot be filled with
+    new configurations: with 6 configurations and a bracket of 9 one-epoch trials, the
+    best model ended with 1 of 9 epochs. Here the bracket continues with the
+    configurations it has: round ``r`` keeps ``ceil(n / factor**r)`` of its ``n``, so
+    successive halving still promotes the best to ``max_epochs`` (Li et al., 2018).
+    ``kit_exhausted`` records that the space ran out (saved in ``oracle.json``).
+    """
+
+    kit_exhausted = False
+    kit_diverged: set[str] = set()  # set by rescore_diverged before each new trial
+
+    def _kit_baseline_values(self, values: dict[str, Any]) -> dict[str, Any]:
+        # A baseline trains to max_epochs at once, outside the brackets: it is the
+        # reference every bracket's survivors must beat, never promoted or halved.
+        return {**values, "tuner/epochs": self.max_epochs, "tuner/initial_epoch": 0}
+
+    def _kit_populate_space(self, trial_id: str) -> dict[str, Any]:
+        # A diverged trial is never promoted, even when its whole round diverged (its
+        # stand-in score would otherwise win, and it has no checkpoint to continue from).
+        hidden = [(t, t.status) for t_id, t in self.trials.items()
+                  if t_id in self.kit_diverged and t.status == "COMPLETED"]
+        for trial, _ in hidden:
+            trial.status = "FAILED"
+        try:
+            return kt.oracles.HyperbandOracle.populate_space(self, trial_id)
+        finally:
+            for trial, status in hidden:
+                trial.status = status
+
+    def _random_trial(self, trial_id: str, bracket: dict[str, Any]) -> dict[str, Any]:
+        result = super()._random_trial(trial_id, bracket)
+        if result.get("status") != "STOPPED":
             return result
+        self.kit_exhausted = True
+        if not bracket["rounds"][0] or "kit_size" in bracket:
+            return result  # nothing new to halve: every configuration has been tried
+        bracket["kit_size"] = len(bracket["rounds"][0])
+        return self._kit_populate_space(trial_id)
 
-        def _kit_propose(self) -> dict[str, Any]:
-            """The lower confidence bound's minimum (KerasTuner's acquisition, ``mu - beta *
-            sigma`` on the sign-flipped objective), found cheaply.
+    def _get_size(self, bracket_num: int, round_num: int) -> int:
+        size = super()._get_size(bracket_num, round_num)
+        for bracket in self._brackets:
+            if bracket["bracket_num"] == bracket_num and "kit_size" in bracket:
+                return min(size, max(1, math.ceil(bracket["kit_size"]
+                                                  / self.factor ** round_num)))
+        return size
 
-            KerasTuner runs L-BFGS-B from 50 random starts with finite-difference gradients,
-            one ``predict`` per point: about 5 s per proposal in the 16-knob space. Here the
-            Gaussian process predicts 2048 random candidates in one call, and only the best 5
-            are refined with L-BFGS-B: well under a second, and at least as good a minimum.
-            """
-            import warnings
+    def get_state(self) -> dict[str, Any]:
+        return {**super().get_state(), "kit_exhausted": self.kit_exhausted}
 
-            import scipy.optimize
+class Hyperband(KitTunerMixin, kt.Hyperband):
+    """KerasTuner's ``Hyperband`` (Li et al., 2018) with kerastune_kit's records, TensorBoard,
+    pruning, budgets and training loop; takes KerasTuner's arguments (``hypermodel``,
+    ``objective``, ``max_epochs``, ``factor``, ``hyperband_iterations``, ``seed``,
+    ``hyperparameters``, ``directory``, ``project_name``, ``overwrite``, ...).
 
-            x, y = self._vectorize_trials()
-            x = np.nan_to_num(x, posinf=0, neginf=0)
-            y = np.nan_to_num(y, posinf=0, neginf=0)
-            with warnings.catch_warnings():  # scikit-learn's kernel-bound ConvergenceWarning
-                warnings.simplefilter("ignore")
-                self.gpr.fit(x, y)
-            bounds = self._get_hp_bounds()
-            candidates = self._random_state.uniform(
-                bounds[:, 0], bounds[:, 1], size=(self.kit_raw_samples, bounds.shape[0]))
-            mu, sigma = self.gpr.predict(candidates, return_std=True)
-            scores = np.ravel(mu) - self.beta * np.ravel(sigma)
-            order = np.argsort(scores)
-            best_x, best = candidates[order[0]], float(scores[order[0]])
+    The run directory is ``directory/project_name`` (KerasTuner's project is its ``tuner/``).
+    A bracket that runs out of new configurations still trains the best to ``max_epochs``.
 
-            def bound(point: np.ndarray) -> float:
-                mean, std = self.gpr.predict(point.reshape(1, -1), return_std=True)
-                return float(np.ravel(mean)[0] - self.beta * np.ravel(std)[0])
+    kerastune_kit's keyword-only arguments (see :class:`KitTunerMixin`): ``pruner`` (``median``,
+    ``percentile``, ``asha``, ``none`` or a :class:`~kerastune_kit.pruning.Pruner`), ``max_time``
+    (seconds; the running trial ends at its next epoch end and counts), ``workers`` (trials at
+    once in worker processes), ``trials_per_worker`` (recycle processes), ``training``
+    (``auto``, ``loop`` or ``fit``) and ``patience`` (early stopping, epochs).
+    """
 
-            for start in candidates[order[: self.kit_restarts]]:
-                found = scipy.optimize.minimize(bound, x0=start, bounds=bounds,
-                                                method="L-BFGS-B")
-                if float(np.ravel(found.fun)[0]) < best:
-                    best_x, best = found.x, float(np.ravel(found.fun)[0])
-            # L-BFGS-B may stop on the upper bound, and KerasTuner maps a probability of
-            # exactly 1 one step past an Int's max_value (units_0=513 of 16..512).
-            best_x = np.clip(best_x, bounds[:, 0], np.nextafter(bounds[:, 1], bounds[:, 0]))
-            return self._vector_to_values(best_x)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _use_oracle_class(self, kt.oracles.HyperbandOracle, KitHyperbandOracle)
 
-        def get_state(self) -> dict[str, Any]:
-            return {**super().get_state(), "kit_exhausted": self.kit_exhausted}
 
-    class KitBayesianOptimization(KitTunerMixin, kt.BayesianOptimization):
-        """KerasTuner's Bayesian optimization with kerastune_kit's logging, records, pruning."""
+class KitBOHBOracle(BOHBMixin, KitHyperbandOracle):
+    """Hyperband whose new configurations come from a TPE model of the finished trials
+    at the highest budget with enough of them (BOHB: Falkner, Klein & Hutter, 2018),
+    after the popular designs; see :class:`kerastune_kit.tpe.BOHBMixin`."""
 
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            _use_oracle_class(self, kt.oracles.BayesianOptimizationOracle, KitBayesianOracle)
 
-    class KitRandomSearch(KitTunerMixin, kt.RandomSearch):
-        """KerasTuner's random search with kerastune_kit's logging, records and pruning."""
+class BOHB(Hyperband):
+    """BOHB (Falkner, Klein & Hutter, 2018): Hyperband's brackets with new configurations
+    from a TPE model of the finished trials (Optuna's ``TPESampler``; needs the ``[tpe]``
+    extra); :class:`Hyperband`'s arguments."""
 
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            _use_oracle_class(self, kt.oracles.RandomSearchOracle, KitRandomOracle)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        from kerastune_kit.tpe import require_optuna
 
-    class KitGridSearch(KitTunerMixin, kt.GridSearch):
-        """KerasTuner's grid search with kerastune_kit's logging, records and pruning."""
+        require_optuna()  # fail before the first trial, not at the first proposal
+        super().__init__(*args, **kwargs)
+        _use_oracle_class(self, KitHyperbandOracle, KitBOHBOracle)
 
-    return {"hyperband": KitHyperband, "bohb": KitBOHB, "tpe": KitTPE,
-            "bayesian": KitBayesianOptimization,
-            "random": KitRandomSearch, "grid": KitGridSearch, "stopped": SearchStopped,
-            "hyperband_oracle": KitHyperbandOracle, "bayesian_oracle": KitBayesianOracle}
+
+class KitTPEOracle(BaselinesFirst, TPEOracle):
+    """Optuna's TPE sampler behind KerasTuner's oracle interface, starting with the
+    popular designs; see :class:`kerastune_kit.tpe.TPEOracle`."""
+
+
+class TPE(KitTunerMixin, kt.Tuner):
+    """Tree-structured Parzen estimator search (Bergstra et al., 2011; Optuna's
+    ``TPESampler``, needs the ``[tpe]`` extra) with kerastune_kit's records, TensorBoard,
+    pruning and budgets; :class:`RandomSearch`'s arguments.
+
+    kerastune_kit's keyword-only arguments (see :class:`KitTunerMixin`): ``pruner`` (``median``,
+    ``percentile``, ``asha``, ``none`` or a :class:`~kerastune_kit.pruning.Pruner`), ``max_time``
+    (seconds; the running trial ends at its next epoch end and counts), ``workers`` (trials at
+    once in worker processes), ``trials_per_worker`` (recycle processes), ``training``
+    (``auto``, ``loop`` or ``fit``) and ``patience`` (early stopping, epochs).
+    """
+
+    def __init__(self, hypermodel: Any = None, objective: Any = None,
+                 max_trials: int | None = 10, seed: int | None = None,
+                 hyperparameters: Any = None, tune_new_entries: bool = True,
+                 allow_new_entries: bool = True, max_retries_per_trial: int = 0,
+                 max_consecutive_failed_trials: int = 3, **kwargs: Any) -> None:
+        self._kit_user_call = ((), {
+            "hypermodel": hypermodel, "objective": objective, "max_trials": max_trials,
+            "seed": seed, "hyperparameters": hyperparameters,
+            "tune_new_entries": tune_new_entries, "allow_new_entries": allow_new_entries,
+            "max_retries_per_trial": max_retries_per_trial,
+            "max_consecutive_failed_trials": max_consecutive_failed_trials,
+            **{k: v for k, v in kwargs.items() if not k.startswith("kit_")
+               and k not in ("pruner", "max_time", "workers", "trials_per_worker",
+                             "training", "patience")}})
+        oracle = KitTPEOracle(objective=objective, max_trials=max_trials, seed=seed,
+                              hyperparameters=hyperparameters,
+                              tune_new_entries=tune_new_entries,
+                              allow_new_entries=allow_new_entries,
+                              max_retries_per_trial=max_retries_per_trial,
+                              max_consecutive_failed_trials=max_consecutive_failed_trials)
+        super().__init__(oracle=oracle, hypermodel=hypermodel, **kwargs)
+
+
+class KitBayesianOracle(BaselinesFirst, kt.oracles.BayesianOptimizationOracle):
+    """KerasTuner's Bayesian oracle, which never proposes a configuration twice.
+
+    Over a discrete space the Gaussian process's best proposal is often one already
+    tried; KerasTuner runs it again, so a 10-trial search of a 6-point space ran 10 trials
+    of 6 configurations. Here a repeated proposal is replaced by an untried random one,
+    and the search stops, saying so, when none is left (``kit_exhausted``).
+    """
+
+    kit_exhausted = False
+    #: Random candidates the acquisition is evaluated on in one vectorized call, and how
+    #: many of the best are refined with L-BFGS-B (BoTorch's ``optimize_acqf`` does the
+    #: same with ``raw_samples`` and ``num_restarts``).
+    kit_raw_samples = 2048
+    kit_restarts = 5
+
+    def _kit_populate_space(self, trial_id: str) -> dict[str, Any]:
+        completed = [t for t in self.trials.values() if t.status == "COMPLETED"]
+        initial = self.num_initial_points or max(3 * len(self.hyperparameters.space), 3)
+        if len(completed) < initial:
+            result = self._random_populate_space()
+        else:
+            result = {"status": "RUNNING", "values": self._kit_propose()}
+        values = result.get("values")
+        if result.get("status") == "RUNNING" and values and self._duplicate(values):
+            values = self._random_values()
+            result = ({"status": "RUNNING", "values": values} if values
+                      else {"status": "STOPPED", "values": None})
+        if result.get("status") == "STOPPED":
+            self.kit_exhausted = True
+        return result
+
+    def _kit_propose(self) -> dict[str, Any]:
+        """The lower confidence bound's minimum (KerasTuner's acquisition, ``mu - beta *
+        sigma`` on the sign-flipped objective), found cheaply.
+
+        KerasTuner runs L-BFGS-B from 50 random starts with finite-difference gradients,
+        one ``predict`` per point: about 5 s per proposal in the 16-knob space. Here the
+        Gaussian process predicts 2048 random candidates in one call, and only the best 5
+        are refined with L-BFGS-B: well under a second, and at least as good a minimum.
+        """
+        import warnings
+
+        import scipy.optimize
+
+        x, y = self._vectorize_trials()
+        x = np.nan_to_num(x, posinf=0, neginf=0)
+        y = np.nan_to_num(y, posinf=0, neginf=0)
+        with warnings.catch_warnings():  # scikit-learn's kernel-bound ConvergenceWarning
+            warnings.simplefilter("ignore")
+            self.gpr.fit(x, y)
+        bounds = self._get_hp_bounds()
+        candidates = self._random_state.uniform(
+            bounds[:, 0], bounds[:, 1], size=(self.kit_raw_samples, bounds.shape[0]))
+        mu, sigma = self.gpr.predict(candidates, return_std=True)
+        scores = np.ravel(mu) - self.beta * np.ravel(sigma)
+        order = np.argsort(scores)
+        best_x, best = candidates[order[0]], float(scores[order[0]])
+
+        def bound(point: np.ndarray) -> float:
+            mean, std = self.gpr.predict(point.reshape(1, -1), return_std=True)
+            return float(np.ravel(mean)[0] - self.beta * np.ravel(std)[0])
+
+        for start in candidates[order[: self.kit_restarts]]:
+            found = scipy.optimize.minimize(bound, x0=start, bounds=bounds,
+                                            method="L-BFGS-B")
+            if float(np.ravel(found.fun)[0]) < best:
+                best_x, best = found.x, float(np.ravel(found.fun)[0])
+        # L-BFGS-B may stop on the upper bound, and KerasTuner maps a probability of
+        # exactly 1 one step past an Int's max_value (units_0=513 of 16..512).
+        best_x = np.clip(best_x, bounds[:, 0], np.nextafter(bounds[:, 1], bounds[:, 0]))
+        return self._vector_to_values(best_x)
+
+    def get_state(self) -> dict[str, Any]:
+        return {**super().get_state(), "kit_exhausted": self.kit_exhausted}
+
+
+class BayesianOptimization(KitTunerMixin, kt.BayesianOptimization):
+    """KerasTuner's ``BayesianOptimization`` (a Gaussian process with a lower confidence bound
+    acquisition; Snoek et al., 2012) with kerastune_kit's records, TensorBoard, pruning,
+    budgets and training loop; KerasTuner's arguments (``max_trials``, ``num_initial_points``,
+    ``alpha``, ``beta``, ``seed``, ...). It never proposes a configuration twice, and proposes
+    in well under a second.
+
+    kerastune_kit's keyword-only arguments (see :class:`KitTunerMixin`): ``pruner`` (``median``,
+    ``percentile``, ``asha``, ``none`` or a :class:`~kerastune_kit.pruning.Pruner`), ``max_time``
+    (seconds; the running trial ends at its next epoch end and counts), ``workers`` (trials at
+    once in worker processes), ``trials_per_worker`` (recycle processes), ``training``
+    (``auto``, ``loop`` or ``fit``) and ``patience`` (early stopping, epochs).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _use_oracle_class(self, kt.oracles.BayesianOptimizationOracle, KitBayesianOracle)
+
+
+class RandomSearch(KitTunerMixin, kt.RandomSearch):
+    """KerasTuner's ``RandomSearch`` (Bergstra & Bengio, 2012) with kerastune_kit's records,
+    TensorBoard, pruning, budgets and training loop; KerasTuner's arguments (``hypermodel``,
+    ``objective``, ``max_trials``, ``seed``, ``hyperparameters``, ``executions_per_trial``,
+    ``directory``, ``project_name``, ``overwrite``, ...).
+
+    Example (KerasTuner's getting-started search, one import changed)::
+
+        import kerastune_kit as kk
+        tuner = kk.RandomSearch(build_model, objective="val_accuracy", max_trials=3,
+                                executions_per_trial=2, directory="my_dir",
+                                project_name="helloworld")
+        tuner.search(x_train, y_train, epochs=2, validation_data=(x_val, y_val))
+        best = tuner.get_best_models(num_models=1)[0]
+
+    kerastune_kit's keyword-only arguments (see :class:`KitTunerMixin`): ``pruner`` (``median``,
+    ``percentile``, ``asha``, ``none`` or a :class:`~kerastune_kit.pruning.Pruner`), ``max_time``
+    (seconds; the running trial ends at its next epoch end and counts), ``workers`` (trials at
+    once in worker processes), ``trials_per_worker`` (recycle processes), ``training``
+    (``auto``, ``loop`` or ``fit``) and ``patience`` (early stopping, epochs).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _use_oracle_class(self, kt.oracles.RandomSearchOracle, KitRandomOracle)
+
+
+class GridSearch(KitTunerMixin, kt.GridSearch):
+    """KerasTuner's ``GridSearch`` with kerastune_kit's records, TensorBoard, pruning, budgets
+    and training loop; KerasTuner's arguments. A reloaded grid search continues its walk.
+
+    kerastune_kit's keyword-only arguments (see :class:`KitTunerMixin`): ``pruner`` (``median``,
+    ``percentile``, ``asha``, ``none`` or a :class:`~kerastune_kit.pruning.Pruner`), ``max_time``
+    (seconds; the running trial ends at its next epoch end and counts), ``workers`` (trials at
+    once in worker processes), ``trials_per_worker`` (recycle processes), ``training``
+    (``auto``, ``loop`` or ``fit``) and ``patience`` (early stopping, epochs).
+    """
+
+
+#: The names these classes had before they were public.
+KitHyperband, KitBOHB, KitTPE = Hyperband, BOHB, TPE
+KitBayesianOptimization, KitRandomSearch, KitGridSearch = (BayesianOptimization, RandomSearch,
+                                                          GridSearch)
+
+#: The tuner class of each ``--tuner`` name.
+TUNERS: dict[str, type] = {"hyperband": Hyperband, "bohb": BOHB, "tpe": TPE,
+                           "bayesian": BayesianOptimization, "random": RandomSearch,
+                           "grid": GridSearch}
 
 
 def _use_oracle_class(tuner: Any, base: type, subclass: type) -> None:
@@ -726,16 +1153,12 @@ def _use_oracle_class(tuner: Any, base: type, subclass: type) -> None:
             setattr(oracle, key, state[key])
 
 
-_CLASSES: dict[str, type] | None = None
-
-
 def tuner_class(name: str) -> type:
-    """The Tuner class for ``hyperband``, ``bayesian``, ``random`` or ``grid``
-    (``stopped`` gives the exception that ends a search early)."""
-    global _CLASSES
-    if _CLASSES is None:
-        _CLASSES = _classes()
-    return _CLASSES[name]
+    """The tuner class of a ``--tuner`` name (:data:`TUNERS`); ``stopped`` gives
+    :class:`SearchStopped`, and ``hyperband_oracle``/``bayesian_oracle`` our oracles."""
+    extra = {"stopped": SearchStopped, "hyperband_oracle": KitHyperbandOracle,
+             "bayesian_oracle": KitBayesianOracle}
+    return {**TUNERS, **extra}[name]
 
 
 def build_tuner(config: SearchConfig, hypermodel: Any, *, objective: str,
@@ -793,8 +1216,7 @@ def build_tuner(config: SearchConfig, hypermodel: Any, *, objective: str,
         kwargs["num_initial_points"] = initial_random_points(
             config.max_trials if config.max_time else config.effective_max_trials(),
             len(hypermodel.space.hparam_domains()))
-    with contextlib.redirect_stdout(io.StringIO()):  # KerasTuner prints "Reloading Tuner"
-        tuner = tuner_class(config.tuner)(**kwargs)
+    tuner = TUNERS[config.tuner](**kwargs)
     if not tuner._is_worker():
         # KerasTuner saves oracle.json before it forgets an ended trial, and a reload re-queues
         # every trial oracle.json calls ongoing: a process killed in between would run a
@@ -832,26 +1254,6 @@ def build_tuner(config: SearchConfig, hypermodel: Any, *, objective: str,
     return tuner
 
 
-#: Random proposals cost at most this many times the dearest popular design of the family,
-#: and never less than COST_LIMIT_FLOOR multiply-accumulates per sample (networks that cheap
-#: train fast whatever their shape: every MLP of the default space is below it).
-COST_LIMIT_FACTOR = 4.0
-COST_LIMIT_FLOOR = 16e6
-
-
-def cost_limit(hypermodel: Any) -> float | None:
-    """The multiply-accumulates per sample random proposals stay under:
-    :data:`COST_LIMIT_FACTOR` times the dearest popular design of the factory's family, at
-    least :data:`COST_LIMIT_FLOOR` (so
-    on 28x28 images a random network costs at most about four LeNets, one epoch at most a
-    few times a baseline's). None for a factory without designs or a cost model."""
-    from kerastune_kit.designs import designs_for
-
-    costs = [hypermodel.cost(dict(d.values)) for d in designs_for(hypermodel.family)]
-    costs = [c for c in costs if c > 0]
-    return max(COST_LIMIT_FLOOR, COST_LIMIT_FACTOR * max(costs)) if costs else None
-
-
 def restore_grid_walk(oracle: Any) -> None:
     """Rebuild a reloaded ``GridSearchOracle``'s walk over the grid from its trials.
 
@@ -878,194 +1280,170 @@ def restore_grid_walk(oracle: Any) -> None:
     oracle._populate_next[:] = ids
 
 
-def initial_random_points(max_trials: int | None, dimensions: int) -> int:
-    """Random trials a Bayesian search starts with before its Gaussian process proposes.
-
-    KerasTuner's default, 3 × the number of hyperparameters (Snoek et al., 2012 use a similar
-    rule), is 48 for the default 16-knob space: a 12-trial "Bayesian" search would be random
-    from start to end. Here it is a quarter of the trial budget, at least 3 and at most
-    3 × dimensions; for a search bounded by time alone, 10 (Optuna's TPE default) at most.
-
-    Example:
-        >>> initial_random_points(12, 16), initial_random_points(100, 16)
-        (3, 25)
-    """
-    ceiling = max(3, 3 * dimensions)
-    if not max_trials:  # a time budget: as many as Optuna's TPE starts with
-        return min(ceiling, 10)
-    return max(3, min(ceiling, round(max_trials / 4)))
-
-
-def search_plan(config: SearchConfig, hypermodel: Any) -> str:
-    """One line saying how the search will choose its trials (printed before it starts).
-
-    Example (a 12-trial Bayesian search of the MLP)::
-
-        bayesian optimization: of 12 trials, the first 2 are the popular designs (mlp_2x256,
-        mlp_2x64), 1 random, the other 9 proposed by a Gaussian process fitted to the
-        finished ones
-    """
-    from kerastune_kit.designs import describe, designs_for
-
-    designs = designs_for(hypermodel.family) if config.baselines and config.tuner != "grid" \
-        else ()
-    time_only = bool(config.max_time) and config.max_trials is None
-    until = f", until {_duration(config.max_time)} is spent" if config.max_time else ""
-    epochs = f"{config.max_epochs} epoch{'s' if config.max_epochs != 1 else ''}"
-    if config.tuner in BRACKET_TUNERS:
-        first = (f"the popular designs ({describe(designs)}) for {epochs}, then "
-                 if designs else "")
-        how = ("new configurations from a TPE model of the finished trials once it has enough "
-               "of them (BOHB)" if config.tuner == "bohb" else "random new configurations")
-        cap = "" if time_only else f", up to {expected_trials(config)} trials in all"
-        return (f"{config.tuner}: {first}brackets of {epochs} at most, factor "
-                f"{config.factor}, {how}{cap}{until}")
-    trials = config.effective_max_trials() or 0
-    lead = len(designs) if time_only else min(len(designs), trials)
-    names = f"the popular designs ({describe(designs[:lead])})"
-    if time_only:
-        head = f"trials of {epochs} until {_duration(config.max_time)} is spent: "
-        first = f"{names} first, then " if lead else ""
-    else:
-        head = f"{trials} trial{'s' if trials != 1 else ''} of {epochs}{until}: "
-        first = f"the first {lead} {names}, " if lead else ""
-    rest = "the rest" if time_only else f"the other {trials - lead}"
-    if config.tuner == "bayesian":
-        random = initial_random_points(None if time_only else trials,
-                                       len(hypermodel.space.hparam_domains()))
-        random = max(0, random - lead)  # the designs count as initial points
-        if not time_only:
-            random = min(random, trials - lead)
-            rest = f"the other {trials - lead - random}"
-        if not lead and not time_only:
-            return (f"bayesian optimization: the first {random} of {trials} trials are random, "
-                    f"{rest} {'is' if trials - random == 1 else 'are'} proposed by a Gaussian "
-                    f"process fitted to the finished ones{until}")
-        return (f"bayesian optimization: {head}{first}{random} random, {rest} proposed by a "
-                "Gaussian process fitted to the finished ones")
-    what = {"tpe": "proposed by Optuna's TPE sampler after its random start-up trials",
-            "random": "random", "grid": ""}[config.tuner]
-    name = {"tpe": "tpe", "random": "random search", "grid": "grid search"}[config.tuner]
-    if not what or (not time_only and trials == lead):
-        tail = first.rstrip(", ")
-    else:
-        tail = f"{first}{rest if lead else 'all'} {what}"
-    return f"{name}: {head}{tail}".rstrip(": ")
-
-
-def _duration(seconds: float | None) -> str:
-    seconds = float(seconds or 0)
-    if seconds >= 3600 and seconds % 3600 == 0:
-        return f"{seconds / 3600:g}h"
-    if seconds >= 60 and seconds % 60 == 0:
-        return f"{seconds / 60:g}m"
-    return f"{seconds:g}s"
-
-
-def expected_trials(config: SearchConfig) -> int:
-    """How many trials the search will run at most (Hyperband: one full iteration; with only
-    a time budget, :data:`~kerastune_kit.config.TIME_BUDGET_TRIALS`)."""
-    from kerastune_kit.designs import POPULAR_DESIGNS
-
-    if config.tuner not in BRACKET_TUNERS:
-        return int(config.effective_max_trials() or 0)
-    if config.max_time:  # brackets repeat until the time is spent or max_trials exist
-        return config.max_trials or TIME_BUDGET_TRIALS
-    max_epochs, factor = config.max_epochs, config.factor
-    brackets, epochs = 0, float(max_epochs)
-    while epochs >= 1:
-        epochs /= factor
-        brackets += 1
-    end_size = math.ceil(1 + math.log(max_epochs, factor))
-    total = 0
-    for bracket in range(brackets):
-        for round_num in range(bracket + 1):
-            total += math.ceil(end_size / (bracket + 1) * factor ** (bracket - round_num))
-    if config.baselines:  # (as many as the family has; the CNN and the MLP have 2 each)
-        total += max(len(d) for d in POPULAR_DESIGNS.values())
-    return min(total, config.max_trials) if config.max_trials else total
-
-
-def patch_keras_tuner_writes() -> None:
-    """Make KerasTuner's own state files (``oracle.json``, ``trial.json``, ``tuner0.json``)
-    atomic: written to a temporary file, then renamed.
-
-    ``keras_tuner.src.utils.save_json`` writes in place, so a full disk left them empty or cut
-    short, and ``--resume`` then failed to parse them even after space was freed. Remote paths
-    (``gs://``) keep KerasTuner's writer.
-    """
-    from keras_tuner.src import utils
-
-    if getattr(utils.save_json, "_kerastune_kit", False):
-        return
-    original = utils.save_json
-
-    def save_json(path: Any, obj: Any) -> str:
-        if "://" in str(path):
-            return original(path, obj)
-        text = json.dumps(obj)
-        write_text_atomic(path, text)
-        return text
-
-    save_json._kerastune_kit = True  # type: ignore[attr-defined]
-    utils.save_json = save_json
-
-
-_BELOW = " (ranked below every completed and pruned trial)"
-
-
-def rescore_diverged(oracle: Any, records: Sequence[TrialRecord]) -> list[str]:
-    """Give every DIVERGED trial the oracle knows a stand-in score just worse than the worst
-    ranked (completed or pruned) trial, revised whenever called.
-
-    The oracle needs a finite score for a diverged trial (NaN would read as a perfect score to
-    KerasTuner's Bayesian oracle, and Hyperband sorts by score), but the worst score *so far*
-    goes stale: a later, worse trial would rank below a diverged one, and a Gaussian process
-    or a Hyperband promotion would prefer the diverged configuration. Called before each new
-    trial (and by the chief before each ``CreateTrial``), so promotions and proposals always
-    see diverged trials last. The stand-in is the worst score moved by 0.1% of its size
-    (at least 1e-6) in the losing direction.
-
-    Args:
-        oracle: A KerasTuner oracle (not a worker's client).
-        records: The search's trial records (their statuses say which trials diverged).
-
-    Returns:
-        The ids of the trials whose score changed (their ``trial.json`` is rewritten).
-    """
-    diverged = [r.trial_id for r in records if r.outcome == "diverged"]
-    oracle.kit_diverged = set(diverged)  # Hyperband never promotes these (KitHyperbandOracle)
-    scores = [r.score for r in records if is_ranked(r)]
-    if not diverged or not scores:
-        return []
-    maximize = oracle.objective.direction == "max"
-    worst = min(scores) if maximize else max(scores)
-    margin = max(abs(worst) * 1e-3, 1e-6)
-    stand_in = worst - margin if maximize else worst + margin
-    changed = []
-    for trial_id in diverged:
-        trial = oracle.trials.get(trial_id)
-        if trial is None or trial.score is None or trial.score == stand_in:
-            continue
-        trial.score = stand_in
-        oracle._save_trial(trial)
-        changed.append(trial_id)
-    if changed:
-        oracle.save()
-    return changed
-
-
 def _save_checkpoint(callback: Any, save: Callable[[Any, str], None]) -> None:
     """``SaveBestEpoch._save_model`` through ``save`` (one process, one file)."""
     save(callback.model, callback.filepath)
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
+#: KerasTuner's default ``project_name``: the run directory of a tuner given none.
+DEFAULT_PROJECT = "untitled_project"
 
 
-def _last_line(message: str) -> str:
-    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else message
+def check_tuner_options(*, pruner: Any, max_time: Any, workers: Any, trials_per_worker: Any,
+                        training: Any, patience: Any) -> None:
+    """Refuse a bad keyword-only argument of a public tuner in one line.
+
+    Raises:
+        ConfigError: Naming the argument, the value received and what it takes.
+    """
+    from kerastune_kit.errors import ConfigError
+    from kerastune_kit.fit_paths import TRAINING_PATHS
+    from kerastune_kit.pruning import PRUNERS
+
+    if training not in TRAINING_PATHS:
+        raise ConfigError(f"training: expected one of {', '.join(TRAINING_PATHS)}, received "
+                          f"{training!r}")
+    if pruner is not None and not isinstance(pruner, Pruner) and pruner not in PRUNERS:
+        raise ConfigError(f"pruner: expected one of {', '.join(PRUNERS)} or a Pruner, received "
+                          f"{pruner!r}")
+    if max_time is not None and (isinstance(max_time, bool)
+                                 or not isinstance(max_time, (int, float)) or max_time <= 0):
+        raise ConfigError(f"max_time: expected seconds > 0 (or None), received {max_time!r}")
+    for name, value in (("workers", workers), ("trials_per_worker", trials_per_worker),
+                        ("patience", patience)):
+        if value is None or (name == "workers" and value == 0):
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < (
+                0 if name == "patience" else 1):
+            least = "0" if name in ("workers", "patience") else "1"
+            raise ConfigError(f"{name}: expected an integer >= {least} (or None), received "
+                              f"{value!r}")
+
+
+def clear_run_dir(run_dir: Path) -> None:
+    """``overwrite=True``: empty a run directory, refusing one that holds anything else.
+
+    Raises:
+        RunDirError: ``run_dir`` holds files but no kerastune_kit or KerasTuner run.
+    """
+    from kerastune_kit.errors import RunDirError
+    from kerastune_kit.results import RUN_MARKER
+    from kerastune_kit.rundir import RunDirLock, empty_run_dir, is_occupied
+
+    if not run_dir.exists() or not is_occupied(run_dir):
+        return
+    if not ((run_dir / RUN_MARKER).is_file() or (run_dir / TUNER_DIR).is_dir()
+            or (run_dir / "config.toml").is_file()):
+        raise RunDirError(
+            f"overwrite: '{run_dir}' is not a kerastune_kit run directory; refusing to delete "
+            "it; pass another directory/project_name")
+    with RunDirLock(run_dir, action="start"):
+        empty_run_dir(run_dir)
+
+
+@contextlib.contextmanager
+def _write_errors(run_dir: Path) -> Any:
+    """A failed write (no space, read-only, no permission) as a one-line WriteError."""
+    from kerastune_kit.errors import WriteError
+    from kerastune_kit.rundir import write_error
+
+    try:
+        yield
+    except WriteError:
+        raise
+    except Exception as exc:
+        error = find_write_error(exc)
+        if error is None:
+            raise
+        raise write_error(error, run_dir, action="search") from exc
+
+
+def domain_of(hp: Any) -> Any:
+    """Our domain (:mod:`kerastune_kit.space`) of a KerasTuner hyperparameter, for HParams."""
+    from kerastune_kit.space import Choices, Fixed, FloatRange, IntRange
+
+    if isinstance(hp, kt.engine.hyperparameters.Boolean):
+        return Choices((False, True))
+    if isinstance(hp, kt.engine.hyperparameters.Fixed):
+        return Fixed(hp.value)
+    if isinstance(hp, kt.engine.hyperparameters.Choice):
+        return Choices(tuple(hp.values))
+    if isinstance(hp, kt.engine.hyperparameters.Int):
+        return IntRange(int(hp.min_value), int(hp.max_value), log=hp.sampling == "log")
+    if isinstance(hp, kt.engine.hyperparameters.Float):
+        return FloatRange(float(hp.min_value), float(hp.max_value), log=hp.sampling == "log")
+    return Choices((hp.default,))
+
+
+def _hypermodel_name(hypermodel: Any) -> str:
+    if type(hypermodel).__name__ == "DefaultHyperModel":  # KerasTuner's wrapper of a function
+        build = vars(hypermodel).get("build")
+        return f"{getattr(build, '__module__', '?')}.{getattr(build, '__qualname__', '?')}"
+    return f"{type(hypermodel).__module__}.{type(hypermodel).__qualname__}"
+
+
+def model_card(hypermodel: Any) -> dict[str, Any]:
+    """What ``best_model.keras`` of one of our factories takes and returns."""
+    step = hypermodel.preprocessing
+    head = hypermodel.head
+    outputs = {"multiclass": f"class probabilities, shape (n, {head.units})",
+               "binary": "probability of class 1, shape (n, 1)",
+               "regression": "predicted values, shape (n, 1)"}[head.task]
+    shape = ", ".join(map(str, hypermodel.input_shape))
+    inputs = f"raw features as in the data, shape (n, {shape})"
+    if step is not None and step.kind == "feature_space":
+        inputs = ("a dict of raw columns, each a 1-D array: "
+                  + ", ".join(f"{name} ({dtype})" for name, dtype in step.input_dtypes.items())
+                  + "; a missing value is NaN (numbers) or '' / NA / ? (strings); "
+                  "pass string columns to predict as tf.constant")
+    card: dict[str, Any] = {
+        "inputs": inputs,
+        "preprocessing": step.describe() if step is not None else {"kind": "none"},
+        "outputs": outputs,
+    }
+    if getattr(hypermodel, "class_names", None):
+        card["class_names"] = list(hypermodel.class_names)
+    return card
+
+
+def user_model_card(model: Any) -> dict[str, Any]:
+    """What a user's best model takes and returns (its own inputs and outputs)."""
+    def shapes(tensors: Any) -> str:
+        items = []
+        for tensor in tensors or []:
+            shape = ", ".join("n" if d is None else str(d) for d in tensor.shape)
+            name = getattr(tensor, "name", "") or ""
+            items.append(f"{name.split(':')[0]} ({shape})" if name else f"({shape})")
+        return "; ".join(items) or "as the model takes them"
+
+    return {"inputs": shapes(getattr(model, "inputs", None)),
+            "preprocessing": {"kind": "inside the model"},
+            "outputs": shapes(getattr(model, "outputs", None))}
+
+
+class TunerJob:
+    """A public tuner's search, rebuilt in a worker process (picklable).
+
+    Called there as ``job(callbacks=, deadline=, on_trial=, trial_budget=)``: it constructs
+    the tuner class with the user's arguments on the same run directory (never overwriting),
+    as a part of the search (``kit_job``), and runs KerasTuner's loop until the oracle has no
+    trial left for it, the budget of trials is spent or the deadline passes.
+    """
+
+    def __init__(self, tuner_class: type, args: tuple[Any, ...], kwargs: dict[str, Any],
+                 ours: dict[str, Any], *, fit_args: tuple[Any, ...],
+                 fit_kwargs: dict[str, Any]) -> None:
+        self.tuner_class = tuner_class
+        self.args, self.kwargs, self.ours = args, kwargs, ours
+        self.fit_args, self.fit_kwargs = fit_args, fit_kwargs
+
+    def __call__(self, *, callbacks: Sequence[Any] = (), deadline: float | None = None,
+                 on_trial: Callable[[TrialRecord], None] | None = None,
+                 trial_budget: int | None = None) -> str:
+        tuner = self.tuner_class(*self.args, **self.kwargs, **self.ours, kit_job=True,
+                                 kit_on_trial=on_trial, kit_deadline=deadline,
+                                 kit_trial_budget=trial_budget)
+        if not tuner._is_worker():
+            tuner.kit_requeue_write_failures()
+        return tuner.kit_search_here(self.fit_args,
+                                     {**self.fit_kwargs, "callbacks": list(callbacks)})

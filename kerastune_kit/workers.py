@@ -23,7 +23,6 @@ from typing import Any
 
 from kerastune_kit._backend import native_stderr_silenced, warm_up_tensorflow
 from kerastune_kit._logging import get_logger
-from kerastune_kit.config import SearchConfig
 from kerastune_kit.errors import ConfigError, KerastuneKitError, WriteError
 from kerastune_kit.results import TrialRecord
 
@@ -68,19 +67,16 @@ def sigint_ignored() -> Any:
         signal.signal(signal.SIGINT, previous)
 
 
-def _worker_main(config: SearchConfig, callbacks: Sequence[Any], conn: Any,
-                 deadline: float | None) -> None:
+def _worker_main(job: Callable[..., str], trial_budget: int | None,
+                 callbacks: Sequence[Any], conn: Any, deadline: float | None) -> None:
     """Entry point of one worker process; it reports to the parent over its own pipe."""
-    from kerastune_kit.tuning import search_in_process
-
     exit_with_parent()
 
     with native_stderr_silenced():
         warm_up_tensorflow()
     try:
-        reason = search_in_process(
-            config, callbacks=callbacks, deadline=deadline,
-            trial_budget=config.trials_per_worker,
+        reason = job(
+            callbacks=callbacks, deadline=deadline, trial_budget=trial_budget,
             on_trial=lambda record: conn.send(("trial", record.to_json())),
         )
         message: tuple[str, str] = ("end", reason)
@@ -104,13 +100,22 @@ MAX_WORKER_DEATHS = 3
 
 
 def search_in_workers(
-    config: SearchConfig,
+    job: Callable[..., str],
     *,
+    trials_per_worker: int,
     callbacks: Sequence[Any] | None = None,
     on_trial: Callable[[TrialRecord], None] | None = None,
     deadline: float | None = None,
 ) -> str:
     """Run the search in a chain of worker processes until it ends.
+
+    Args:
+        job: Runs (part of) the search in a worker process: called there as ``job(callbacks=,
+            deadline=, trial_budget=, on_trial=)``, it returns why it ended (``finished``,
+            ``worker budget``, ...). It must pickle (a ``functools.partial`` of
+            :func:`kerastune_kit.session.search_in_process` with the saved configuration, or a
+            public tuner's resumable job).
+        trials_per_worker: Trials each process runs before a fresh one replaces it.
 
     Returns:
         Why it ended: ``finished``, ``time budget`` or ``interrupted by …``.
@@ -128,7 +133,6 @@ def search_in_workers(
             "pickle, or trials_per_worker=0 to run every trial in this process"
         ) from None
     context = multiprocessing.get_context("spawn")
-    resumed = SearchConfig(**{**config.to_dict(), "overwrite": False, "resume": True})
     stop: list[str] = []
     current: list[Any] = []
 
@@ -156,7 +160,8 @@ def search_in_workers(
             progressed[0] = False
             reader, writer = context.Pipe(duplex=False)
             process = context.Process(target=_worker_main, name="kerastune-kit-worker",
-                                      args=(resumed, callbacks, writer, deadline), daemon=True)
+                                      args=(job, trials_per_worker, callbacks, writer,
+                                            deadline), daemon=True)
             current[:] = [process]
             with sigint_ignored():  # Ctrl-C reaches this process, which forwards SIGTERM
                 process.start()
@@ -184,7 +189,7 @@ def search_in_workers(
             if reason != "worker budget":
                 return reason
             logger.info("worker finished its %d trials; starting a fresh one",
-                        config.trials_per_worker)
+                        trials_per_worker)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

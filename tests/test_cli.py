@@ -290,7 +290,7 @@ def test_early_checks_agree_with_the_library():
 @pytest.mark.parametrize("case", ["exists", "not_a_run", "nothing_to_resume"])
 def test_early_run_dir_messages_are_the_librarys(tmp_path, case):
     """run_search checks the run directory again after TensorFlow loaded; both say the same."""
-    from kerastune_kit import tuning
+    from kerastune_kit import session
     from kerastune_kit.cli import _refuse_early
     from kerastune_kit.config import SearchConfig
     from kerastune_kit.errors import RunDirError
@@ -304,5 +304,5 @@ def test_early_run_dir_messages_are_the_librarys(tmp_path, case):
     with pytest.raises(RunDirError) as early:
         _refuse_early(config)
     with pytest.raises(RunDirError) as late:
-        tuning._check_run_dir(config, None, None)
+        session.check_resume_data(config, None, None)
     assert str(early.value) == str(late.value)

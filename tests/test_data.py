@@ -343,11 +343,15 @@ def test_csv_unknown_target_column(tmp_path: Path):
     assert "'lable'" in msg and "alpha, label" in msg and msg.startswith("target:")
 
 
-def test_csv_non_numeric_feature_column(tmp_path: Path):
+def test_csv_non_numeric_feature_column_is_categorical(tmp_path: Path):
+    # A text cell used to be refused ("not numeric"); a string column is now a category.
     rows = [[1, "red", 0], [2, "blue", 1]]
     path = _write_csv(tmp_path / "t.csv", ["a", "color", "y"], rows)
-    msg = _raise_one_line("'color'", str(path), target="y")
-    assert "not numeric" in msg and "'red'" in msg
+    ds = load_dataset(str(path), target="y")
+    kinds = {c["name"]: c["kind"] for c in ds.preprocessing.describe()["columns"]}
+    assert kinds == {"a": "numeric", "color": "string_categorical"}
+    assert ds.preprocessing.kind == "feature_space" and ds.x_train.dtype == np.float32
+    assert set(ds.raw_x_val) == {"a", "color"}
 
 
 def test_npz_wrong_keys(tmp_path: Path):
@@ -432,43 +436,58 @@ def _message(*args: object, **kwargs: object) -> str:
         load_dataset(*args, **kwargs)  # type: ignore[arg-type]
     message = str(info.value)
     assert "\n" not in message
-    assert message.startswith(("data: ", "target: ", "task: ", "validation_split: "))
+    assert message.startswith(("data: ", "target: ", "task: ", "validation_split: ",
+                               "categorical_columns: ", "numeric_columns: ", "text_columns: "))
     assert isinstance(info.value, ValueError) and isinstance(info.value, KerastuneKitError)
     return message
 
 
-def test_csv_empty_cell_is_a_missing_value_on_the_real_line(tmp_path: Path):
-    # Line 4 is blank, so the empty cell is on file line 6 (not data row 5).
+def _column(ds: Dataset, name: str) -> dict:
+    """The description of one raw column of a structured dataset."""
+    return next(c for c in ds.preprocessing.describe()["columns"] if c["name"] == name)
+
+
+def test_csv_empty_feature_cell_is_imputed_with_the_training_median(tmp_path: Path):
+    # A missing feature value used to be refused; it is now imputed (training median).
     path = _write_text(tmp_path / "gaps.csv", "x,y\n1,0\n2,1\n\n3,0\n,1\n4,0\n")
-    msg = _message(str(path), target="y")
-    assert msg == (
-        f"data: missing value on line 6, column 'x' in '{path}' (empty cell); "
-        "fill it (impute) or drop the row"
-    )
+    ds = load_dataset(str(path), target="y", standardize=False)
+    x = _column(ds, "x")
+    assert x["kind"] == "numeric" and x["imputation"]["rule"] == "training median"
+    assert x["missing"]["train"] + x["missing"]["validation"] == 1
+    train = ds.raw_x_train["x"]
+    assert x["imputation"]["value"] == float(np.nanmedian(train))
+    assert np.isfinite(ds.x_train).all() and np.isfinite(ds.x_val).all()
+    assert np.isnan(np.concatenate([train, ds.raw_x_val["x"]])).sum() == 1
 
 
 @pytest.mark.parametrize("marker", ["NA", "N/A", "NaN", "nan", "null", "None", "?", "", "  "])
 def test_csv_missing_value_markers_are_not_called_non_numeric(tmp_path: Path, marker: str):
+    # A marker is a missing number (imputed), never a text cell that makes 'x' a string column.
     path = _write_text(tmp_path / "m.csv", f"x,z,y\n1,2,0\n{marker},3,1\n4,5,0\n")
-    msg = _message(str(path), target="y")
-    assert "missing value on line 3, column 'x'" in msg
-    assert "fill it (impute) or drop the row" in msg
-    assert "not numeric" not in msg and "encode" not in msg
+    ds = load_dataset(str(path), target="y")
+    x = _column(ds, "x")
+    assert x["kind"] == "numeric" and x["dtype"] == "float32"
+    assert x["missing"]["train"] + x["missing"]["validation"] == 1
 
 
-def test_csv_counts_all_missing_values_and_names_the_first(tmp_path: Path):
+def test_csv_counts_the_missing_values_of_every_column(tmp_path: Path):
     text = "x,z,y\n1,2,0\n2,?,1\nnan,3,0\n4,null,1\n5,5,0\n"
     path = _write_text(tmp_path / "m3.csv", text)
-    msg = _message(str(path), target="y")
-    assert "3 missing values; first on line 3, column 'z'" in msg
-    assert "(value '?')" in msg and "drop the 3 rows that have them" in msg
+    ds = load_dataset(str(path), target="y")
+    for name, count in (("x", 1), ("z", 2)):
+        missing = _column(ds, name)["missing"]
+        assert missing["train"] + missing["validation"] == count
 
 
-def test_csv_non_numeric_text_keeps_not_numeric_with_real_line(tmp_path: Path):
+def test_csv_one_text_cell_makes_a_string_column_and_numeric_columns_says_where(tmp_path: Path):
     path = _write_text(tmp_path / "red.csv", "x,c,y\n1,1,0\n\n2,red,1\n3,2,0\n")
-    msg = _message(str(path), target="y")
-    assert "feature column 'c'" in msg and "is not numeric" in msg
-    assert "(value 'red' on line 4)" in msg and "encode or drop it" in msg
+    ds = load_dataset(str(path), target="y")
+    assert _column(ds, "c")["kind"] == "string_categorical"
+    assert _column(ds, "c")["dtype"] == "string"
+    # Forcing it numeric names the text cell and its real line (line 3 is blank).
+    msg = _message(str(path), target="y", numeric_columns=["c"])
+    assert msg.startswith("numeric_columns: column 'c'") and "is not numeric" in msg
+    assert "(value 'red' on line 4)" in msg
 
 
 @pytest.mark.parametrize(("cell", "shown"), [("", "empty cell"), ("NA", "value 'NA'")])
@@ -679,26 +698,30 @@ def test_readable_csv_edge_cases_still_load(tmp_path: Path):
     ds = load_dataset(str(path), target="y")
     assert ds.class_names == ("ab", "c")
     path = _write_text(tmp_path / "crlf.csv", b"x,y\r\n1,0\r\n\r\n2,1\r\nNA,0\r\n")
-    assert "missing value on line 5" in _message(str(path), target="y")
+    missing = _column(load_dataset(str(path), target="y"), "x")["missing"]
+    assert missing["train"] + missing["validation"] == 1  # the NA on line 5, imputed
 
 
 # --------------------------------------------------------------------------- hygiene
 
 
 def test_module_does_not_import_tensorflow_or_keras_or_eager_sklearn():
+    # Importing kerastune_kit.data loads no TensorFlow/Keras; they are imported lazily, and only
+    # by the two functions that fit or apply a FeatureSpace (structured CSVs).
     import kerastune_kit.data as data_module
 
     tree = ast.parse(Path(data_module.__file__).read_text(encoding="utf-8"))
-    imported: list[tuple[str, bool]] = []
-    top_level = set(map(id, tree.body))
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            names = [node.module or ""]
-        else:
-            continue
-        imported.extend((name, id(node) in top_level) for name in names)
-    roots = {name.split(".")[0] for name, _ in imported}
-    assert not roots & {"tensorflow", "keras", "keras_tuner"}
-    assert not [name for name, top in imported if top and name.startswith("sklearn")]
+    imported: list[tuple[str, str | None]] = []  # (module, enclosing top-level function)
+    for top in tree.body:
+        function = top.name if isinstance(top, ast.FunctionDef) else None
+        for node in ast.walk(top):
+            if isinstance(node, ast.Import):
+                imported.extend((alias.name, function) for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                imported.append((node.module or "", function))
+    heavy = {"tensorflow", "keras", "keras_tuner", "kerastune_kit._backend"}
+    lazy_heavy = {function for name, function in imported
+                  if name.split(".")[0] in heavy or name in heavy}
+    assert lazy_heavy == {"_fit_feature_space", "_encode_with_feature_space"}
+    assert not [name for name, function in imported if function is None
+                and (name.split(".")[0] in heavy or name.startswith("sklearn"))]

@@ -103,3 +103,39 @@ def test_train_loop_benchmark_runs_and_ends_with_its_goal_line(tmp_path):
     for workload in ("[mlp 784-128-64-10", "[cnn 16/32", "[mlp 64-128-64-10 on digits"):
         assert any(line.startswith(workload) for line in lines), workload
     assert "oneDNN" not in proc.stderr  # TensorFlow's C++ start-up notices are silenced
+
+
+@pytest.mark.slow
+def test_keras_tuner_drop_in_opens_in_inspect_and_tensorboard(tmp_path):
+    """KerasTuner's getting-started program with the import changed: its run directory reads
+    in ``inspect`` and in a real TensorBoard, one HParams session per trial."""
+    from tests.conftest import run_cli
+    from tests.tb_server import tensorboard_server
+
+    out = _run_example("keras_tuner_drop_in.py", tmp_path, "--directory", "my_dir").stdout
+    run = tmp_path / "my_dir" / "helloworld"
+    assert "best model: val_accuracy=" in out and "Results summary" in out
+    # The printed commands work when pasted.
+    inspect = run_cli("inspect", str(run), cwd=tmp_path, timeout=120)
+    assert inspect.returncode == 0, inspect.stderr[-2000:]
+    assert "3 trials: 3 completed" in inspect.stdout and "units" in inspect.stdout
+    with tensorboard_server(run / "tensorboard") as server:
+        groups = server.session_groups()
+        experiment = server.hparams_experiment()
+    assert len(groups) == 3
+    names = {h["name"] for h in experiment["hparamInfos"]}
+    assert {"units", "activation", "dropout", "lr"} <= names
+
+
+@pytest.mark.slow
+def test_own_model_prunes_with_a_functional_two_input_model(tmp_path):
+    out = _run_example("own_model.py", tmp_path, "--directory", str(tmp_path)).stdout
+    assert "4 trials:" in out and "(training: fit)" in out
+    assert "best model on the validation split:" in out
+
+
+@pytest.mark.slow
+def test_tf_data_images_trains_in_the_loop(tmp_path):
+    out = _run_example("tf_data_images.py", tmp_path, "--directory", str(tmp_path)).stdout
+    assert "trials on 3 classes" in out and "(training: loop)" in out
+    assert len(list((tmp_path / "digit_images").glob("*/*.png"))) > 500

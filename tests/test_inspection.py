@@ -230,3 +230,27 @@ def test_callback_marks_a_diverged_run_failed_and_filters_metrics(tmp_path):
     results = load_results(tmp_path)  # a bare log directory works too
     assert [(r.trial_id, r.outcome) for r in results] == [("diverging", "diverged")]
     assert (results.objective, results.direction) == ("loss", "min")
+
+
+@pytest.mark.parametrize("direction", ["max", "min", None])
+def test_the_best_panel_is_results_best_of(tmp_path, direction):
+    """The TensorBoard panel names the trial ``best_of`` does: a pruned trial counts, a
+    diverged one (or one that failed with a score) never does, whatever the objective's name
+    says about its direction (``val_f1`` read by name would be minimized)."""
+    from kerastune_kit.results import TrialRecord, best_of, rank
+    from kerastune_kit.tensorboard import SearchSummaryWriter
+
+    records = [
+        TrialRecord("0000", "COMPLETED", score=0.7, best_epoch=1),
+        TrialRecord("0001", "PRUNED", score=0.9, best_epoch=1, message="pruned at epoch 1"),
+        TrialRecord("0002", "DIVERGED", message="diverged: non-finite loss"),
+        TrialRecord("0003", "FAILED", score=0.99, message="ValueError"),
+    ]
+    ranked = rank(records, direction or "max")  # as the tuner hands them over: best first
+    summary = SearchSummaryWriter(tmp_path)
+    summary.write_leaderboard(ranked, [], objective="val_f1", step=1, direction=direction)
+    summary.close()
+    expected = best_of(records, direction or "max")
+    assert expected.trial_id == ("0000" if direction == "min" else "0001")
+    panel = texts(tmp_path)["search/best_configuration"][-1][1]
+    assert panel.startswith(f"**best trial {expected.trial_id}**")

@@ -248,3 +248,65 @@ def test_memory_readings_without_psutil():
     if sys.platform.startswith("linux"):
         assert 1 < reading["rss_mb"] <= reading["peak_rss_mb"] + 1
     assert "gpu_peak_mb" not in reading or reading["gpu_peak_mb"] >= 0
+
+
+# ---------------------------------------------------------------------- one status, one best
+def test_trial_status_is_the_string_it_names(tmp_path):
+    from kerastune_kit.results import TrialStatus, read_leaderboard
+
+    assert [s.value for s in TrialStatus] == [
+        "RUNNING", "IDLE", "INVALID", "STOPPED", "COMPLETED", "FAILED", "PRUNED", "DIVERGED"]
+    assert TrialStatus.COMPLETED == "COMPLETED" and TrialStatus("PRUNED") is TrialStatus.PRUNED
+    assert str(TrialStatus.DIVERGED) == f"{TrialStatus.DIVERGED}" == "DIVERGED"
+    # a record built with a member writes what one built with the string writes
+    member = TrialRecord("0001", TrialStatus.PRUNED, score=0.5, message="pruned at epoch 1")
+    plain = TrialRecord("0001", "PRUNED", score=0.5, message="pruned at epoch 1")
+    assert json.dumps(member.to_json()) == json.dumps(plain.to_json())
+    assert member.outcome == plain.outcome == "pruned"
+    for name, record in (("member", member), ("plain", plain)):
+        write_leaderboard(tmp_path / name / "leaderboard.csv", [record], HP_NAMES)
+    assert (tmp_path / "member" / "leaderboard.csv").read_bytes() == (
+        tmp_path / "plain" / "leaderboard.csv").read_bytes()
+    assert read_leaderboard(tmp_path / "member")[0]["status"] == "PRUNED"
+
+
+def _mixed_records() -> list[TrialRecord]:
+    """Every kind of trial, with the diverged and failed ones scoring best were they counted."""
+    return [
+        TrialRecord("0000", "COMPLETED", score=0.80, best_epoch=2),
+        TrialRecord("0001", "PRUNED", score=0.90, best_epoch=1, message="pruned at epoch 1"),
+        TrialRecord("0002", "COMPLETED", score=0.90, best_epoch=3),  # ties 0001, trained longer
+        TrialRecord("0003", "DIVERGED", score=None, message="diverged: non-finite loss"),
+        TrialRecord("0004", "FAILED", score=0.99, message="ValueError"),
+        TrialRecord("0005", "RUNNING", score=0.99),
+        TrialRecord("0006", "COMPLETED", score=float("nan")),
+        TrialRecord("0007", "STOPPED", score=0.99),
+    ]
+
+
+@pytest.mark.parametrize("direction", ["max", "min"])
+def test_every_reader_picks_the_same_best(tmp_path, direction):
+    """``best_of`` is the one definition: ``RunResults.best``, TensorBoard's best panel and the
+    first ranked row of the leaderboard agree, pruned trials count, diverged ones never do."""
+    from kerastune_kit.report import rank_numbers
+    from kerastune_kit.results import RunResults, best_of, is_ranked
+
+    records = _mixed_records()
+    ranked = rank(records, direction)
+    best = best_of(records, direction)
+    assert best.trial_id == ("0002" if direction == "max" else "0000")
+    assert best is next(r for r in ranked if r.has_model)  # the old TensorBoard/tuning rule
+    assert best is best_of(ranked, None)  # already ranked: the first ranked one
+    assert rank_numbers(ranked)[ranked.index(best)] == "1"
+    assert {r.trial_id for r in records if is_ranked(r)} == {"0000", "0001", "0002"}
+    results = RunResults(run_dir=tmp_path, objective="val_accuracy", direction=direction,
+                         trials=ranked, hp_names=[])
+    assert results.best is best
+    assert best_of([r for r in records if not is_ranked(r)], direction) is None
+
+
+def test_run_results_moved_to_results_and_still_import_from_runs():
+    from kerastune_kit import RunResults as lazy
+    from kerastune_kit import results, runs
+
+    assert runs.RunResults is results.RunResults is lazy
