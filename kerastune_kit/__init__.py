@@ -48,6 +48,8 @@ _LAZY = {
     "export_best": "kerastune_kit.runs",
     "RunResults": "kerastune_kit.runs",
     "TrialRecord": "kerastune_kit.results",
+    "TrialStatus": "kerastune_kit.trial_status",
+    "RunDir": "kerastune_kit.rundir",
     "load_curves": "kerastune_kit.inspection",
     "hyperparameter_importance": "kerastune_kit.importance",
     "get_logger": "kerastune_kit._logging",

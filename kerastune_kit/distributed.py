@@ -33,6 +33,7 @@ from kerastune_kit._logging import get_logger
 from kerastune_kit.errors import ConfigError
 from kerastune_kit.kt_patches import patch_keras_tuner_protos
 from kerastune_kit.results import TrialRecord
+from kerastune_kit.trial_status import TrialStatus
 
 logger = get_logger("distributed")
 
@@ -262,7 +263,7 @@ class ChiefServer:
                     logger.warning("worker %s %s during trial %s; the trial is re-queued",
                                    tuner_id, reason, trial.trial_id)
             else:
-                trial.status = "FAILED"
+                trial.status = TrialStatus.FAILED
                 trial.message = f"its worker {tuner_id} {reason}, twice"
                 self.oracle.ongoing_trials[tuner_id] = trial
                 self.oracle.end_trial(trial)

@@ -230,9 +230,12 @@ class TrialWriter:
 
     def write_result(self, record: TrialRecord, *, objective: str | None = None,
                      direction: str | None = None) -> None:
-        """Log the trial-level results (:data:`TRIAL_METRICS`, the ``trial/outcome`` text and,
-        when given, the ``trial/objective`` text ``"val_accuracy (max)"``) and end the session
-        with the trial's status."""
+        """Log the trial-level results and end the session with the trial's status.
+
+        Writes :data:`TRIAL_METRICS`, the ``trial/outcome`` text (the outcome, the parent
+        trial, how it trained: ``record.training``, and its message) and, when given, the
+        ``trial/objective`` text ``"val_accuracy (max)"``.
+        """
         step = int(record.epochs or 0)
         if objective:
             self.write_text("trial/objective", f"{objective} ({direction or 'max'})", step=step)
@@ -246,6 +249,9 @@ class TrialWriter:
         if record.parent_trial_id:
             lines.append(f"continued from trial {record.parent_trial_id} at epoch "
                          f"{record.initial_epoch}")
+        if record.training:
+            lines.append("trained with " + ("kerastune_kit's compiled loop"
+                                            if record.training == "loop" else "model.fit"))
         if record.message:
             lines.append(record.message)
         self.write_text("trial/outcome", "  \n".join(lines), step=step)

@@ -25,6 +25,7 @@ import keras_tuner as kt
 
 # MISSING_OPTUNA: the message of the ConfigError raised when Optuna cannot be imported.
 from kerastune_kit.errors import MISSING_OPTUNA, ConfigError
+from kerastune_kit.trial_status import TrialStatus
 
 _TUNER_PREFIX = "tuner/"
 _HP = kt.engine.hyperparameters
@@ -274,11 +275,11 @@ class _Study:
             for trial in sorted(trials, key=_trial_order):
                 status = str(trial.status)
                 score = _finite_score(trial)
-                if status == "COMPLETED" and score is not None:
+                if status == TrialStatus.COMPLETED and score is not None:
                     kwargs: dict[str, Any] = {"value": score, "state": state.COMPLETE}
-                elif status in ("COMPLETED", "FAILED"):
+                elif status in (TrialStatus.COMPLETED, TrialStatus.FAILED):
                     kwargs = {"state": state.FAIL}
-                elif status == "RUNNING":
+                elif status == TrialStatus.RUNNING:
                     kwargs = {"state": state.RUNNING}
                 else:
                     continue
@@ -396,12 +397,12 @@ class TPEOracle(kt.Oracle):
             values = self._random_values()
         if values is None:
             self.kit_exhausted = True
-            return {"status": "STOPPED", "values": None}
+            return {"status": TrialStatus.STOPPED, "values": None}
         if modelled:
             self.kit_model_proposals += 1
         else:
             self.kit_random_proposals += 1
-        return {"status": "RUNNING", "values": values}
+        return {"status": TrialStatus.RUNNING, "values": values}
 
     def get_state(self) -> dict[str, Any]:
         return {**super().get_state(), "n_startup_trials": self.n_startup_trials,
@@ -494,7 +495,7 @@ class BOHBMixin:
         counts: dict[int, int] = {}
         for trial in self.trials.values():  # type: ignore[attr-defined]
             budget = trial.hyperparameters.values.get("tuner/epochs")
-            if (budget is not None and str(trial.status) == "COMPLETED"
+            if (budget is not None and str(trial.status) == TrialStatus.COMPLETED
                     and _finite_score(trial) is not None):
                 counts[int(budget)] = counts.get(int(budget), 0) + 1
         needed = self.kit_min_points()

@@ -43,9 +43,6 @@ from kerastune_kit.plan import (  # noqa: F401 - re-exported (they lived here)
 )
 from kerastune_kit.pruning import Pruner, make_pruner
 from kerastune_kit.results import (
-    LEADERBOARD,
-    RECORD_FILE,
-    TENSORBOARD_DIR,
     TUNER_DIR,
     TrialRecord,
     rank,
@@ -53,7 +50,7 @@ from kerastune_kit.results import (
     write_json_atomic,
     write_leaderboard,
 )
-from kerastune_kit.rundir import errno_in_text, find_write_error
+from kerastune_kit.rundir import RunDir, errno_in_text, find_write_error, record_path
 from kerastune_kit.space import SearchSpace
 from kerastune_kit.tensorboard import SearchSummaryWriter, TrialWriter
 from kerastune_kit.tpe import BOHBMixin, TPEOracle
@@ -64,6 +61,7 @@ from kerastune_kit.trial_report import (  # noqa: F401 - re-exported (they lived
     rescore_diverged,
     trial_seed,
 )
+from kerastune_kit.trial_status import FAILED_STATUSES, TrialStatus
 
 patch_keras_tuner_protos()
 patch_keras_tuner_writes()
@@ -169,7 +167,7 @@ class KitTunerMixin:
     # -- paths
     @property
     def kit_tensorboard_dir(self) -> Path:
-        return self.kit_run_dir / TENSORBOARD_DIR
+        return RunDir(self.kit_run_dir).tensorboard_dir
 
     def kit_hp_names(self) -> list[str]:
         """The hyperparameters of the leaderboard and HParams columns, in their order."""
@@ -204,7 +202,7 @@ class KitTunerMixin:
 
         def paced_create_trial(tuner_id: str) -> Any:
             trial = create_trial(tuner_id)
-            if trial.status == "IDLE":
+            if trial.status == TrialStatus.IDLE:
                 time.sleep(0.5)
             return trial
 
@@ -232,7 +230,7 @@ class KitTunerMixin:
         self._kit_curves[trial_id] = {}
         # An earlier, unfinished attempt (a killed search) leaves a partial session: replace it.
         session = self.kit_tensorboard_dir / trial_id
-        record = Path(self.get_trial_dir(trial_id)) / RECORD_FILE
+        record = record_path(self.get_trial_dir(trial_id))
         if session.exists() and not record.exists():
             shutil.rmtree(session, ignore_errors=True)
         self.hypermodel.seed = trial_seed(self.kit_seed, trial_id)
@@ -359,7 +357,7 @@ class KitTunerMixin:
         except DivergedTrialError as exc:
             self._kit_histories[trial.trial_id] = exc.history
             worst = self._kit_worst_score(exc.history)
-            self._kit_outcomes[trial.trial_id] = ("DIVERGED", f"{exc}{_BELOW}")
+            self._kit_outcomes[trial.trial_id] = (TrialStatus.DIVERGED, f"{exc}{_BELOW}")
             return {self.oracle.objective.name: worst}
         history = histories[-1] if histories else None
         self._kit_histories[trial.trial_id] = history
@@ -373,10 +371,10 @@ class KitTunerMixin:
             worst = self._kit_worst_score(history)
             reason = divergence.reason() if divergence is not None else (
                 f"{self.oracle.objective.name} was never finite")
-            self._kit_outcomes[trial.trial_id] = ("DIVERGED", f"{reason}{_BELOW}")
+            self._kit_outcomes[trial.trial_id] = (TrialStatus.DIVERGED, f"{reason}{_BELOW}")
             return {self.oracle.objective.name: worst}
         if divergence is not None and trial.trial_id not in self._kit_outcomes:
-            self._kit_outcomes[trial.trial_id] = ("DIVERGED", divergence.reason())
+            self._kit_outcomes[trial.trial_id] = (TrialStatus.DIVERGED, divergence.reason())
         return histories
 
     def on_epoch_end(self, trial: Any, model: Any, epoch: int, logs: Any = None) -> None:
@@ -400,7 +398,7 @@ class KitTunerMixin:
             if not model.stop_training:
                 model.stop_training = True
                 self._kit_outcomes.setdefault(trial_id, (
-                    "COMPLETED", f"stopped by the time budget after epoch {int(epoch)}"))
+                    TrialStatus.COMPLETED, f"stopped by the time budget after epoch {int(epoch)}"))
         else:
             self._kit_check_stop()
         if self.kit_pruner is not None and not model.stop_training:
@@ -410,7 +408,7 @@ class KitTunerMixin:
                                              finished)
             if decision.prune:
                 model.stop_training = True
-                self._kit_outcomes[trial_id] = ("PRUNED", decision.reason)
+                self._kit_outcomes[trial_id] = (TrialStatus.PRUNED, decision.reason)
 
     def on_trial_end(self, trial: Any) -> None:
         super().on_trial_end(trial)  # the oracle scores the trial here
@@ -420,7 +418,7 @@ class KitTunerMixin:
         if writer is not None:
             writer.write_result(record, objective=self.oracle.objective.name,
                                 direction=self.oracle.objective.direction)
-        write_json_atomic(Path(self.get_trial_dir(trial.trial_id)) / RECORD_FILE,
+        write_json_atomic(record_path(self.get_trial_dir(trial.trial_id)),
                           record.to_json())
         self.kit_write_summary(self.kit_write_leaderboard())
         if self.kit_on_trial is not None:
@@ -447,7 +445,7 @@ class KitTunerMixin:
         oracle = self.oracle
         requeued = []
         for trial_id, trial in oracle.trials.items():
-            if str(trial.status) not in ("FAILED", "INVALID") or not trial.message \
+            if str(trial.status) not in FAILED_STATUSES or not trial.message \
                     or trial_id in oracle._retry_queue \
                     or errno_in_text(trial.message) is None:
                 continue
@@ -455,7 +453,7 @@ class KitTunerMixin:
             if trial_id in oracle.end_order:
                 oracle.end_order.remove(trial_id)
             oracle._retry_queue.append(trial_id)
-            record = Path(self.get_trial_dir(trial_id)) / RECORD_FILE
+            record = record_path(self.get_trial_dir(trial_id))
             record.unlink(missing_ok=True)
             requeued.append(trial_id)
         if requeued:
@@ -469,7 +467,7 @@ class KitTunerMixin:
         if self._kit_summary is not None:
             self._kit_summary.write_leaderboard(
                 records, self.kit_hp_names(), objective=self.oracle.objective.name,
-                step=sum(r.status not in ("RUNNING", "IDLE") for r in records))
+                step=sum(r.status not in (TrialStatus.RUNNING, TrialStatus.IDLE) for r in records))
 
     def kit_close_summary(self) -> None:
         if self._kit_summary is not None:
@@ -486,7 +484,7 @@ class KitTunerMixin:
         self._kit_summary = SearchSummaryWriter(self.kit_tensorboard_dir)
         try:
             self.kit_write_summary(records)
-            step = sum(r.status not in ("RUNNING", "IDLE") for r in records)
+            step = sum(r.status not in (TrialStatus.RUNNING, TrialStatus.IDLE) for r in records)
             self._kit_summary.write_importance(
                 hyperparameter_importance(records, self.kit_hp_names(),
                                           direction=self.oracle.objective.direction),
@@ -603,11 +601,10 @@ class KitTunerMixin:
         experiment (once)."""
         from kerastune_kit import __version__
         from kerastune_kit.errors import RunDirError
-        from kerastune_kit.results import RUN_MARKER
         from kerastune_kit.search_data import data_fingerprint
         from kerastune_kit.tensorboard import write_experiment_config
 
-        marker_path = self.kit_run_dir / RUN_MARKER
+        marker_path = RunDir(self.kit_run_dir).marker
         try:
             marker = json.loads(marker_path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -679,7 +676,7 @@ class KitTunerMixin:
         and ``best_model.keras`` (raw inputs in: our factories' models come behind the data's
         preprocessing). Returns the records, best first, and the best."""
         from kerastune_kit._saving import save_model_atomically
-        from kerastune_kit.results import BEST_HYPERPARAMETERS, BEST_MODEL, best_of
+        from kerastune_kit.results import best_of
 
         records = self.kit_write_final_summary()
         best = best_of(records, self.oracle.objective.direction)
@@ -691,12 +688,13 @@ class KitTunerMixin:
             model = self.hypermodel.inference_model(model)
         else:
             card = user_model_card(model)
-        write_json_atomic(self.kit_run_dir / BEST_HYPERPARAMETERS, {
+        run = RunDir(self.kit_run_dir)
+        write_json_atomic(run.best_hyperparameters, {
             "trial_id": best.trial_id, "objective": self.oracle.objective.name,
             "score": best.score, "best_epoch": best.best_epoch, "status": best.status,
             "hyperparameters": best.hyperparameters, "model_card": card,
         })
-        save_model_atomically(model, self.kit_run_dir / BEST_MODEL)
+        save_model_atomically(model, run.best_model)
         return records, best
 
     # -- records
@@ -712,7 +710,7 @@ class KitTunerMixin:
     def _kit_worst_score(self, history: Any) -> float:
         direction = self.oracle.objective.direction
         values = [r.score for r in read_trial_records(self.project_dir)
-                  if r.status in ("COMPLETED", "PRUNED") and r.score is not None
+                  if r.status in (TrialStatus.COMPLETED, TrialStatus.PRUNED) and r.score is not None
                   and math.isfinite(r.score)]
         start = (getattr(history, "initial_logs", None) or {}).get(
             self.oracle.objective.name.removeprefix("val_"))
@@ -740,7 +738,7 @@ class KitTunerMixin:
             baseline=values.get(BASELINE_KEY),
             training=self._kit_paths.pop(trial_id, None),
         )
-        if trial.status == "COMPLETED" and trial.score is not None:
+        if trial.status == TrialStatus.COMPLETED and trial.score is not None:
             record.score = float(trial.score)
         if history is not None:
             series = history.history.get(objective.name, [])
@@ -756,9 +754,9 @@ class KitTunerMixin:
         if trial.message:
             record.message = _last_line(trial.message)
         outcome = self._kit_outcomes.pop(trial_id, None)
-        if outcome is not None and trial.status == "COMPLETED":
+        if outcome is not None and trial.status == TrialStatus.COMPLETED:
             record.status, record.message = outcome
-        if record.status == "DIVERGED":
+        if record.status == TrialStatus.DIVERGED:
             record.score = None  # the oracle's stand-in is not a score to show
         return record
 
@@ -778,7 +776,7 @@ class KitTunerMixin:
 
     def kit_write_leaderboard(self) -> list[TrialRecord]:
         records = self.kit_records()
-        write_leaderboard(self.kit_run_dir / LEADERBOARD, records, self.kit_hp_names())
+        write_leaderboard(RunDir(self.kit_run_dir).leaderboard, records, self.kit_hp_names())
         return records
 
 class BaselinesFirst:
@@ -835,7 +833,7 @@ class BaselinesFirst:
     def populate_space(self, trial_id: str) -> dict[str, Any]:
         values = self._kit_next_baseline()
         if values is not None:
-            return {"status": "RUNNING", "values": self._kit_baseline_values(values)}
+            return {"status": TrialStatus.RUNNING, "values": self._kit_baseline_values(values)}
         return self._kit_populate_space(trial_id)
 
     def _kit_populate_space(self, trial_id: str) -> dict[str, Any]:
@@ -876,9 +874,9 @@ class KitHyperbandOracle(BaselinesFirst, kt.oracles.HyperbandOracle):
         # A diverged trial is never promoted, even when its whole round diverged (its
         # stand-in score would otherwise win, and it has no checkpoint to continue from).
         hidden = [(t, t.status) for t_id, t in self.trials.items()
-                  if t_id in self.kit_diverged and t.status == "COMPLETED"]
+                  if t_id in self.kit_diverged and t.status == TrialStatus.COMPLETED]
         for trial, _ in hidden:
-            trial.status = "FAILED"
+            trial.status = TrialStatus.FAILED
         try:
             return kt.oracles.HyperbandOracle.populate_space(self, trial_id)
         finally:
@@ -887,7 +885,7 @@ class KitHyperbandOracle(BaselinesFirst, kt.oracles.HyperbandOracle):
 
     def _random_trial(self, trial_id: str, bracket: dict[str, Any]) -> dict[str, Any]:
         result = super()._random_trial(trial_id, bracket)
-        if result.get("status") != "STOPPED":
+        if result.get("status") != TrialStatus.STOPPED:
             return result
         self.kit_exhausted = True
         if not bracket["rounds"][0] or "kit_size" in bracket:
@@ -1003,18 +1001,18 @@ class KitBayesianOracle(BaselinesFirst, kt.oracles.BayesianOptimizationOracle):
     kit_restarts = 5
 
     def _kit_populate_space(self, trial_id: str) -> dict[str, Any]:
-        completed = [t for t in self.trials.values() if t.status == "COMPLETED"]
+        completed = [t for t in self.trials.values() if t.status == TrialStatus.COMPLETED]
         initial = self.num_initial_points or max(3 * len(self.hyperparameters.space), 3)
         if len(completed) < initial:
             result = self._random_populate_space()
         else:
-            result = {"status": "RUNNING", "values": self._kit_propose()}
+            result = {"status": TrialStatus.RUNNING, "values": self._kit_propose()}
         values = result.get("values")
-        if result.get("status") == "RUNNING" and values and self._duplicate(values):
+        if result.get("status") == TrialStatus.RUNNING and values and self._duplicate(values):
             values = self._random_values()
-            result = ({"status": "RUNNING", "values": values} if values
-                      else {"status": "STOPPED", "values": None})
-        if result.get("status") == "STOPPED":
+            result = ({"status": TrialStatus.RUNNING, "values": values} if values
+                      else {"status": TrialStatus.STOPPED, "values": None})
+        if result.get("status") == TrialStatus.STOPPED:
             self.kit_exhausted = True
         return result
 
@@ -1222,13 +1220,14 @@ def build_tuner(config: SearchConfig, hypermodel: Any, *, objective: str,
         # every trial oracle.json calls ongoing: a process killed in between would run a
         # COMPLETED trial again.
         queue = tuner.oracle._retry_queue
+        trials = tuner.oracle.trials
         queue[:] = [t for t in queue
-                    if str(getattr(tuner.oracle.trials.get(t), "status", "")) != "COMPLETED"]
+                    if str(getattr(trials.get(t), "status", "")) != TrialStatus.COMPLETED]
         # A trial whose trial.json was written but whose oracle.json update was not (a full
         # disk, a kill) is RUNNING and owned by nobody: run it again rather than leave it.
         owned = {t.trial_id for t in tuner.oracle.ongoing_trials.values()}
         orphans = sorted((trial_id for trial_id, trial in tuner.oracle.trials.items()
-                          if str(trial.status) == "RUNNING" and trial_id not in owned
+                          if str(trial.status) == TrialStatus.RUNNING and trial_id not in owned
                           and trial_id not in queue), reverse=True)
         queue.extend(orphans)  # popped from the end: the lowest id runs first
     if config.tuner in BRACKET_TUNERS and config.max_trials is not None:
@@ -1327,13 +1326,12 @@ def clear_run_dir(run_dir: Path) -> None:
         RunDirError: ``run_dir`` holds files but no kerastune_kit or KerasTuner run.
     """
     from kerastune_kit.errors import RunDirError
-    from kerastune_kit.results import RUN_MARKER
-    from kerastune_kit.rundir import RunDirLock, empty_run_dir, is_occupied
+    from kerastune_kit.rundir import RunDirLock, empty_run_dir
 
-    if not run_dir.exists() or not is_occupied(run_dir):
+    run = RunDir(run_dir)
+    if not run_dir.exists() or not run.is_occupied():
         return
-    if not ((run_dir / RUN_MARKER).is_file() or (run_dir / TUNER_DIR).is_dir()
-            or (run_dir / "config.toml").is_file()):
+    if not (run.is_run() or run.tuner_dir.is_dir()):
         raise RunDirError(
             f"overwrite: '{run_dir}' is not a kerastune_kit run directory; refusing to delete "
             "it; pass another directory/project_name")

@@ -31,13 +31,9 @@ from kerastune_kit.config import BRACKET_TUNERS, SearchConfig, load_saved_config
 from kerastune_kit.data import Dataset
 from kerastune_kit.errors import ConfigError, RunDirError
 from kerastune_kit.results import (
-    RUN_MARKER,
-    TENSORBOARD_DIR,
     TrialRecord,
-    write_json_atomic,
-    write_text_atomic,
 )
-from kerastune_kit.rundir import RunDirLock
+from kerastune_kit.rundir import RunDir, RunDirLock
 from kerastune_kit.session import (  # noqa: F401 - prepare is re-exported (it lived here)
     check_resume_data,
     fingerprint,
@@ -48,6 +44,7 @@ from kerastune_kit.session import (  # noqa: F401 - prepare is re-exported (it l
 )
 from kerastune_kit.space import SearchSpace
 from kerastune_kit.stopping import stop_on_signals
+from kerastune_kit.trial_status import TrialStatus
 
 logger = get_logger("tuning")
 
@@ -90,13 +87,6 @@ class SearchResult:
         return dict(self.best.hyperparameters) if self.best else {}
 
 
-def _read_marker(run_dir: Path) -> dict[str, Any]:
-    try:
-        return json.loads((run_dir / RUN_MARKER).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-
-
 def _init_run_dir(config: SearchConfig, dataset: Dataset, space: SearchSpace,
                   objective: str) -> Path:
     """Create (or reuse, on resume) the run directory and write the configuration."""
@@ -106,10 +96,10 @@ def _init_run_dir(config: SearchConfig, dataset: Dataset, space: SearchSpace,
     if config.overwrite and run_dir.exists():
         empty_run_dir(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    run = RunDir(run_dir)
     effective = dataclasses.replace(config, objective=objective)  # the default, resolved
-    write_text_atomic(run_dir / "config.toml",
-                      effective.to_toml(fingerprint=fingerprint(dataset, space)))
-    marker = _read_marker(run_dir) if config.resume else {}
+    run.write_text(run.config, effective.to_toml(fingerprint=fingerprint(dataset, space)))
+    marker = run.read_marker() if config.resume else {}
     from kerastune_kit.hypermodels import objective_direction
 
     direction = objective_direction(objective)
@@ -117,7 +107,7 @@ def _init_run_dir(config: SearchConfig, dataset: Dataset, space: SearchSpace,
                   preprocessing=dataset.preprocessing.describe(),
                   data_fingerprint=dataset.fingerprint(), objective=objective,
                   direction=direction)
-    write_json_atomic(run_dir / RUN_MARKER, marker)
+    run.write_json(run.marker, marker)
     _write_experiment_once(run_dir, space, hypermodel_metrics(dataset), objective=objective,
                            direction=direction, with_parent=config.tuner in BRACKET_TUNERS,
                            with_baseline=config.baselines and config.tuner != "grid")
@@ -137,7 +127,7 @@ def _write_experiment_once(run_dir: Path, space: SearchSpace, metrics: Sequence[
     """The HParams experiment config, written once per run directory (not per worker)."""
     from kerastune_kit.tensorboard import write_experiment_config
 
-    root = run_dir / TENSORBOARD_DIR
+    root = RunDir(run_dir).tensorboard_dir
     if not any(root.glob("events.out.tfevents.*")):
         write_experiment_config(root, space.hparam_domains(), metrics, objective=objective,
                                 direction=direction, with_parent=with_parent,
@@ -280,7 +270,7 @@ def run_worker(run_dir: str | Path, oracle: str, *, worker_id: str,
         )
     wait_for_chief(host, port, connect_timeout)
     run_dir = Path(run_dir)
-    if not (run_dir / "config.toml").is_file():
+    if not RunDir(run_dir).config.is_file():
         raise RunDirError(
             f"run_dir: '{run_dir}' holds no search; give the chief's --run-dir (it must be on "
             "a file system the workers share)"
@@ -323,7 +313,7 @@ def _exhausted(config: SearchConfig, tuner: Any, records: Sequence[TrialRecord])
     else:
         budget = config.effective_max_trials()
         ran_out = bool(budget) and len(records) < int(budget) and bool(records) and all(
-            r.status != "RUNNING" for r in records)
+            r.status != TrialStatus.RUNNING for r in records)
     if ran_out:
         logger.info("the search space ran out: all %d distinct configurations were tried",
                     distinct)

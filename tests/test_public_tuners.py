@@ -307,3 +307,16 @@ def test_worker_processes_run_a_users_search(tmp_path: Path, processes: dict[str
     assert {r["training"] for r in rows} == {"loop"}
     assert (tmp_path / "procs" / "best_model.keras").exists()
     assert len(tuner.oracle.trials) == 3  # the workers' trials, reloaded
+
+
+def test_tensorboard_outcome_says_how_each_trial_trained(tmp_path: Path) -> None:
+    from tests.tb_read import _accumulator
+
+    x, y = blobs()
+    tuner = kk.RandomSearch(custom_model, objective="val_accuracy", max_trials=1,
+                            directory=str(tmp_path), project_name="tb", seed=10)
+    tuner.search(x[:180], y[:180], epochs=1, validation_data=(x[180:], y[180:]), verbose=0)
+    session = next(p for p in (tmp_path / "tb" / "tensorboard").iterdir() if p.is_dir())
+    acc = _accumulator(session)
+    text = acc.Tensors("trial/outcome")[-1].tensor_proto.string_val[0].decode()
+    assert "trained with model.fit" in text
