@@ -90,6 +90,8 @@ def _sample_hash(array: np.ndarray) -> str:
                                  array[-SAMPLE_ROWS:]])
     else:
         picked = array
+    if picked.dtype.kind == "O":  # (strings in a DataFrame): the values, not their pointers
+        picked = picked.astype(str)
     return hashlib.sha256(np.ascontiguousarray(picked).tobytes()).hexdigest()[:12]
 
 
