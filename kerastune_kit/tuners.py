@@ -330,6 +330,13 @@ class KitTunerMixin:
             return "fit", "the HyperModel has its own fit"
         if self.kit_training == "fit":
             return "fit", "training='fit'"
+        if getattr(self, "distribution_strategy", None) is not None:
+            why = "the tuner has a distribution_strategy"  # (the loop runs outside its scope)
+            if self.kit_training == "loop":
+                raise kt.errors.FatalError(
+                    f"training: the loop cannot train this model ({why}); pass "
+                    "training='auto' or training='fit'")
+            return "fit", why
         x, y = (list(args) + [None, None])[:2]
         fit_kwargs = {k: v for k, v in kwargs.items() if k not in ("x", "y")}
         why = loop_unsupported(model, kwargs.get("x", x), kwargs.get("y", y), **fit_kwargs)
