@@ -17,7 +17,10 @@ from typing import Any
 from kerastune_kit.results import TrialRecord, is_ranked
 
 SUMMARY_COLUMNS = ("rank", "trial", "outcome", "score", "best_epoch", "epochs", "parent",
-                   "wall_s", "baseline")
+                   "wall_s", "baseline", "training")
+#: Columns ``text_table`` leaves out when no shown trial has a value in them (a search without
+#: Hyperband promotions, popular designs, or a record of how trials trained).
+OPTIONAL_COLUMNS = ("parent", "baseline", "training")
 
 
 def short(value: Any) -> str:
@@ -40,7 +43,7 @@ def summary_rows(records: Sequence[TrialRecord], hp_names: Sequence[str]) -> lis
                  "" if record.score is None else f"{record.score:.4f}",
                  short(record.best_epoch), epochs, record.parent_trial_id or "",
                  "" if record.wall_time_s is None else f"{record.wall_time_s:.1f}",
-                 record.baseline or ""]
+                 record.baseline or "", record.training or ""]
         cells += [short(record.hyperparameters.get(name)) for name in hp_names]
         rows.append(cells)
     return rows
@@ -60,11 +63,15 @@ def rank_numbers(records: Sequence[TrialRecord]) -> list[str]:
 
 
 def text_table(records: Sequence[TrialRecord], hp_names: Sequence[str]) -> list[str]:
-    """An aligned plain-text table, header first (hyperparameters no shown trial has are left
-    out)."""
+    """An aligned plain-text table, header first (hyperparameters no shown trial has, and
+    :data:`OPTIONAL_COLUMNS` no shown trial has a value in, are left out)."""
     hp_names = [n for n in hp_names if any(n in r.hyperparameters for r in records)]
     header = [*SUMMARY_COLUMNS, *hp_names]
-    rows = [header, *summary_rows(records, hp_names)]
+    body = summary_rows(records, hp_names)
+    keep = [i for i, name in enumerate(header)
+            if name not in OPTIONAL_COLUMNS or any(row[i] for row in body)]
+    rows = [[row[i] for i in keep] for row in [header, *body]]
+    header = rows[0]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
             for row in rows]

@@ -33,7 +33,8 @@ def _is_generator(value: Any) -> bool:
 
 def reusable_data(args: tuple[Any, ...], kwargs: dict[str, Any]
                   ) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """``search()``'s arguments with a finite Python generator ``x`` replaced by arrays.
+    """``search()``'s arguments with a finite Python generator (``x`` or ``validation_data``)
+    replaced by arrays.
 
     ``model.fit`` reads a generator once; a search trains many models on the same data, so the
     first trial would take it all and the next would find it empty. A generator with
@@ -45,31 +46,39 @@ def reusable_data(args: tuple[Any, ...], kwargs: dict[str, Any]
         DataError: The generator yields nothing, or something other than such tuples.
     """
     args = tuple(args)
+    kwargs = dict(kwargs)
+    if _is_generator(kwargs.get("validation_data")) \
+            and kwargs.get("validation_steps") is None:
+        arrays, _ = _read_generator(kwargs["validation_data"], "validation_data")
+        kwargs["validation_data"] = tuple(arrays)
     x = args[0] if args else kwargs.get("x")
     if not _is_generator(x) or kwargs.get("steps_per_epoch") is not None:
         return args, kwargs
-    batches = list(x)
-    if not batches:
-        raise DataError("x: the generator passed to search() yielded no batches; pass a "
-                        "generator that yields (inputs, targets) batches, or arrays")
-    if not all(isinstance(b, tuple) and len(b) in (2, 3) for b in batches):
-        raise DataError(
-            f"x: the generator passed to search() yielded {type(batches[0]).__name__}, "
-            "expected (inputs, targets) or (inputs, targets, sample_weight) tuples; change "
-            "the generator, or pass arrays or a tf.data.Dataset")
-    columns = list(zip(*batches, strict=True))
-    arrays = [_concatenate(column) for column in columns]
-    batch_size = len(np.asarray(batches[0][1]))
-    logger.info("search: read the generator into memory once (%d samples in %d batches): "
-                "every trial trains on the data again; pass a keras.utils.PyDataset or a "
-                "tf.data.Dataset to stream instead", len(arrays[1]), len(batches))
+    arrays, batch_size = _read_generator(x, "x")
     rest = args[1:]
-    kwargs = dict(kwargs)
     kwargs.pop("x", None)
     kwargs.setdefault("batch_size", batch_size)
     if len(arrays) == 3:
         kwargs["sample_weight"] = arrays[2]
     return (arrays[0], arrays[1], *rest[1:]) if rest else (arrays[0], arrays[1]), kwargs
+
+
+def _read_generator(generator: Any, field: str) -> tuple[list[Any], int]:
+    """A finite generator's batches concatenated: ``([inputs, targets(, weights)], batch)``."""
+    batches = list(generator)
+    if not batches:
+        raise DataError(f"{field}: the generator passed to search() yielded no batches; pass "
+                        "a generator that yields (inputs, targets) batches, or arrays")
+    if not all(isinstance(b, tuple) and len(b) in (2, 3) for b in batches):
+        raise DataError(
+            f"{field}: the generator passed to search() yielded "
+            f"{type(batches[0]).__name__}, expected (inputs, targets) or (inputs, targets, "
+            "sample_weight) tuples; change the generator, or pass arrays or a tf.data.Dataset")
+    arrays = [_concatenate(column) for column in zip(*batches, strict=True)]
+    logger.info("search: read the %s generator into memory once (%d batches): every trial "
+                "needs the data again; pass a keras.utils.PyDataset or a tf.data.Dataset to "
+                "stream instead", field, len(batches))
+    return arrays, len(np.asarray(batches[0][1]))
 
 
 def _concatenate(parts: tuple[Any, ...]) -> Any:
@@ -163,3 +172,42 @@ def summary(parts: dict[str, Any]) -> str:
 
     return ", ".join(f"{key} {one(value)}" for key, value in parts.items()
                      if value is not None and key != "class_weight")
+
+
+def _rows(value: Any) -> int | None:
+    """Samples in an array, or in each member of a dict/list of arrays (None: not arrays,
+    or members of different lengths, which Keras reports itself)."""
+    if isinstance(value, dict):
+        counts = {_rows(v) for v in value.values()}
+        return counts.pop() if len(counts) == 1 else None
+    if isinstance(value, (list, tuple)):
+        counts = {_rows(v) for v in value}
+        return counts.pop() if len(counts) == 1 else None
+    if hasattr(value, "shape") and hasattr(value, "__array__") and len(value.shape):
+        return int(value.shape[0])
+    return None
+
+
+def check_search_data(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Refuse, once and in one line, data that would fail every trial the same way.
+
+    Raises:
+        DataError: ``x`` and ``y`` (or ``validation_data``'s, or ``sample_weight``) hold
+            different numbers of samples; ``validation_split`` with data that is not arrays.
+    """
+    x = args[0] if args else kwargs.get("x")
+    y = args[1] if len(args) > 1 else kwargs.get("y")
+    split = kwargs.get("validation_split")
+    if split and kwargs.get("validation_data") is None and _rows(x) is None:
+        raise DataError(
+            f"validation_split: not available for a {type(x).__name__} x (as in model.fit); "
+            "pass validation_data")
+    pairs = [("y", "x", y, x), ("sample_weight", "x", kwargs.get("sample_weight"), x)]
+    val = kwargs.get("validation_data")
+    if isinstance(val, (tuple, list)) and len(val) in (2, 3):
+        pairs.append(("validation_data's targets", "its inputs", val[1], val[0]))
+    for name, other, value, reference in pairs:
+        n, m = _rows(value), _rows(reference)
+        if value is not None and n is not None and m is not None and n != m:
+            raise DataError(
+                f"{name}: {n} samples, but {other} has {m}; pass one per sample")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import io
 import json
 import math
@@ -151,6 +152,12 @@ class KitTunerMixin:
         if self.kit_seed is None:
             self.kit_seed = int(getattr(self.oracle, "seed", 0) or 0)
         if not self.kit_managed or kit_job:
+            if isinstance(self, kt.Hyperband) and pruner not in (None, "none"):
+                from kerastune_kit.errors import ConfigError
+
+                raise ConfigError(
+                    f"pruner: Hyperband prunes through its own brackets, received "
+                    f"{pruner!r}; drop pruner, or use RandomSearch or BayesianOptimization")
             if isinstance(pruner, str):
                 pruner = make_pruner(pruner, self.oracle.objective.direction)
             self.kit_pruner = pruner
@@ -352,37 +359,79 @@ class KitTunerMixin:
     kit_with_baseline = False
 
     def run_trial(self, trial: Any, *args: Any, **kwargs: Any) -> Any:
-        if self.kit_patience:
+        objective = self.oracle.objective
+        if self.kit_patience and not hasattr(objective, "objectives"):
             from kerastune_kit._backend import keras as _keras
 
             stopper = _keras().callbacks.EarlyStopping(
-                monitor=self.oracle.objective.name, mode=self.oracle.objective.direction,
+                monitor=objective.name, mode=objective.direction,
                 patience=int(self.kit_patience))
             kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), stopper]
         try:
             histories = super().run_trial(trial, *args, **kwargs)
         except DivergedTrialError as exc:
             self._kit_histories[trial.trial_id] = exc.history
-            worst = self._kit_worst_score(exc.history)
             self._kit_outcomes[trial.trial_id] = (TrialStatus.DIVERGED, f"{exc}{_BELOW}")
-            return {self.oracle.objective.name: worst}
+            return self._kit_stand_in(exc.history)
         history = histories[-1] if histories else None
         self._kit_histories[trial.trial_id] = history
         if history is None or not hasattr(history, "history"):
             return histories
         divergence = getattr(history, "divergence", None)
-        series = history.history.get(self.oracle.objective.name, [])
+        series = self.kit_objective_series(history)
         if not any(math.isfinite(v) for v in series):
             # No finite objective at all (for example the validation loss overflowed):
             # never hand NaN/inf to the oracle.
-            worst = self._kit_worst_score(history)
             reason = divergence.reason() if divergence is not None else (
-                f"{self.oracle.objective.name} was never finite")
+                f"{objective.name} was never finite")
             self._kit_outcomes[trial.trial_id] = (TrialStatus.DIVERGED, f"{reason}{_BELOW}")
-            return {self.oracle.objective.name: worst}
+            return self._kit_stand_in(history)
         if divergence is not None and trial.trial_id not in self._kit_outcomes:
             self._kit_outcomes[trial.trial_id] = (TrialStatus.DIVERGED, divergence.reason())
         return histories
+
+    def kit_objective_value(self, logs: Any) -> float | None:
+        """The objective's value in one epoch's logs (KerasTuner's rule: a multi-objective is
+        the sum of its minimized metrics minus its maximized ones); None when absent."""
+        objective = self.oracle.objective
+        if not logs or not objective.has_value(logs):
+            return None
+        return float(objective.get_value(logs))
+
+    def kit_objective_series(self, history: Any) -> list[float]:
+        """The objective after each epoch of a ``History``.
+
+        Raises:
+            keras_tuner.errors.FatalError: The logs have epochs but not the objective (a
+                misspelt name, or ``val_…`` without validation data): every trial would be the
+                same, so the search stops at the first with the names the logs do have.
+        """
+        objective = self.oracle.objective
+        logged = history.history
+        names = [o.name for o in getattr(objective, "objectives", None) or [objective]]
+        epochs = max((len(v) for v in logged.values()), default=0)
+        missing = [name for name in names if name not in logged]
+        if missing and epochs:
+            have = ", ".join(sorted(k for k in logged if k != "learning_rate"))
+            hint = ("; val_ metrics need validation_data or validation_split"
+                    if missing[0].startswith("val_") else "")
+            raise kt.errors.FatalError(
+                f"objective: {missing[0]!r} is not in the trial's logs, which have {have}; "
+                f"pass one of those as objective{hint}")
+        if missing:
+            return []
+        return [float(objective.get_value({name: logged[name][i] for name in names}))
+                for i in range(min(len(logged[name]) for name in names))]
+
+    def _kit_stand_in(self, history: Any) -> dict[str, float]:
+        """What the oracle gets for a diverged trial: the worst score so far (or, for a
+        multi-objective, each metric's worst possible value)."""
+        objective = self.oracle.objective
+        parts = getattr(objective, "objectives", None)
+        if parts:
+            top = float(np.finfo(np.float32).max)
+            return {o.name: (-top if o.direction == "max" else top) for o in parts}
+        return {objective.name: self._kit_worst_score(history)}
 
     def on_epoch_end(self, trial: Any, model: Any, epoch: int, logs: Any = None) -> None:
         super().on_epoch_end(trial, model, epoch, logs=logs)
@@ -394,9 +443,9 @@ class KitTunerMixin:
             diagnostics = getattr(getattr(model, "history", None), "diagnostics", {})
             if diagnostics.get(epoch):
                 writer.write_diagnostics(epoch, diagnostics[epoch])
-        value = (logs or {}).get(self.oracle.objective.name)
-        if value is not None and math.isfinite(float(value)):
-            self._kit_curves.setdefault(trial_id, {})[int(epoch)] = float(value)
+        value = self.kit_objective_value(logs)
+        if value is not None and math.isfinite(value):
+            self._kit_curves.setdefault(trial_id, {})[int(epoch)] = value
         if self._is_worker():  # heartbeat: the chief re-queues trials of silent workers
             self.oracle.get_trial(trial_id)
         if self._kit_budget_spent():
@@ -527,23 +576,33 @@ class KitTunerMixin:
         if self.kit_managed:
             return super().search(*fit_args, **fit_kwargs)
         from kerastune_kit.rundir import RunDirLock
-        from kerastune_kit.search_data import reusable_data
+        from kerastune_kit.search_data import check_search_data, reusable_data
 
         started = time.time()
         self.kit_deadline = started + self.kit_max_time if self.kit_max_time else None
         fit_args, fit_kwargs = reusable_data(fit_args, fit_kwargs)
+        check_search_data(tuple(fit_args), fit_kwargs)
         fit_kwargs.setdefault("epochs", getattr(self.oracle, "max_epochs", None) or 1)
+        processes = bool(self.kit_workers or self.kit_trials_per_worker)
+        job = self._kit_job(fit_args, fit_kwargs) if processes else None  # (checked first)
         with RunDirLock(self.kit_run_dir, action="search"), \
                 _write_errors(self.kit_run_dir):
             self.kit_begin_run(fit_args, fit_kwargs)
-            if self.kit_workers or self.kit_trials_per_worker:
-                reason = self._kit_search_in_processes(fit_args, fit_kwargs)
+            if job is not None:
+                reason = self._kit_search_in_processes(*job)
             else:
                 reason = self.kit_search_here(fit_args, fit_kwargs)
             self.kit_stopped = None if reason == "finished" else reason
             if self.kit_workers or self.kit_trials_per_worker:
                 self.reload()  # the workers' trials, from the oracle's saved state
-            self.kit_write_results()
+            _, best = self.kit_write_results()
+        if best is None and self.kit_stopped == "time budget":
+            from kerastune_kit.errors import ConfigError
+
+            raise ConfigError(
+                f"max_time: the budget of {self.kit_max_time:g}s ran out before the first "
+                "epoch of the first trial ended; pass a longer max_time (search() again "
+                "continues where this one stopped)")
         return None
 
     def kit_search_here(self, fit_args: Sequence[Any], fit_kwargs: dict[str, Any]) -> str:
@@ -565,25 +624,45 @@ class KitTunerMixin:
                 raise write_error(exc.write_error, self.kit_run_dir, action="search") from None
         return "finished"
 
-    def _kit_search_in_processes(self, fit_args: Sequence[Any], fit_kwargs: dict[str, Any]
-                                 ) -> str:
-        """``workers`` trials at once in worker processes served by KerasTuner's chief on
-        127.0.0.1, or (``trials_per_worker`` alone) one process at a time, replaced every that
-        many trials; each rebuilds this tuner from its pickled constructor arguments."""
+    def _kit_job(self, fit_args: Sequence[Any], fit_kwargs: dict[str, Any]
+                 ) -> tuple[TunerJob, list[Any]]:
+        """The search as a job for worker processes, and the callbacks, checked to pickle and
+        to be importable there (:func:`check_main_is_importable`).
+
+        Raises:
+            ConfigError: Something a worker process could not receive or rebuild.
+        """
         import pickle
 
         from kerastune_kit.errors import ConfigError
 
+        fit_kwargs = dict(fit_kwargs)
         callbacks = list(fit_kwargs.pop("callbacks", None) or [])
         job = TunerJob(type(self), *self._kit_init_args, fit_args=tuple(fit_args),
                        fit_kwargs=fit_kwargs)
-        try:
-            pickle.dumps((job, callbacks))
-        except Exception as exc:  # noqa: BLE001 - any pickling failure
-            raise ConfigError(
-                f"workers: the hypermodel, data or callbacks cannot be sent to a worker process "
-                f"({type(exc).__name__}: {exc}); define the build function at module level, "
-                "or pass workers=0 and trials_per_worker=None") from None
+        option = "workers" if self.kit_workers else "trials_per_worker"
+        for what, value, fix in (
+                ("the hypermodel or the tuner's arguments",
+                 TunerJob(type(self), *self._kit_init_args, fit_args=(), fit_kwargs={}),
+                 "define the build function (or HyperModel class) at a module's top level"),
+                ("the data", (tuple(fit_args), fit_kwargs),
+                 "pass arrays, or a PyDataset, instead of a tf.data.Dataset or generator"),
+                ("the callbacks", callbacks, "pass callbacks that pickle")):
+            try:
+                blob = pickle.dumps(value)
+            except Exception as exc:  # noqa: BLE001 - any pickling failure
+                raise ConfigError(
+                    f"{option}: {what} cannot be sent to a worker process "
+                    f"({type(exc).__name__}: {_last_line(str(exc))[:120]}); {fix}, or pass "
+                    "workers=0 and trials_per_worker=None") from None
+            if b"__main__" in blob:
+                check_main_is_importable(option)
+        return job, callbacks
+
+    def _kit_search_in_processes(self, job: TunerJob, callbacks: list[Any]) -> str:
+        """``workers`` trials at once in worker processes served by KerasTuner's chief on
+        127.0.0.1, or (``trials_per_worker`` alone) one process at a time, replaced every that
+        many trials; each rebuilds this tuner from its pickled constructor arguments."""
         self.save()
         if self.kit_workers:
             from kerastune_kit.distributed import free_port, serve_and_wait
@@ -617,20 +696,18 @@ class KitTunerMixin:
         except (OSError, ValueError):
             marker = {}
         data = data_fingerprint(tuple(fit_args), fit_kwargs)
-        space = self.kit_space_digest()
         fix = "pass the same, or overwrite=True to start a new search there"
         if marker.get("data_fingerprint") not in (None, data["digest"]):
+            before = marker.get("dataset", "?")
+            now = ("the same shapes and dtypes, other values" if before == data["summary"]
+                   else f"now {data['summary']}")
             raise RunDirError(
                 f"data: the data passed to search() differs from the data the search in "
-                f"'{self.kit_run_dir}' started with ({marker.get('dataset', '?')}; now "
-                f"{data['summary']}); {fix}")
-        if marker.get("space_fingerprint") not in (None, space):
-            raise RunDirError(
-                f"space: the hypermodel's search space differs from the one the search in "
-                f"'{self.kit_run_dir}' started with; {fix}")
+                f"'{self.kit_run_dir}' started with ({before}; {now}); {fix}")
+        self.kit_check_space()
         objective = self.oracle.objective
         marker.update(version=__version__, dataset=data["summary"],
-                      data_fingerprint=data["digest"], space_fingerprint=space,
+                      data_fingerprint=data["digest"], hyperparameters=self.kit_hp_names(),
                       objective=objective.name, direction=objective.direction,
                       tuner=type(self).__name__, training=self.kit_training,
                       hypermodel=_hypermodel_name(self.hypermodel))
@@ -643,21 +720,73 @@ class KitTunerMixin:
                                     with_parent=isinstance(self, kt.Hyperband),
                                     with_baseline=self.kit_with_baseline)
 
-    def kit_space_digest(self) -> str:
-        """A hash of the space a fresh build declares (names and configurations)."""
-        import hashlib
+    def kit_check_space(self) -> None:
+        """Refuse to continue a search whose hypermodel now declares another space.
 
+        The oracle keeps the space the search started with (``oracle.json``); KerasTuner would
+        go on drawing from it whatever the build function says now. Here the hypermodel is
+        built again with the default values, then with a recorded trial's values for each
+        hyperparameter still unaccounted for (one behind an ``if``, as ``rate`` under
+        ``if hp.Boolean("dropout")``), at most 12 builds; every hyperparameter declared must
+        match the saved one's configuration, and every saved one must still be declared.
+
+        Raises:
+            RunDirError: Naming the first hyperparameter that differs, was added or is gone.
+        """
         from kerastune_kit._backend import keras as _keras
+        from kerastune_kit.errors import RunDirError
 
-        hp = kt.HyperParameters()
-        try:
-            self.hypermodel.declare_hyperparameters(hp)
-            self.hypermodel.build(hp)
-        finally:
-            _keras().backend.clear_session()
-        configs = sorted((h.name, json.dumps(h.get_config(), sort_keys=True, default=str))
-                         for h in hp.space)
-        return hashlib.sha256(json.dumps(configs).encode()).hexdigest()[:16]
+        saved = {h.name: h for h in self.oracle.get_space().space
+                 if not h.name.startswith(("tuner/", "kit/"))}
+        trials = [t for t in self.oracle.trials.values() if t.hyperparameters.values]
+        if not trials:
+            return
+        declared: dict[str, Any] = {}
+        queue: list[dict[str, Any]] = [{}]
+        tried: list[dict[str, Any]] = []
+        while queue and len(tried) < 12:
+            values = queue.pop(0)
+            tried.append(values)
+            hp = kt.HyperParameters()
+            hp.values.update({k: v for k, v in values.items()
+                              if not k.startswith(("tuner/", "kit/"))})
+            try:
+                self.hypermodel.build(hp)
+            except Exception:  # noqa: BLE001 - a build that fails for these values
+                continue        # (the trial failed the same way) tells nothing here
+            finally:
+                _keras().backend.clear_session()
+            for h in hp.space:
+                declared.setdefault(h.name, h)
+            missing = [name for name in saved if name not in declared]
+            if missing and not queue:
+                queue.extend(t.hyperparameters.values for t in trials[:50]
+                             if missing[0] in t.hyperparameters.values
+                             and t.hyperparameters.values not in tried)
+                queue[1:] = []
+        fix = ("pass the same hypermodel, or overwrite=True to start a new search in "
+               f"'{self.kit_run_dir}'")
+
+        def describe(h: Any) -> str:
+            config = {k: v for k, v in h.get_config().items()
+                      if k not in ("name", "conditions") and v is not None}
+            return f"{type(h).__name__}({', '.join(f'{k}={v!r}' for k, v in config.items())})"
+
+        for name, h in declared.items():
+            if name.startswith(("tuner/", "kit/")):
+                continue
+            if name not in saved:
+                raise RunDirError(f"space: the hypermodel now declares {name!r} "
+                                  f"({describe(h)}), which the search did not start with; {fix}")
+            before = json.dumps(saved[name].get_config(), sort_keys=True, default=str)
+            if json.dumps(h.get_config(), sort_keys=True, default=str) != before:
+                raise RunDirError(f"space: {name!r} was {describe(saved[name])} when the search "
+                                  f"started, and the hypermodel now declares {describe(h)}; "
+                                  f"{fix}")
+        gone = [name for name in saved if name not in declared]
+        if gone and len(tried) < 12:
+            raise RunDirError(f"space: the hypermodel no longer declares {gone[0]!r}, which the "
+                              f"search started with; {fix}")
 
     def kit_domains(self) -> dict[str, Any]:
         """Each hyperparameter's domain (for the HParams experiment)."""
@@ -748,16 +877,20 @@ class KitTunerMixin:
         if trial.status == TrialStatus.COMPLETED and trial.score is not None:
             record.score = float(trial.score)
         if history is not None:
-            series = history.history.get(objective.name, [])
+            try:
+                series = self.kit_objective_series(history)
+            except kt.errors.FatalError:
+                series = []
             record.epochs = record.initial_epoch + len(series)
             finite = [(v, i) for i, v in enumerate(series) if math.isfinite(v)]
             if finite:
                 best = (max if objective.direction == "max" else min)(finite)
                 record.best_epoch = record.initial_epoch + best[1]
             record.start_optimizer_step = getattr(history, "initial_iterations", None)
-            if getattr(history, "initial_logs", None) is not None:
-                record.start_score = history.initial_logs.get(
-                    objective.name.removeprefix("val_"))
+            start = getattr(history, "initial_logs", None)
+            if start is not None:  # (a validation pass: its names have no val_ prefix)
+                record.start_score = self.kit_objective_value(
+                    {**{f"val_{k}": v for k, v in start.items()}, **start})
         if trial.message:
             record.message = _last_line(trial.message)
         outcome = self._kit_outcomes.pop(trial_id, None)
@@ -923,8 +1056,9 @@ class Hyperband(KitTunerMixin, kt.Hyperband):
     kerastune_kit's keyword-only arguments (see :class:`KitTunerMixin`): ``pruner`` (``median``,
     ``percentile``, ``asha``, ``none`` or a :class:`~kerastune_kit.pruning.Pruner`), ``max_time``
     (seconds; the running trial ends at its next epoch end and counts), ``workers`` (trials at
-    once in worker processes), ``trials_per_worker`` (recycle processes), ``training``
-    (``auto``, ``loop`` or ``fit``) and ``patience`` (early stopping, epochs).
+    once in worker processes; the search must run under ``if __name__ == "__main__":``),
+    ``trials_per_worker`` (recycle processes), ``training`` (``auto``, ``loop`` or ``fit``)
+    and ``patience`` (early stopping, epochs).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -964,8 +1098,9 @@ class TPE(KitTunerMixin, kt.Tuner):
     kerastune_kit's keyword-only arguments (see :class:`KitTunerMixin`): ``pruner`` (``median``,
     ``percentile``, ``asha``, ``none`` or a :class:`~kerastune_kit.pruning.Pruner`), ``max_time``
     (seconds; the running trial ends at its next epoch end and counts), ``workers`` (trials at
-    once in worker processes), ``trials_per_worker`` (recycle processes), ``training``
-    (``auto``, ``loop`` or ``fit``) and ``patience`` (early stopping, epochs).
+    once in worker processes; the search must run under ``if __name__ == "__main__":``),
+    ``trials_per_worker`` (recycle processes), ``training`` (``auto``, ``loop`` or ``fit``)
+    and ``patience`` (early stopping, epochs).
     """
 
     def __init__(self, hypermodel: Any = None, objective: Any = None,
@@ -1078,8 +1213,9 @@ class BayesianOptimization(KitTunerMixin, kt.BayesianOptimization):
     kerastune_kit's keyword-only arguments (see :class:`KitTunerMixin`): ``pruner`` (``median``,
     ``percentile``, ``asha``, ``none`` or a :class:`~kerastune_kit.pruning.Pruner`), ``max_time``
     (seconds; the running trial ends at its next epoch end and counts), ``workers`` (trials at
-    once in worker processes), ``trials_per_worker`` (recycle processes), ``training``
-    (``auto``, ``loop`` or ``fit``) and ``patience`` (early stopping, epochs).
+    once in worker processes; the search must run under ``if __name__ == "__main__":``),
+    ``trials_per_worker`` (recycle processes), ``training`` (``auto``, ``loop`` or ``fit``)
+    and ``patience`` (early stopping, epochs).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -1105,8 +1241,9 @@ class RandomSearch(KitTunerMixin, kt.RandomSearch):
     kerastune_kit's keyword-only arguments (see :class:`KitTunerMixin`): ``pruner`` (``median``,
     ``percentile``, ``asha``, ``none`` or a :class:`~kerastune_kit.pruning.Pruner`), ``max_time``
     (seconds; the running trial ends at its next epoch end and counts), ``workers`` (trials at
-    once in worker processes), ``trials_per_worker`` (recycle processes), ``training``
-    (``auto``, ``loop`` or ``fit``) and ``patience`` (early stopping, epochs).
+    once in worker processes; the search must run under ``if __name__ == "__main__":``),
+    ``trials_per_worker`` (recycle processes), ``training`` (``auto``, ``loop`` or ``fit``)
+    and ``patience`` (early stopping, epochs).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -1121,8 +1258,9 @@ class GridSearch(KitTunerMixin, kt.GridSearch):
     kerastune_kit's keyword-only arguments (see :class:`KitTunerMixin`): ``pruner`` (``median``,
     ``percentile``, ``asha``, ``none`` or a :class:`~kerastune_kit.pruning.Pruner`), ``max_time``
     (seconds; the running trial ends at its next epoch end and counts), ``workers`` (trials at
-    once in worker processes), ``trials_per_worker`` (recycle processes), ``training``
-    (``auto``, ``loop`` or ``fit``) and ``patience`` (early stopping, epochs).
+    once in worker processes; the search must run under ``if __name__ == "__main__":``),
+    ``trials_per_worker`` (recycle processes), ``training`` (``auto``, ``loop`` or ``fit``)
+    and ``patience`` (early stopping, epochs).
     """
 
 
@@ -1417,8 +1555,10 @@ def user_model_card(model: Any) -> dict[str, Any]:
         items = []
         for tensor in tensors or []:
             shape = ", ".join("n" if d is None else str(d) for d in tensor.shape)
-            name = getattr(tensor, "name", "") or ""
-            items.append(f"{name.split(':')[0]} ({shape})" if name else f"({shape})")
+            name = (getattr(tensor, "name", "") or "").split(":")[0]
+            if name.startswith("keras_tensor"):  # Keras's automatic name: only the shape
+                name = ""
+            items.append(f"{name} ({shape})" if name else f"({shape})")
         return "; ".join(items) or "as the model takes them"
 
     return {"inputs": shapes(getattr(model, "inputs", None)),
@@ -1452,3 +1592,73 @@ class TunerJob:
             tuner.kit_requeue_write_failures()
         return tuner.kit_search_here(self.fit_args,
                                      {**self.fit_kwargs, "callbacks": list(callbacks)})
+
+
+def check_main_is_importable(option: str) -> None:
+    """Refuse, in one line, worker processes that could not rebuild the search.
+
+    Worker processes start with ``multiprocessing``'s ``spawn``: each imports the main script
+    again (as ``__mp_main__``) to find the build function defined there. A script that calls
+    ``search`` at its top level, outside ``if __name__ == "__main__":``, would start the search
+    again in every worker (which then finds the run directory locked, and dies); an
+    interactive session or notebook has no script to import at all.
+
+    Raises:
+        ConfigError: Naming ``option``, what is wrong and the fix.
+    """
+    import ast
+    import sys
+
+    from kerastune_kit.errors import ConfigError
+
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if not path:
+        raise ConfigError(
+            f"{option}: the build function is defined in an interactive session or notebook, "
+            "which worker processes cannot import; move it into a .py module and import it, or "
+            "pass workers=0 and trials_per_worker=None")
+    frame = sys._getframe(1)
+    while frame is not None and not (frame.f_code.co_name == "<module>"
+                                     and frame.f_globals.get("__name__") == "__main__"):
+        frame = frame.f_back
+    if frame is None:
+        return
+    line = frame.f_lineno
+    try:
+        tree = ast.parse(Path(path).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, ValueError):
+        return
+    for node in tree.body:
+        if isinstance(node, ast.If) and "__main__" in ast.unparse(node.test) \
+                and node.lineno <= line <= (node.end_lineno or node.lineno):
+            return
+    raise ConfigError(
+        f"{option}: {Path(path).name} runs its search at import time (line {line}), and every "
+        "worker process imports it again; put the search under "
+        "'if __name__ == \"__main__\":', or pass workers=0 and trials_per_worker=None")
+
+
+def _public_signature(cls: type, base: Any) -> inspect.Signature:
+    """KerasTuner's constructor signature of ``base``, then ``kt.Tuner``'s keywords, then
+    ours (keyword-only): what ``help(kk.RandomSearch)`` shows."""
+    params: dict[str, inspect.Parameter] = {}
+    for source in (base, kt.Tuner):
+        for name, param in inspect.signature(source).parameters.items():
+            if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD) or name in params \
+                    or name in ("self", "oracle", "logger"):
+                continue
+            params[name] = param.replace(kind=param.POSITIONAL_OR_KEYWORD)
+    ours = {"pruner": None, "max_time": None, "workers": 0, "trials_per_worker": None,
+            "training": "auto", "patience": None}
+    listed = [*params.values()]
+    listed += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default)
+               for name, default in ours.items()]
+    listed.append(inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD))
+    return inspect.Signature(listed)
+
+
+for _cls, _base in ((Hyperband, kt.Hyperband), (BOHB, kt.Hyperband), (TPE, TPE.__init__),
+                    (BayesianOptimization, kt.BayesianOptimization),
+                    (RandomSearch, kt.RandomSearch), (GridSearch, kt.GridSearch)):
+    _cls.__signature__ = _public_signature(_cls, _base)  # type: ignore[attr-defined]

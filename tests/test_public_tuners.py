@@ -90,6 +90,12 @@ def test_build_function_drop_in_writes_the_run_directory(tmp_path: Path) -> None
     # load_results and inspect read it.
     results = kk.load_results(run)
     assert len(results) == 3 and results.best.trial_id == saved["trial_id"]
+    from kerastune_kit.report import text_table
+
+    header = text_table(results.trials, results.hp_names)[0].split()
+    assert "training" in header and "baseline" not in header and "parent" not in header
+    assert saved["model_card"]["inputs"] == "(n, 8)"
+    assert saved["model_card"]["outputs"] == "(n, 3)"
 
 
 def test_hypermodel_subclass_with_validation_split(tmp_path: Path) -> None:
@@ -320,3 +326,132 @@ def test_tensorboard_outcome_says_how_each_trial_trained(tmp_path: Path) -> None
     acc = _accumulator(session)
     text = acc.Tensors("trial/outcome")[-1].tensor_proto.string_val[0].decode()
     assert "trained with model.fit" in text
+
+
+def test_an_objective_missing_from_the_logs_stops_at_once(tmp_path: Path) -> None:
+    x, y = blobs()
+    tuner = kk.RandomSearch(build_mlp, objective="val_acc", max_trials=5,
+                            directory=str(tmp_path), project_name="typo")
+    with pytest.raises(kt.errors.FatalError) as info:
+        tuner.search(x, y, epochs=1, validation_split=0.2, verbose=0)
+    message = str(info.value)
+    assert "objective: 'val_acc' is not in the trial's logs" in message
+    assert "val_accuracy" in message and "\n" not in message
+    assert len(tuner.oracle.trials) == 1
+
+
+def test_keras_tuner_multi_objective(tmp_path: Path) -> None:
+    x, y = blobs()
+    tuner = kk.RandomSearch(build_mlp, objective=["val_loss", "val_accuracy"], max_trials=2,
+                            directory=str(tmp_path), project_name="multi", seed=11)
+    tuner.search(x, y, epochs=2, validation_split=0.2, verbose=0)
+    rows = leaderboard(tmp_path / "multi")
+    assert len(rows) == 2 and {r["status"] for r in rows} == {"COMPLETED"}, rows
+    assert all(r["best_epoch"] != "" for r in rows)
+
+
+def test_a_validation_generator_is_read_once(tmp_path: Path) -> None:
+    x, y = blobs()
+
+    def val_batches() -> Any:
+        for start in range(180, 240, 20):
+            yield x[start:start + 20], y[start:start + 20]
+
+    tuner = kk.RandomSearch(build_mlp, objective="val_accuracy", max_trials=2,
+                            directory=str(tmp_path), project_name="valgen", seed=12)
+    tuner.search(x[:180], y[:180], epochs=1, validation_data=val_batches(), verbose=0)
+    rows = leaderboard(tmp_path / "valgen")
+    assert len(rows) == 2 and {r["status"] for r in rows} == {"COMPLETED"}, rows
+
+
+def conditional_model(low: float, high: float) -> Any:
+    def build(hp: Any) -> Any:
+        model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(8, activation="relu")])
+        if hp.Boolean("dropout"):
+            model.add(keras.layers.Dropout(hp.Float("rate", low, high)))
+        model.add(keras.layers.Dense(3, activation="softmax"))
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+        return model
+    return build
+
+
+def test_resume_refuses_a_changed_conditional_hyperparameter(tmp_path: Path) -> None:
+    x, y = blobs()
+    args = dict(objective="val_accuracy", directory=str(tmp_path), project_name="cond",
+                seed=13)
+    tuner = kk.RandomSearch(conditional_model(0.1, 0.2), max_trials=4, **args)
+    tuner.search(x, y, epochs=1, validation_split=0.2, verbose=0)
+    assert any(r["rate"] for r in leaderboard(tmp_path / "cond"))  # the branch ran
+    tuner = kk.RandomSearch(conditional_model(0.1, 0.2), max_trials=5, **args)
+    tuner.search(x, y, epochs=1, validation_split=0.2, verbose=0)  # the same: continues
+    assert len(leaderboard(tmp_path / "cond")) == 5
+    tuner = kk.RandomSearch(conditional_model(0.7, 0.9), max_trials=7, **args)
+    with pytest.raises(RunDirError) as info:
+        tuner.search(x, y, epochs=1, validation_split=0.2, verbose=0)
+    assert_one_line(info.value, "space: 'rate' was Float(", "0.7", "overwrite=True",
+                    kind=RunDirError)
+
+
+@pytest.mark.parametrize(("case", "fragment"), [
+    ("lengths", "y: 100 samples, but x has 240"),
+    ("split", "validation_split: not available for a"),
+])
+def test_data_that_would_fail_every_trial_is_refused_once(tmp_path: Path, case: str,
+                                                          fragment: str) -> None:
+    from kerastune_kit.errors import DataError
+
+    x, y = blobs()
+    tuner = kk.RandomSearch(build_mlp, objective="val_accuracy", max_trials=3,
+                            directory=str(tmp_path), project_name=case)
+    with pytest.raises(DataError) as info:
+        if case == "lengths":
+            tuner.search(x, y[:100], epochs=1, validation_split=0.2, verbose=0)
+        else:
+            data = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
+            tuner.search(data, epochs=1, validation_split=0.2, verbose=0)
+    assert_one_line(info.value, fragment, kind=DataError)
+    assert not tuner.oracle.trials
+
+
+def test_a_time_budget_too_short_for_one_epoch_says_so(tmp_path: Path) -> None:
+    x, y = blobs()
+    tuner = kk.RandomSearch(build_mlp, objective="val_accuracy", max_trials=3,
+                            directory=str(tmp_path), project_name="short", max_time=0.01)
+    with pytest.raises(ConfigError) as info:
+        tuner.search(x, y, epochs=1, validation_split=0.2, verbose=0)
+    assert_one_line(info.value, "max_time: the budget of 0.01s ran out before the first epoch")
+
+
+def test_hyperband_takes_no_pruner(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        kk.Hyperband(build_mlp, objective="val_accuracy", max_epochs=3,
+                     directory=str(tmp_path), pruner="median")
+    assert_one_line(info.value, "pruner: Hyperband prunes through its own brackets")
+
+
+def test_workers_refuse_a_script_without_a_main_guard(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "import numpy as np, keras\n"
+        "import kerastune_kit as kk\n"
+        "x = np.random.rand(60, 4).astype('float32'); y = (x.sum(1) > 2).astype('int64')\n"
+        "def build(hp):\n"
+        "    m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, 'softmax')])\n"
+        "    m.compile('adam', 'sparse_categorical_crossentropy', metrics=['accuracy'])\n"
+        "    return m\n"
+        "t = kk.RandomSearch(build, objective='val_accuracy', max_trials=2, workers=2,\n"
+        "                    directory='runs')\n"
+        "t.search(x, y, epochs=1, validation_split=0.2, verbose=0)\n")
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=240, env={**__import__("os").environ,
+                                                       "PYTHONPATH": str(REPO)})
+    assert proc.returncode != 0
+    assert ("ConfigError: workers: unguarded.py runs its search at import time (line 10)"
+            in proc.stderr), proc.stderr[-2000:]
+    assert "if __name__ == \"__main__\":" in proc.stderr
