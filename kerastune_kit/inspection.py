@@ -148,7 +148,8 @@ def results_from_events(run_dir: str | Path) -> RunResults:
     if not records:
         raise RunDirError(
             f"run_dir: no HParams session found in the event files below "
-            f"'{tensorboard_dir(run_dir)}'; pass the --run-dir of a kerastune_kit search"
+            f"'{tensorboard_dir(run_dir)}'; pass the run directory of a kerastune_kit search "
+            "that has run a trial (--run-dir, or a tuner's directory/project_name)"
         )
     for record in records:
         names += [name for name in record.hyperparameters if name not in names]
