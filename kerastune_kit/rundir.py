@@ -605,3 +605,19 @@ def check_run_dir_for_search(config: Any, *, locked: bool = False) -> bool:
                 "it with --overwrite; pass another --run-dir"
             )
     return is_run
+
+
+@contextlib.contextmanager
+def write_errors(path: str | Path, *, action: str) -> Iterator[None]:
+    """Turn a failed write (no space, read-only, no permission) inside the block into a
+    one-line :class:`~kerastune_kit.errors.WriteError` (:func:`write_error`); other errors
+    pass unchanged."""
+    try:
+        yield
+    except WriteError:
+        raise
+    except Exception as exc:
+        error = find_write_error(exc)
+        if error is None:
+            raise
+        raise write_error(error, path, action=action) from exc

@@ -12,16 +12,20 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from kerastune_kit._logging import get_logger
 from kerastune_kit.config import SearchConfig, load_saved_fingerprint
 from kerastune_kit.data import Dataset, load_dataset
-from kerastune_kit.errors import ConfigError, RunDirError, WriteError
+from kerastune_kit.errors import ConfigError, RunDirError
 from kerastune_kit.results import TrialRecord
-from kerastune_kit.rundir import check_run_dir_for_search, find_write_error, write_error
+from kerastune_kit.rundir import (  # noqa: F401 - write_errors is re-exported
+    check_run_dir_for_search,
+    find_write_error,
+    write_error,
+    write_errors,
+)
 from kerastune_kit.space import SearchSpace
 from kerastune_kit.stopping import startup_objects_frozen, stop_on_signals
 
@@ -89,20 +93,6 @@ def fingerprint(dataset: Dataset, space: SearchSpace) -> dict[str, str]:
     domains = {name: repr(domain) for name, domain in space.hparam_domains().items()}
     digest = hashlib.sha256(json.dumps(domains, sort_keys=True).encode()).hexdigest()[:16]
     return {"data": dataset.fingerprint(), "space": digest}
-
-
-@contextlib.contextmanager
-def write_errors(path: Path, *, action: str) -> Iterator[None]:
-    """Turn a failed write (no space, read-only, no permission) into a one-line WriteError."""
-    try:
-        yield
-    except WriteError:
-        raise
-    except Exception as exc:
-        error = find_write_error(exc)
-        if error is None:
-            raise
-        raise write_error(error, path, action=action) from exc
 
 
 def requeue_write_failures(tuner: Any) -> None:

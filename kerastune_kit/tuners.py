@@ -51,7 +51,13 @@ from kerastune_kit.results import (
     write_json_atomic,
     write_leaderboard,
 )
-from kerastune_kit.rundir import RunDir, errno_in_text, find_write_error, record_path
+from kerastune_kit.rundir import (
+    RunDir,
+    errno_in_text,
+    find_write_error,
+    record_path,
+    write_errors,
+)
 from kerastune_kit.space import SearchSpace
 from kerastune_kit.tensorboard import SearchSummaryWriter, TrialWriter
 from kerastune_kit.tpe import BOHBMixin, TPEOracle
@@ -586,7 +592,7 @@ class KitTunerMixin:
         processes = bool(self.kit_workers or self.kit_trials_per_worker)
         job = self._kit_job(fit_args, fit_kwargs) if processes else None  # (checked first)
         with RunDirLock(self.kit_run_dir, action="search"), \
-                _write_errors(self.kit_run_dir):
+                write_errors(self.kit_run_dir, action="search"):
             self.kit_begin_run(fit_args, fit_kwargs)
             if job is not None:
                 reason = self._kit_search_in_processes(*job)
@@ -1052,13 +1058,6 @@ class Hyperband(KitTunerMixin, kt.Hyperband):
 
     The run directory is ``directory/project_name`` (KerasTuner's project is its ``tuner/``).
     A bracket that runs out of new configurations still trains the best to ``max_epochs``.
-
-    kerastune_kit's keyword-only arguments (see :class:`KitTunerMixin`): ``pruner`` (``median``,
-    ``percentile``, ``asha``, ``none`` or a :class:`~kerastune_kit.pruning.Pruner`), ``max_time``
-    (seconds; the running trial ends at its next epoch end and counts), ``workers`` (trials at
-    once in worker processes; the search must run under ``if __name__ == "__main__":``),
-    ``trials_per_worker`` (recycle processes), ``training`` (``auto``, ``loop`` or ``fit``)
-    and ``patience`` (early stopping, epochs).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -1094,13 +1093,6 @@ class TPE(KitTunerMixin, kt.Tuner):
     """Tree-structured Parzen estimator search (Bergstra et al., 2011; Optuna's
     ``TPESampler``, needs the ``[tpe]`` extra) with kerastune_kit's records, TensorBoard,
     pruning and budgets; :class:`RandomSearch`'s arguments.
-
-    kerastune_kit's keyword-only arguments (see :class:`KitTunerMixin`): ``pruner`` (``median``,
-    ``percentile``, ``asha``, ``none`` or a :class:`~kerastune_kit.pruning.Pruner`), ``max_time``
-    (seconds; the running trial ends at its next epoch end and counts), ``workers`` (trials at
-    once in worker processes; the search must run under ``if __name__ == "__main__":``),
-    ``trials_per_worker`` (recycle processes), ``training`` (``auto``, ``loop`` or ``fit``)
-    and ``patience`` (early stopping, epochs).
     """
 
     def __init__(self, hypermodel: Any = None, objective: Any = None,
@@ -1209,13 +1201,6 @@ class BayesianOptimization(KitTunerMixin, kt.BayesianOptimization):
     budgets and training loop; KerasTuner's arguments (``max_trials``, ``num_initial_points``,
     ``alpha``, ``beta``, ``seed``, ...). It never proposes a configuration twice, and proposes
     in well under a second.
-
-    kerastune_kit's keyword-only arguments (see :class:`KitTunerMixin`): ``pruner`` (``median``,
-    ``percentile``, ``asha``, ``none`` or a :class:`~kerastune_kit.pruning.Pruner`), ``max_time``
-    (seconds; the running trial ends at its next epoch end and counts), ``workers`` (trials at
-    once in worker processes; the search must run under ``if __name__ == "__main__":``),
-    ``trials_per_worker`` (recycle processes), ``training`` (``auto``, ``loop`` or ``fit``)
-    and ``patience`` (early stopping, epochs).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -1237,13 +1222,6 @@ class RandomSearch(KitTunerMixin, kt.RandomSearch):
                                 project_name="helloworld")
         tuner.search(x_train, y_train, epochs=2, validation_data=(x_val, y_val))
         best = tuner.get_best_models(num_models=1)[0]
-
-    kerastune_kit's keyword-only arguments (see :class:`KitTunerMixin`): ``pruner`` (``median``,
-    ``percentile``, ``asha``, ``none`` or a :class:`~kerastune_kit.pruning.Pruner`), ``max_time``
-    (seconds; the running trial ends at its next epoch end and counts), ``workers`` (trials at
-    once in worker processes; the search must run under ``if __name__ == "__main__":``),
-    ``trials_per_worker`` (recycle processes), ``training`` (``auto``, ``loop`` or ``fit``)
-    and ``patience`` (early stopping, epochs).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -1254,13 +1232,6 @@ class RandomSearch(KitTunerMixin, kt.RandomSearch):
 class GridSearch(KitTunerMixin, kt.GridSearch):
     """KerasTuner's ``GridSearch`` with kerastune_kit's records, TensorBoard, pruning, budgets
     and training loop; KerasTuner's arguments. A reloaded grid search continues its walk.
-
-    kerastune_kit's keyword-only arguments (see :class:`KitTunerMixin`): ``pruner`` (``median``,
-    ``percentile``, ``asha``, ``none`` or a :class:`~kerastune_kit.pruning.Pruner`), ``max_time``
-    (seconds; the running trial ends at its next epoch end and counts), ``workers`` (trials at
-    once in worker processes; the search must run under ``if __name__ == "__main__":``),
-    ``trials_per_worker`` (recycle processes), ``training`` (``auto``, ``loop`` or ``fit``)
-    and ``patience`` (early stopping, epochs).
     """
 
 
@@ -1484,23 +1455,6 @@ def clear_run_dir(run_dir: Path) -> None:
         empty_run_dir(run_dir)
 
 
-@contextlib.contextmanager
-def _write_errors(run_dir: Path) -> Any:
-    """A failed write (no space, read-only, no permission) as a one-line WriteError."""
-    from kerastune_kit.errors import WriteError
-    from kerastune_kit.rundir import write_error
-
-    try:
-        yield
-    except WriteError:
-        raise
-    except Exception as exc:
-        error = find_write_error(exc)
-        if error is None:
-            raise
-        raise write_error(error, run_dir, action="search") from exc
-
-
 def domain_of(hp: Any) -> Any:
     """Our domain (:mod:`kerastune_kit.space`) of a KerasTuner hyperparameter, for HParams."""
     from kerastune_kit.space import Choices, Fixed, FloatRange, IntRange
@@ -1658,7 +1612,18 @@ def _public_signature(cls: type, base: Any) -> inspect.Signature:
     return inspect.Signature(listed)
 
 
+#: The keyword-only arguments every public tuner adds to KerasTuner's, for their docstrings.
+_OURS_DOC = """
+    kerastune_kit's keyword-only arguments (see :class:`KitTunerMixin`): ``pruner`` (``median``,
+    ``percentile``, ``asha``, ``none`` or a :class:`~kerastune_kit.pruning.Pruner`; not for
+    Hyperband), ``max_time`` (seconds; the running trial ends at its next epoch end and
+    counts), ``workers`` (trials at once in worker processes; the search must run under
+    ``if __name__ == "__main__":``), ``trials_per_worker`` (recycle processes), ``training``
+    (``auto``, ``loop`` or ``fit``) and ``patience`` (early stopping, epochs).
+"""
+
 for _cls, _base in ((Hyperband, kt.Hyperband), (BOHB, kt.Hyperband), (TPE, TPE.__init__),
                     (BayesianOptimization, kt.BayesianOptimization),
                     (RandomSearch, kt.RandomSearch), (GridSearch, kt.GridSearch)):
     _cls.__signature__ = _public_signature(_cls, _base)  # type: ignore[attr-defined]
+    _cls.__doc__ = (_cls.__doc__ or "").rstrip() + "\n" + _OURS_DOC
