@@ -567,8 +567,9 @@ class KitTunerMixin:
         ``sample_weight`` and the rest.
 
         Before the first trial the data's fingerprint (shapes, dtypes, a hash of a sample) and
-        the space's are written to ``RUN/run.json``; a search continued in the same directory
-        (``overwrite=False``, KerasTuner's default) refuses other data or another space. After
+        the hyperparameters' names are written to ``RUN/run.json``; a search continued in the
+        same directory (``overwrite=False``, KerasTuner's default) refuses other data, or a
+        hypermodel that now declares another space (:meth:`kit_check_space`). After
         the last trial (or the time budget, or SIGINT/SIGTERM: the running trial stays
         unfinished and a new ``search`` call continues it) the leaderboard,
         ``best_hyperparameters.json``, ``best_model.keras`` and the TensorBoard summary are
