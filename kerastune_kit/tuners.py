@@ -587,6 +587,7 @@ class KitTunerMixin:
 
         started = time.time()
         self.kit_deadline = started + self.kit_max_time if self.kit_max_time else None
+        self.kit_stop_reason = self.kit_stopped = None  # (a second call starts a new budget)
         fit_args, fit_kwargs = reusable_data(fit_args, fit_kwargs)
         check_search_data(tuple(fit_args), fit_kwargs)
         fit_kwargs.setdefault("epochs", getattr(self.oracle, "max_epochs", None) or 1)
@@ -611,6 +612,29 @@ class KitTunerMixin:
                 "epoch of the first trial ended; pass a longer max_time (search() again "
                 "continues where this one stopped)")
         return None
+
+    def kit_best_trials(self, num_trials: int = 1) -> list[Any]:
+        """The best finished trials in the leaderboard's order (:func:`kerastune_kit.results.rank`:
+        by score, ties to the later best epoch, then the lower id; diverged trials never).
+        KerasTuner orders ties by insertion and does not know the best epochs of our trials,
+        so ``get_best_models`` and ``best_model.keras`` could differ on a tie."""
+        from kerastune_kit.results import is_ranked
+
+        records = rank(read_trial_records(self.project_dir), self.oracle.objective.direction)
+        ids = [r.trial_id for r in records if is_ranked(r)][:num_trials]
+        if not ids:  # no records (a run from before them): KerasTuner's own order
+            return self.oracle.get_best_trials(num_trials)
+        return [self.oracle.get_trial(trial_id) for trial_id in ids]
+
+    def get_best_hyperparameters(self, num_trials: int = 1) -> list[Any]:
+        """KerasTuner's ``get_best_hyperparameters``, in the leaderboard's order
+        (:meth:`kit_best_trials`)."""
+        return [t.hyperparameters for t in self.kit_best_trials(num_trials)]
+
+    def get_best_models(self, num_models: int = 1) -> list[Any]:
+        """KerasTuner's ``get_best_models`` (each rebuilt and loaded from its best epoch's
+        checkpoint), in the leaderboard's order (:meth:`kit_best_trials`)."""
+        return [self.load_model(trial) for trial in self.kit_best_trials(num_models)]
 
     def kit_search_here(self, fit_args: Sequence[Any], fit_kwargs: dict[str, Any]) -> str:
         """KerasTuner's search loop in this process; returns why it ended (``finished``,

@@ -455,3 +455,33 @@ def test_workers_refuse_a_script_without_a_main_guard(tmp_path: Path) -> None:
     assert ("ConfigError: workers: unguarded.py runs its search at import time (line 10)"
             in proc.stderr), proc.stderr[-2000:]
     assert "if __name__ == \"__main__\":" in proc.stderr
+
+
+def test_a_second_search_call_has_a_new_budget_and_one_best(tmp_path: Path) -> None:
+    x, y = blobs(n=300)
+    y = (y > 0).astype("int64")  # an easy binary task: ties at the top are likely
+
+    def build(hp: Any) -> Any:
+        model = keras.Sequential([keras.Input((8,)),
+                                  keras.layers.Dense(hp.Int("units", 4, 32, sampling="log"),
+                                                     activation="relu"),
+                                  keras.layers.Dense(1, activation="sigmoid")])
+        model.compile(optimizer=keras.optimizers.Adam(hp.Float("lr", 1e-3, 1e-1,
+                                                               sampling="log")),
+                      loss="binary_crossentropy", metrics=["accuracy"])
+        return model
+
+    tuner = kk.Hyperband(build, objective="val_accuracy", max_epochs=4, factor=2, seed=14,
+                         directory=str(tmp_path), project_name="twice", max_time=5)
+    tuner.search(x, y, validation_split=0.25, verbose=0)
+    first = len(tuner.oracle.trials)
+    assert tuner.kit_stopped == "time budget" and first >= 1
+    tuner.search(x, y, validation_split=0.25, verbose=0)
+    assert len(tuner.oracle.trials) > first  # the second call had a budget of its own
+    best = kk.load_results(tmp_path / "twice").best
+    assert tuner.kit_best_trials(1)[0].trial_id == best.trial_id
+    values = {k: v for k, v in tuner.get_best_hyperparameters()[0].values.items()
+              if not k.startswith("tuner/")}
+    assert values == best.hyperparameters
+    saved = json.loads((tmp_path / "twice" / "best_hyperparameters.json").read_text())
+    assert saved["trial_id"] == best.trial_id
