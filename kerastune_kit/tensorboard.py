@@ -157,6 +157,22 @@ def write_experiment_config(
     writer.close()
 
 
+def write_experiment_config_once(root: str | Path, domains: Mapping[str, Domain],
+                                 metric_names: Sequence[str], **kwargs: Any) -> bool:
+    """:func:`write_experiment_config`, unless ``root`` already holds event files (a resumed
+    search, or a worker of one): the experiment is written once per run directory.
+
+    Returns:
+        Whether it was written now.
+    """
+    root = Path(root)
+    if any(root.glob("events.out.tfevents.*")):
+        return False
+    root.mkdir(parents=True, exist_ok=True)
+    write_experiment_config(root, domains, metric_names, **kwargs)
+    return True
+
+
 class TrialWriter:
     """Writes one trial's HParams session and epoch scalars under ``root/<trial_id>``.
 

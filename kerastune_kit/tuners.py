@@ -719,13 +719,10 @@ class KitTunerMixin:
         from kerastune_kit import __version__
         from kerastune_kit.errors import RunDirError
         from kerastune_kit.search_data import data_fingerprint
-        from kerastune_kit.tensorboard import write_experiment_config
+        from kerastune_kit.tensorboard import write_experiment_config_once
 
-        marker_path = RunDir(self.kit_run_dir).marker
-        try:
-            marker = json.loads(marker_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            marker = {}
+        run = RunDir(self.kit_run_dir)
+        marker = run.read_marker()
         data = data_fingerprint(tuple(fit_args), fit_kwargs)
         fix = "pass the same, or overwrite=True to start a new search there"
         if marker.get("data_fingerprint") not in (None, data["digest"]):
@@ -742,14 +739,11 @@ class KitTunerMixin:
                       objective=objective.name, direction=objective.direction,
                       tuner=type(self).__name__, training=self.kit_training,
                       hypermodel=_hypermodel_name(self.hypermodel))
-        write_json_atomic(marker_path, marker)
-        root = self.kit_tensorboard_dir
-        if not any(root.glob("events.out.tfevents.*")):
-            root.mkdir(parents=True, exist_ok=True)
-            write_experiment_config(root, self.kit_domains(), self.kit_metrics(),
-                                    objective=objective.name, direction=objective.direction,
-                                    with_parent=isinstance(self, kt.Hyperband),
-                                    with_baseline=self.kit_with_baseline)
+        run.write_json(run.marker, marker)
+        write_experiment_config_once(run.tensorboard_dir, self.kit_domains(), self.kit_metrics(),
+                                     objective=objective.name, direction=objective.direction,
+                                     with_parent=isinstance(self, kt.Hyperband),
+                                     with_baseline=self.kit_with_baseline)
 
     def kit_check_space(self) -> None:
         """Refuse to continue a search whose hypermodel now declares another space.

@@ -108,9 +108,13 @@ def _init_run_dir(config: SearchConfig, dataset: Dataset, space: SearchSpace,
                   data_fingerprint=dataset.fingerprint(), objective=objective,
                   direction=direction)
     run.write_json(run.marker, marker)
-    _write_experiment_once(run_dir, space, hypermodel_metrics(dataset), objective=objective,
-                           direction=direction, with_parent=config.tuner in BRACKET_TUNERS,
-                           with_baseline=config.baselines and config.tuner != "grid")
+    from kerastune_kit.tensorboard import write_experiment_config_once
+
+    write_experiment_config_once(run.tensorboard_dir, space.hparam_domains(),
+                                 hypermodel_metrics(dataset), objective=objective,
+                                 direction=direction,
+                                 with_parent=config.tuner in BRACKET_TUNERS,
+                                 with_baseline=config.baselines and config.tuner != "grid")
     return run_dir
 
 
@@ -119,19 +123,6 @@ def hypermodel_metrics(dataset: Dataset) -> tuple[str, ...]:
     from kerastune_kit.hypermodels import task_head
 
     return task_head(dataset.task, dataset.n_classes).metric_names
-
-
-def _write_experiment_once(run_dir: Path, space: SearchSpace, metrics: Sequence[str], *,
-                           objective: str, direction: str, with_parent: bool,
-                           with_baseline: bool = False) -> None:
-    """The HParams experiment config, written once per run directory (not per worker)."""
-    from kerastune_kit.tensorboard import write_experiment_config
-
-    root = RunDir(run_dir).tensorboard_dir
-    if not any(root.glob("events.out.tfevents.*")):
-        write_experiment_config(root, space.hparam_domains(), metrics, objective=objective,
-                                direction=direction, with_parent=with_parent,
-                                with_baseline=with_baseline)
 
 
 def run_search(
