@@ -59,6 +59,16 @@ def _column_list(values: list[str] | None) -> list[str] | None:
     return [name.strip() for value in values for name in value.split(",")]
 
 
+def _explosion_factor(text: str | None) -> float | str | None:
+    """``--explosion-factor``: a number, or ``off`` (validated by ``SearchConfig``)."""
+    if text is None or text.strip().lower() == "off":
+        return text and "off"
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
     parser = _Parser(prog="kerastune-kit", description=(
@@ -117,6 +127,22 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--min-steps-per-epoch", type=_positive_int, metavar="N",
                         help="pass small data several times per epoch so that an epoch is at "
                         "least N optimizer steps (default: 50; 0: one pass)")
+    search.add_argument("--test-split", type=float, metavar="SHARE",
+                        help="share held out as a test set the search never sees, when the "
+                        "data has none (default: 0.15; 0: none)")
+    search.add_argument("--refit", action="store_true", default=None,
+                        help="retrain the best configuration on train + validation for its "
+                        "best epoch count and export that model")
+    search.add_argument("--no-preflight", dest="preflight", action="store_false", default=None,
+                        help="skip the sanity checks (loss at init, overfitting a tiny subset)")
+    search.add_argument("--explosion-factor", metavar="X",
+                        help="record a trial as diverged when its loss exceeds X times its "
+                        "first epoch's (default: 3; off: never)")
+    search.add_argument("--refine", type=_positive_int, metavar="N",
+                        help="N coarse-to-fine stages after the first, each around the top "
+                        "trials of the one before (default: 0)")
+    search.add_argument("--refine-factor", type=float, metavar="X",
+                        help="each refine stage trains X times longer (default: 2)")
     search.add_argument("--max-retries", type=_positive_int,
                         help="retries of a trial that crashed (default: 0)")
     search.add_argument("--trials-per-worker", type=_positive_int, metavar="N",
@@ -212,6 +238,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         min_steps_per_epoch=args.min_steps_per_epoch,
         categorical_columns=_column_list(args.categorical),
         numeric_columns=_column_list(args.numeric), text_columns=_column_list(args.text_columns),
+        test_split=args.test_split, refit=args.refit, preflight=args.preflight,
+        explosion_factor=_explosion_factor(args.explosion_factor), refine=args.refine,
+        refine_factor=args.refine_factor,
     )
     args.effective_run_dir = config.effective_run_dir()
     _refuse_early(config)  # before TensorFlow's seconds of start-up

@@ -48,7 +48,8 @@ RESUME_KEYS: tuple[str, ...] = (
     "data", "target", "task", "model", "tuner", "max_epochs", "objective", "seed",
     "validation_split", "factor", "overrides", "pruner", "pruner_warmup_trials",
     "pruner_min_epoch", "pruner_percentile", "min_steps_per_epoch", "patience", "baselines",
-    "categorical_columns", "numeric_columns", "text_columns",
+    "categorical_columns", "numeric_columns", "text_columns", "test_split",
+    "explosion_factor", "refine", "refine_factor",
 )
 #: The options that force the kind of a ``.csv`` column, and their CLI flags.
 COLUMN_OPTIONS: dict[str, str] = {"categorical_columns": "--categorical",
@@ -113,6 +114,20 @@ class SearchConfig:
             codes that are really counts).
         text_columns: ``.csv`` free-text columns to keep, as a bag of words, instead of
             dropping them.
+        test_split: Share of the data held out as a test set that the search never sees,
+            when the data has no test split of its own (``x_test``/``y_test`` in an ``.npz``);
+            stratified for classes. 0 holds out nothing. The best trial is evaluated on it
+            after the search.
+        refit: After the search, retrain the best configuration on train + validation for
+            its best epoch count and export that model.
+        preflight: Before the search, check the initial loss against its chance value and
+            that the first baseline configuration overfits a tiny subset (a few seconds).
+        explosion_factor: A trial whose training loss exceeds this many times its first
+            epoch's loss is recorded as diverged ("if the cost is ever more than 3x the
+            original cost, break out early"); 0 turns the rule off.
+        refine: Coarse-to-fine stages after the first: each narrows the space around the
+            previous stage's top trials and trains ``refine_factor`` times longer.
+        refine_factor: How much longer (``max_epochs`` times this) each refine stage trains.
     """
 
     data: str = "digits"
@@ -144,6 +159,12 @@ class SearchConfig:
     categorical_columns: list[str] | None = None
     numeric_columns: list[str] | None = None
     text_columns: list[str] | None = None
+    test_split: float = 0.15
+    refit: bool = False
+    preflight: bool = True
+    explosion_factor: float = 3.0
+    refine: int = 0
+    refine_factor: float = 2.0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -222,12 +243,45 @@ class SearchConfig:
             raise ConfigError(
                 "overwrite/resume: received both --overwrite and --resume; pass only one"
             )
+        self._validate_recipe()
         self._validate_columns()
         if not isinstance(self.overrides, Mapping):
             raise ConfigError(
                 f"overrides: expected a table of knob = value, received {self.overrides!r}"
             )
         self.overrides = _plain(dict(self.overrides))
+
+    def _validate_recipe(self) -> None:
+        """The held-out test split, the preflight, the explosion rule and the refine stages."""
+        if (isinstance(self.test_split, bool) or not isinstance(self.test_split, (int, float))
+                or not 0.0 <= float(self.test_split) < 1.0):
+            raise ConfigError(
+                f"test_split: expected a share in [0, 1), received {self.test_split!r}; use "
+                "for example 0.15, or 0 to hold out no test set"
+            )
+        for name in ("refit", "preflight"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(
+                    f"{name}: expected true or false, received {getattr(self, name)!r}"
+                )
+        if isinstance(self.explosion_factor, str) and self.explosion_factor.lower() == "off":
+            self.explosion_factor = 0.0
+        if (isinstance(self.explosion_factor, bool)
+                or not isinstance(self.explosion_factor, (int, float))
+                or not math.isfinite(self.explosion_factor)
+                or (self.explosion_factor != 0 and self.explosion_factor <= 1)):
+            raise ConfigError(
+                f"explosion_factor: expected a number above 1 (or 0 for off), received "
+                f"{self.explosion_factor!r}; use for example 3, or off"
+            )
+        _check_int("refine", self.refine, minimum=0, fix="pass --refine 0 (off) or more")
+        if (isinstance(self.refine_factor, bool)
+                or not isinstance(self.refine_factor, (int, float))
+                or not math.isfinite(self.refine_factor) or self.refine_factor < 1):
+            raise ConfigError(
+                f"refine_factor: expected a number of 1 or more, received "
+                f"{self.refine_factor!r}; use for example 2"
+            )
 
     def _validate_columns(self) -> None:
         """Normalise the column options to lists of names (None when empty) and check them: a

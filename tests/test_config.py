@@ -69,6 +69,12 @@ def test_defaults_describe_a_quick_hyperband_search_on_digits() -> None:
         "categorical_columns": None,
         "numeric_columns": None,
         "text_columns": None,
+        "test_split": 0.15,
+        "refit": False,
+        "preflight": True,
+        "explosion_factor": 3.0,
+        "refine": 0,
+        "refine_factor": 2.0,
     }
 
 
