@@ -32,15 +32,18 @@ targets for training and report MAE in target units). Scores: val accuracy (high
 for classification, val MAE in target units (lower is better) for regression.
 
 Cases, all made here from scikit-learn's bundled data (nothing is downloaded) and written once
-to ``WORK/CASE.npz`` with explicit ``x_train, y_train, x_val, y_val``:
+to ``WORK/CASE.npz`` with explicit ``x_train, y_train, x_val, y_val, x_test, y_test``. The test
+split (15%, held out first; then 80/20 train/validation) is seen by no contender during the
+search; ours evaluates its best trial on it afterwards, and the table notes the
+validation-vs-test gap of ours' best trial.
 
-- ``digits``: the 8x8 digits as uint8 images (values x 255/16), 80/20 stratified split (seed).
-- ``digits28``: a 28x28 handwritten-digits stand-in (3,840 train / 1,160 val images, the size of
-  a held-back case): each 8x8 digit upsampled to 18-22 px, placed on a 28x28 canvas shifted by up
-  to 3 px, Gaussian noise (sigma 16) added, clipped to uint8. Validation images come from
-  held-out source digits (an 80/20 stratified split of the 1,797 digits), so no source digit
-  appears in both splits.
-- ``diabetes``: the 442 x 10 regression set, 80/20 split (seed).
+- ``digits``: the 8x8 digits as uint8 images (values x 255/16), stratified splits (seed).
+- ``digits28``: a 28x28 handwritten-digits stand-in (3,840 train / 1,160 val / 1,000 test images,
+  the size of a held-back case): each 8x8 digit upsampled to 18-22 px, placed on a 28x28 canvas
+  shifted by up to 3 px, Gaussian noise (sigma 16) added, clipped to uint8. The three splits
+  come from disjoint source digits (a stratified split of the 1,797 digits), so no source digit
+  appears in two splits.
+- ``diabetes``: the 442 x 10 regression set, seeded splits.
 
 Fairness. Contenders run one after another (``--parallel 2`` runs two at once, on different
 cores), each in a fresh ``python -u`` process pinned to its own core(s) (``--cores 1``, the
@@ -85,13 +88,16 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPT = Path(__file__).resolve()
 
 CASES = ("digits", "digits28", "diabetes")
-CONTENDERS = ("ours", "optuna_mlp", "optuna_cnn", "kerastuner", "popular", "linear")
+CONTENDERS = ("ours", "ours_recipe", "optuna_mlp", "optuna_cnn", "kerastuner", "popular", "linear")
 IMAGE_CASES = {"digits", "digits28"}  # (--npz-case adds to these)
 REGRESSION_CASES = {"diabetes"}
 DEFAULT_BUDGET = {"digits28": 170.0}
 FALLBACK_BUDGET = 60.0
 DEFAULT_CHECKPOINTS = (10.0, 20.0, 30.0, 60.0, 120.0, 170.0)
 DEFAULT_TARGETS = (0.94, 0.972)
+#: The share of each case held out as a test split that no contender sees (ours evaluates its
+#: best trial on it after the search: the ``x_test``/``y_test`` of the .npz).
+TEST_SHARE = 0.15
 MAX_EPOCHS = 9  # ours' default Hyperband max_epochs: the per-trial cap of every tuning peer
 TERM_GRACE_S = 20.0  # a contender still running this long after its budget gets SIGTERM
 KILL_GRACE_S = 60.0  # ... and SIGKILL this long after its budget
@@ -101,12 +107,20 @@ TRIAL_LINE = re.compile(
 )
 
 
+#: What ``ours_recipe`` adds to the default search: the recipe's knobs of issue 16 opened to
+#: the tuner (learning-rate schedule and warm-up, momentum as 1 - beta on a log scale, AdamW's
+#: weight decay; on images, augmentation). Filled from the README's "The training recipe".
+RECIPE_FLAGS: tuple[str, ...] = ()
+RECIPE_IMAGE_FLAGS: tuple[str, ...] = ()
+
+
 def ours_command(npz: Path, budget: float, run_dir: Path, model: str | None,
-                 seed: int) -> list[str]:
-    """The one place that spells our CLI: the default search, only data, budget and paths set."""
+                 seed: int, extra: tuple[str, ...] = ()) -> list[str]:
+    """The one place that spells our CLI: the default search, only data, budget and paths set
+    (``extra``: the flags of a variant such as ``ours_recipe``)."""
     command = [sys.executable, "-u", "-m", "kerastune_kit", "search", "--data", str(npz),
                "--max-time", f"{int(math.ceil(budget))}s", "--run-dir", str(run_dir),
-               "--overwrite"]
+               "--overwrite", *extra]
     if model is not None:
         command += ["--model", model]
     if seed:
@@ -118,17 +132,31 @@ def ours_command(npz: Path, budget: float, run_dir: Path, model: str | None,
 # Data: every case written once to an .npz with an explicit split.
 
 
-def make_digits(seed: int = 0) -> dict[str, np.ndarray]:
-    """The bundled 8x8 digits as uint8 images (0..16 scaled to 0..255), 80/20 stratified."""
-    from sklearn.datasets import load_digits
+def _hold_out(index: np.ndarray, labels: np.ndarray | None, seed: int
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Indices of a seeded 68/17/15 train/validation/test split: :data:`TEST_SHARE` held out
+    first, then 80/20 of the rest (stratified by ``labels`` when given)."""
     from sklearn.model_selection import train_test_split
+
+    rest, test = train_test_split(index, test_size=TEST_SHARE, random_state=seed,
+                                  stratify=None if labels is None else labels[index])
+    train, val = train_test_split(rest, test_size=0.2, random_state=seed,
+                                  stratify=None if labels is None else labels[rest])
+    return train, val, test
+
+
+def make_digits(seed: int = 0) -> dict[str, np.ndarray]:
+    """The bundled 8x8 digits as uint8 images (0..16 scaled to 0..255): 15% held out as a test
+    split, then 80/20 stratified train/validation."""
+    from sklearn.datasets import load_digits
 
     bunch = load_digits()
     images = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)
-    x_train, x_val, y_train, y_val = train_test_split(
-        images, bunch.target.astype(np.int64), test_size=0.2, stratify=bunch.target,
-        random_state=seed)
-    return {"x_train": x_train, "y_train": y_train, "x_val": x_val, "y_val": y_val}
+    target = bunch.target.astype(np.int64)
+    parts = _hold_out(np.arange(len(target)), target, seed)
+    return {f"{k}_{split}": (images if k == "x" else target)[part]
+            for split, part in zip(("train", "val", "test"), parts, strict=True)
+            for k in ("x", "y")}
 
 
 def _render28(source: np.ndarray, rng: np.random.Generator, noise: float) -> np.ndarray:
@@ -146,23 +174,22 @@ def _render28(source: np.ndarray, rng: np.random.Generator, noise: float) -> np.
     return np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
 
 
-def make_digits28(seed: int = 0, n_train: int = 3840, n_val: int = 1160,
+def make_digits28(seed: int = 0, n_train: int = 3840, n_val: int = 1160, n_test: int = 1000,
                   noise: float = 16.0) -> dict[str, np.ndarray]:
-    """28x28 augmented digits; train and validation images come from disjoint source digits.
+    """28x28 augmented digits; train, validation and test images come from disjoint source
+    digits (:func:`_hold_out` of the 1,797).
 
-    Also returns ``src_train`` / ``src_val``: the index of each image's source digit in
-    ``load_digits()`` (not written to the .npz).
+    Also returns ``src_train`` / ``src_val`` / ``src_test``: the index of each image's source
+    digit in ``load_digits()`` (not written to the .npz).
     """
     from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
 
     bunch = load_digits()
-    index = np.arange(len(bunch.target))
-    src_train, src_val = train_test_split(index, test_size=0.2, stratify=bunch.target,
-                                          random_state=seed)
+    src_train, src_val, src_test = _hold_out(np.arange(len(bunch.target)), bunch.target, seed)
     rng = np.random.default_rng(seed)
     out: dict[str, np.ndarray] = {}
-    for split, sources, n in (("train", src_train, n_train), ("val", src_val, n_val)):
+    for split, sources, n in (("train", src_train, n_train), ("val", src_val, n_val),
+                              ("test", src_test, n_test)):
         copies = int(math.ceil(n / len(sources)))
         drawn = rng.permutation(np.tile(sources, copies))[:n]
         out[f"x_{split}"] = np.stack([_render28(bunch.images[i], rng, noise) for i in drawn])
@@ -172,14 +199,16 @@ def make_digits28(seed: int = 0, n_train: int = 3840, n_val: int = 1160,
 
 
 def make_diabetes(seed: int = 0) -> dict[str, np.ndarray]:
-    """The bundled diabetes regression set (raw features and targets), 80/20 split."""
+    """The bundled diabetes regression set (raw features and targets): 15% held out as a test
+    split, then 80/20 train/validation."""
     from sklearn.datasets import load_diabetes
-    from sklearn.model_selection import train_test_split
 
     x, y = load_diabetes(return_X_y=True)
-    x_train, x_val, y_train, y_val = train_test_split(
-        x.astype(np.float32), y.astype(np.float32), test_size=0.2, random_state=seed)
-    return {"x_train": x_train, "y_train": y_train, "x_val": x_val, "y_val": y_val}
+    x, y = x.astype(np.float32), y.astype(np.float32)
+    parts = _hold_out(np.arange(len(y)), None, seed)
+    return {f"{k}_{split}": (x if k == "x" else y)[part]
+            for split, part in zip(("train", "val", "test"), parts, strict=True)
+            for k in ("x", "y")}
 
 
 MAKERS = {"digits": make_digits, "digits28": make_digits28, "diabetes": make_diabetes}
@@ -192,7 +221,7 @@ def add_npz_case(spec: str) -> str:
         raise SystemExit(f"error: --npz-case expects NAME=PATH of an existing .npz, received "
                          f"{spec!r}")
     with np.load(path) as data:
-        arrays = {k: np.asarray(data[k]) for k in ("x_train", "y_train", "x_val", "y_val")}
+        arrays = {k: np.asarray(data[k]) for k in SPLIT_KEYS if k in data.files}
     MAKERS[name] = lambda seed, arrays=arrays: arrays
     if arrays["x_train"].ndim >= 3:
         IMAGE_CASES.add(name)
@@ -201,11 +230,15 @@ def add_npz_case(spec: str) -> str:
     return name
 
 
+SPLIT_KEYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+
+
 def write_case(case: str, work: Path, seed: int) -> Path:
-    """Write CASE.npz (the four split arrays only) and return its path."""
+    """Write CASE.npz (the split arrays only: train, validation and, when the case has one,
+    test) and return its path."""
     arrays = MAKERS[case](seed)
     path = work / f"{case}.npz"
-    np.savez(path, **{k: arrays[k] for k in ("x_train", "y_train", "x_val", "y_val")})
+    np.savez(path, **{k: arrays[k] for k in SPLIT_KEYS if k in arrays})
     return path
 
 
@@ -836,6 +869,12 @@ def jobs_for(case: str, contenders: list[str], npz: Path, work: Path, budget: fl
                 run_dir = work / f"{case}-{row}"
                 jobs.append(Job(case, row, ours_command(npz, budget, run_dir, model, seed),
                                 budget, run_dir=run_dir))
+            continue
+        if name == "ours_recipe":
+            run_dir = work / f"{case}-{name}"
+            extra = RECIPE_FLAGS + (RECIPE_IMAGE_FLAGS if case in IMAGE_CASES else ())
+            jobs.append(Job(case, name, ours_command(npz, budget, run_dir, None, seed, extra),
+                            budget, run_dir=run_dir))
             continue
         if name == "optuna_cnn" and case not in IMAGE_CASES:
             continue

@@ -30,20 +30,24 @@ def test_importing_the_script_loads_no_tensorflow(sq):
 
 
 def test_digits28_has_the_held_back_shape_and_no_source_leak(sq):
-    data = sq.make_digits28(seed=0, n_train=600, n_val=200)
+    data = sq.make_digits28(seed=0, n_train=600, n_val=200, n_test=150)
     assert data["x_train"].shape == (600, 28, 28) and data["x_train"].dtype == np.uint8
     assert data["x_val"].shape == (200, 28, 28) and data["x_val"].dtype == np.uint8
+    assert data["x_test"].shape == (150, 28, 28) and data["x_test"].dtype == np.uint8
     assert set(np.unique(data["y_train"])) == set(range(10))
     assert not set(data["src_train"]) & set(data["src_val"])
-    again = sq.make_digits28(seed=0, n_train=600, n_val=200)
+    assert not set(data["src_test"]) & (set(data["src_train"]) | set(data["src_val"]))
+    again = sq.make_digits28(seed=0, n_train=600, n_val=200, n_test=150)
     assert np.array_equal(data["x_val"], again["x_val"])
 
 
 def test_cases_are_written_with_an_explicit_split(sq, tmp_path):
     path = sq.write_case("digits", tmp_path, 0)
     with np.load(path) as archive:
-        assert sorted(archive.files) == ["x_train", "x_val", "y_train", "y_val"]
-        assert archive["x_train"].shape == (1437, 8, 8) and archive["x_train"].dtype == np.uint8
+        assert sorted(archive.files) == ["x_test", "x_train", "x_val", "y_test", "y_train",
+                                         "y_val"]
+        assert archive["x_test"].shape == (270, 8, 8)
+        assert archive["x_train"].shape == (1221, 8, 8) and archive["x_train"].dtype == np.uint8
         assert archive["x_train"].max() == 255
     diabetes = sq.make_diabetes(0)
     prepared = sq.prepare(diabetes, regression=True)
