@@ -109,8 +109,9 @@ TRIAL_LINE = re.compile(
 
 #: What ``ours_recipe`` adds to the default search: the recipe's knobs of issue 16 opened to
 #: the tuner (learning-rate schedule and warm-up, momentum as 1 - beta on a log scale, AdamW's
-#: weight decay; on images, augmentation). Filled from the README's "The training recipe".
-RECIPE_FLAGS: tuple[str, ...] = ()
+#: weight decay; on images, augmentation). Filled from the README's "The training recipe":
+#: ``recipe=true`` opens all of them, augmentation included when the model is the CNN.
+RECIPE_FLAGS: tuple[str, ...] = ("--set", "recipe=true")
 RECIPE_IMAGE_FLAGS: tuple[str, ...] = ()
 
 
@@ -545,6 +546,23 @@ def ours_extras(job: Job, regression: bool) -> None:
                                  f"{best.get('trial_id')}) vs {overall:.4f} printed")
     result["late_trials"] = sum(1 for e in trial_lines if e["t"] > job.budget)
     result["trials"] = len(trial_lines)
+    result["test"] = (best or {}).get("test")
+
+
+def test_note(test: dict[str, Any] | None) -> str:
+    """The validation-vs-test line of ours' best trial (``best_hyperparameters.json``'s
+    ``test`` entry, written after the search from the case's held-out test split)."""
+    if not isinstance(test, dict) or test.get("score") is None:
+        return "no test score"
+    validation, score = test.get("validation_score"), float(test["score"])
+    gap = test.get("gap")
+    text = (f"best trial {test.get('trial_id')}: {test.get('validation_metric')} "
+            f"{'-' if validation is None else f'{validation:.4f}'} vs {test.get('metric')} "
+            f"{score:.4f} on {test.get('samples')} samples"
+            + ("" if gap is None else
+               f" (gap {gap:+.4f}{', LARGE' if test.get('large_gap') else ''})"))
+    mae = (test.get("metrics") or {}).get("test_mae")
+    return text + ("" if mae is None else f", test MAE {mae:.2f}")
 
 
 def _epoch_events(run: Path, t0: float, metric: str) -> list[dict[str, Any]]:
@@ -911,6 +929,7 @@ def case_table(case: str, jobs: list[Job], checkpoints: list[float], targets: li
             note.append(f"{res.get('trials', 0)} trials, {len(res['events'])} epochs "
                         f"({res.get('late_trials', 0)} trials ended after the budget)")
             note.append(f"objective {res.get('objective')}, {res.get('cross_check')}")
+            note.append(test_note(res.get("test")))
         else:
             trials = [i["trials"] for i in res["info"] if "trials" in i]
             unit = "fit" if job.name == "linear" else "epochs"

@@ -46,6 +46,8 @@ _LAZY = {
     "HParamsCallback": "kerastune_kit.callbacks",
     "load_results": "kerastune_kit.runs",
     "export_best": "kerastune_kit.runs",
+    "Ensemble": "kerastune_kit.ensemble",
+    "build_ensemble": "kerastune_kit.ensemble",
     "RunResults": "kerastune_kit.runs",
     "TrialRecord": "kerastune_kit.results",
     "TrialStatus": "kerastune_kit.trial_status",

@@ -32,9 +32,10 @@ _STARTED_WALL = time.time()  # --max-time counts from here: the command's start
 _command_started = _STARTED_WALL  # main(argv) called in-process (tests) counts from its call
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what `head`'s writers usually end with
 _STDOUT_GONE = False  # set once stdout refused a write: progress lines are dropped from then on
-_MAIN_HPARAMS = ("num_layers", "num_blocks", "units_0", "filters_0", "convs_per_block", "head",
-                 "normalization",
-                 "residual", "learning_rate", "optimizer", "clipnorm", "batch_size")
+_MAIN_HPARAMS = ("num_layers", "num_blocks", "units_0", "filters_0", "width_profile",
+                 "base_units", "convs_per_block", "head", "normalization",
+                 "residual", "learning_rate", "lr_schedule", "warmup_epochs", "optimizer",
+                 "clipnorm", "batch_size")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -137,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="skip the sanity checks (loss at init, overfitting a tiny subset)")
     search.add_argument("--explosion-factor", metavar="X",
                         help="record a trial as diverged when its loss exceeds X times its "
-                        "first epoch's (default: 3; off: never)")
+                        "starting loss (default: 3; off: never)")
     search.add_argument("--refine", type=_positive_int, metavar="N",
                         help="N coarse-to-fine stages after the first, each around the top "
                         "trials of the one before (default: 0)")
@@ -186,6 +187,11 @@ def _add_inspect_parsers(sub: Any) -> None:
                          help="rows to show, best first (default: 10; 0: all)")
     inspect.add_argument("--format", choices=("table", "csv", "json"), default="table",
                          help="table (default), csv or json")
+    inspect.add_argument("--contour", nargs="*", metavar="KNOB", default=None,
+                         help="instead, draw the objective over two knobs (KNOB_A KNOB_B; "
+                         "none: the two most important) as a PNG, RUN/contour_<a>_<b>.png")
+    inspect.add_argument("--contour-output", metavar="PATH", default=None,
+                         help="where --contour writes its PNG")
     inspect.add_argument("--debug", action="store_true", help="show tracebacks")
     inspect.set_defaults(handler=cmd_inspect)
 
@@ -195,6 +201,10 @@ def _add_inspect_parsers(sub: Any) -> None:
     export.add_argument("run", metavar="RUN", help="the search's run directory")
     export.add_argument("--output", required=True, metavar="PATH",
                         help="where to write the model (ending in .keras)")
+    export.add_argument("--ensemble", type=_positive_int, metavar="K",
+                        help="write instead one model averaging the top K distinct trials' "
+                        "predictions (K >= 2), and print its validation and test scores next "
+                        "to the best trial's")
     export.add_argument("--debug", action="store_true", help="show tracebacks")
     export.set_defaults(handler=cmd_export)
 
@@ -390,6 +400,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
                           "pass for example --top 10")
     with native_stderr_silenced(enabled=not args.debug):
         results = load_results(args.run)
+        if getattr(args, "contour", None) is not None:
+            return _print_contour(args, results)
         importance = results.importance()
     shown = results.trials if args.top == 0 else results.trials[: args.top]
     if args.format == "json":
@@ -401,12 +413,35 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             "trials": [{**r.to_json(), "outcome": r.outcome} for r in shown],
             "best": None if best is None else {**best.to_json(), "outcome": best.outcome},
             "importance": importance.to_json(),
+            "test": None if results.test is None else results.test.to_json(),
+            "refit": results.refit,
         }, indent=2, default=str))
         return EXIT_OK
     if args.format == "csv":
         _print_csv(shown, results.hp_names)
         return EXIT_OK
     _print_inspection(results, shown, importance)
+    return EXIT_OK
+
+
+def _print_contour(args: argparse.Namespace, results: Any) -> int:
+    """``inspect RUN --contour [KNOB_A KNOB_B]``: write the PNG, print its path and a line."""
+    import json
+
+    from kerastune_kit.contour import write_contour
+
+    plot = write_contour(results, args.contour, args.contour_output)
+    why = {"given": "", "importance": " (the two most important knobs that can be drawn)",
+           "order": " (too few trials for importance: the first two knobs that varied)"}
+    if args.format == "json":
+        contour = plot.contour
+        print(json.dumps({"path": str(plot.path), "x": contour.x.name, "y": contour.y.name,
+                          "scales": [contour.x.scale, contour.y.scale],
+                          "trials": [r.trial_id for r in contour.trials],
+                          "chosen_by": plot.chosen_by, "summary": plot.summary()}, indent=2))
+        return EXIT_OK
+    print(f"wrote {plot.path}{why[plot.chosen_by]}")
+    print(plot.summary())
     return EXIT_OK
 
 
@@ -441,8 +476,18 @@ def _print_inspection(results: Any, shown: Sequence[Any], importance: Any) -> No
         print(line)
     if len(shown) < len(results):
         print(f"(top {len(shown)} of {len(results)}; --top 0 shows all)")
+    diagnosed = [r for r in shown if getattr(r, "diagnosis", None)]
+    if diagnosed:  # (kerastune_kit.diagnosis)
+        print()
+        print("diagnoses, at each trial's best epoch:")
+        for record in diagnosed:
+            print(f"  trial {record.trial_id}: {record.diagnosis}")
     print()
     for line in best_lines(results.best, objective=objective):
+        print(line)
+    from kerastune_kit.final import final_lines  # the held-out test score, --refit
+
+    for line in final_lines(results.test, results.refit):
         print(line)
     print()
     print(f"hyperparameter importance ({importance.method}, {importance.n_trials} "
@@ -452,7 +497,17 @@ def _print_inspection(results: Any, shown: Sequence[Any], importance: Any) -> No
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """``export``: the best model (.keras) and its hyperparameters (.json), atomically."""
+    """``export``: the best model (.keras) and its hyperparameters (.json), atomically; with
+    ``--ensemble K`` the top K distinct trials averaged, and their scores."""
+    if getattr(args, "ensemble", None) is not None:
+        from kerastune_kit.ensemble import export_ensemble
+
+        ensemble, model, sidecar = export_ensemble(args.run, args.ensemble, args.output)
+        print(f"wrote {model} and {sidecar}: the mean of {len(ensemble.trial_ids)} trials' "
+              f"predictions ({', '.join(ensemble.trial_ids)})")
+        for line in ensemble.summary_lines():
+            print(line)
+        return EXIT_OK
     from kerastune_kit.runs import export_best
 
     model, sidecar = export_best(args.run, args.output)
@@ -530,6 +585,15 @@ def _print_summary(result: Any, *, workers: int = 0) -> None:
     values = " ".join(f"{k}={_short(v)}" for k, v in best.hyperparameters.items())
     _say(f"best trial {best.trial_id}: {result.objective}={best.score:.4f} "
           f"(epoch {best.best_epoch})  {values}")
+    from kerastune_kit.refine import summary_line  # --refine: each stage's best
+
+    stages = summary_line(result.run_dir, result.trials, objective=result.objective)
+    if stages:
+        _say(stages)
+    from kerastune_kit.final import final_lines  # the held-out test score, --refit
+
+    for line in final_lines(getattr(result, "test", None), getattr(result, "refit", None)):
+        _say(line)
     _say(f"results: {result.run_dir}/{LEADERBOARD}, {BEST_HYPERPARAMETERS}, {BEST_MODEL}")
     _say(f"tensorboard --logdir {RunDir(result.run_dir).tensorboard_dir}")
 

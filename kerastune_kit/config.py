@@ -490,9 +490,16 @@ def parse_set_flags(items: list[str] | None) -> dict[str, Any]:
     return overrides
 
 
+#: Settings added after runs were first saved, with the value that reproduces what a run saved
+#: without them computed (no test split, no explosion rule), so such a run still resumes.
+_BEFORE_THEY_EXISTED: dict[str, Any] = {"test_split": 0.0, "explosion_factor": 0.0}
+
+
 def load_saved_config(run_dir: str | Path) -> dict[str, Any]:
-    """Read ``RUN/config.toml`` back as keyword arguments (for ``--resume``)."""
-    return load_toml(RunDir(run_dir).config)
+    """Read ``RUN/config.toml`` back as keyword arguments (for ``--resume``); a setting the
+    saved file predates gets the value that run used (:data:`_BEFORE_THEY_EXISTED`)."""
+    values = load_toml(RunDir(run_dir).config)
+    return {**_BEFORE_THEY_EXISTED, **values}
 
 
 def resume_base(file_values: Mapping[str, Any] | None, *, run_dir: str | None,

@@ -1,12 +1,13 @@
-"""Dataset loading, train/validation splitting and feature scaling.
+"""Dataset loading, train/validation/test splitting and feature scaling.
 
 This module owns everything between "the user named some data" and "here are
-float32 train/validation arrays ready for a model": resolving bundled
+float32 train/validation/test arrays ready for a model": resolving bundled
 scikit-learn datasets or ``.npz``/``.csv`` files, validating them, inferring
-the task (binary, multiclass or regression), encoding labels, making a seeded
-(stratified) split and scaling features. Scalers are always fitted on the
-training split only and then applied to the validation split, so no
-information leaks from validation data into training.
+the task (binary, multiclass or regression), encoding labels, holding out a
+seeded (stratified) test split, making a seeded (stratified) train/validation
+split and scaling features. Scalers are always fitted on the training split
+only and then applied to the validation and test splits, so no information
+leaks from validation or test data into training.
 
 Structured CSVs (a string column, a missing cell, integer-coded categories) go through
 ``keras.utils.FeatureSpace``: each column gets a kind (numeric, integer categorical, string
@@ -275,6 +276,11 @@ class Dataset:
             model takes them (input name -> 1-D array: float32 with NaN for a missing number,
             the cell's text for a string column); else None.
         raw_x_val: The same for the validation split.
+        x_test: The held-out test split (same layout as ``x_val``, scaled with the training
+            split's statistics), which the search never sees; None without a test split
+            (``test_split=0``).
+        y_test: Its targets, same layout as ``y_val``; None without a test split.
+        raw_x_test: Structured CSVs only: the test split's raw columns (as ``raw_x_val``).
     """
 
     name: str
@@ -290,6 +296,9 @@ class Dataset:
     preprocessing: Preprocessing = field(default_factory=Preprocessing, repr=False)
     raw_x_train: dict[str, np.ndarray] | None = field(default=None, repr=False)
     raw_x_val: dict[str, np.ndarray] | None = field(default=None, repr=False)
+    x_test: np.ndarray | None = field(default=None, repr=False)
+    y_test: np.ndarray | None = field(default=None, repr=False)
+    raw_x_test: dict[str, np.ndarray] | None = field(default=None, repr=False)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -312,13 +321,17 @@ class Dataset:
         return len(self.input_shape) in (2, 3)
 
     def fingerprint(self) -> str:
-        """Return a short, stable hash of the four arrays (for resume checks).
+        """Return a short, stable hash of the split arrays (for resume checks): train,
+        validation and, when there is one, the test split.
 
         Returns:
             The first 16 hex characters of a sha256 over shapes, dtypes and bytes.
         """
         digest = hashlib.sha256()
-        for array in (self.x_train, self.y_train, self.x_val, self.y_val):
+        arrays = [self.x_train, self.y_train, self.x_val, self.y_val]
+        if self.x_test is not None and self.y_test is not None:
+            arrays += [self.x_test, self.y_test]
+        for array in arrays:
             digest.update(f"{array.shape}|{array.dtype.str}|".encode())
             digest.update(np.ascontiguousarray(array).tobytes())
         return digest.hexdigest()[:16]
@@ -333,7 +346,9 @@ class Dataset:
             if self.preprocessing.kind == "feature_space":
                 features = f"{_plural(len(self.preprocessing.columns), 'column')} as {features}"
         task = self.task if self.n_classes is None else f"{self.task} ({self.n_classes} classes)"
-        return f"{self.name}: {len(self.x_train)} train / {len(self.x_val)} val, {features}, {task}"
+        test = "" if self.x_test is None else f" / {len(self.x_test)} test"
+        return (f"{self.name}: {len(self.x_train)} train / {len(self.x_val)} val{test}, "
+                f"{features}, {task}")
 
 
 @dataclass
@@ -366,6 +381,8 @@ class _Raw:
     y: Any
     x_val: Any = None
     y_val: Any = None
+    x_test: Any = None
+    y_test: Any = None
     feature_names: tuple[str, ...] | None = None
     target_names: tuple[str, ...] | None = None
     fixed_task: str | None = None
@@ -384,6 +401,7 @@ def load_dataset(
     target: str | None = None,
     task: Task | None = None,
     validation_split: float = 0.2,
+    test_split: float = 0.15,
     seed: int = 0,
     standardize: bool = True,
     max_samples: int | None = None,
@@ -393,28 +411,46 @@ def load_dataset(
 ) -> Dataset:
     """Load, validate, split and scale a dataset.
 
+    The splits, in order: an optional ``max_samples`` subsample; a held-out test split
+    (``test_split`` of the data, stratified by class where every class has 2 samples or more,
+    seeded), which the search never sees; then ``validation_split`` of what remains for
+    validation (stratified the same way), the rest for training. Scalers (and a structured
+    CSV's FeatureSpace) are fitted on the training split only, then applied to the validation
+    and test splits.
+
+    Data that comes with its own splits keeps them: an ``.npz`` with ``x_test``/``y_test``
+    gives the test split (``test_split`` is then ignored); an ``.npz`` with ``x_val``/``y_val``
+    but no test split keeps that validation split intact and carves the test split out of its
+    training part (``test_split`` of ``x_train``).
+
     A ``.csv`` file whose feature columns are all numbers, none missing and none integer
     codes gets a float matrix scaled as for ``.npz`` data. Any other ``.csv`` (a string
     column, a missing cell, integer-coded categories, or a kind forced by the ``*_columns``
     arguments) is encoded by a ``keras.utils.FeatureSpace`` adapted on the training split
-    (:class:`FeatureColumn` gives the rules); ``x_train``/``x_val`` are its float32 output,
-    ``raw_x_train``/``raw_x_val`` the raw columns an exported model takes.
+    (:class:`FeatureColumn` gives the rules); ``x_train``/``x_val``/``x_test`` are its float32
+    output, ``raw_x_train``/``raw_x_val``/``raw_x_test`` the raw columns an exported model takes.
 
     Args:
         spec: A bundled dataset name (case-insensitive, see ``list_datasets``)
-            or a path to a ``.npz`` (keys ``x``/``y`` or ``x_train``/``y_train``/
-            ``x_val``/``y_val``) or ``.csv`` file (header row required).
+            or a path to a ``.npz`` (keys ``x``/``y``, or ``x_train``/``y_train``/
+            ``x_val``/``y_val``, each optionally with ``x_test``/``y_test``; or
+            ``x_train``/``y_train``/``x_test``/``y_test`` as ``keras.datasets`` save them) or
+            ``.csv`` file (header row required).
         target: Target column name; required for ``.csv`` files.
         task: Force the task instead of inferring it.
-        validation_split: Fraction held out for validation, ``0 < v < 1``.
-            Ignored when the file already provides a validation split.
+        validation_split: Fraction of the data left after the test split that is held out
+            for validation, ``0 < v < 1``. Ignored when the file already provides a
+            validation split.
+        test_split: Fraction of the data held out as a test split, ``0 <= t < 1``; 0 holds
+            out none (``x_test`` is then None). Ignored when the file provides ``x_test``.
         seed: Seed for subsampling and splitting.
         standardize: Scale features: vector data gets a StandardScaler fitted on
             the training split only; images are divided by 255 when they look
             like raw pixels (uint8 or max > 1.5); a structured CSV's numeric columns
             are standardized (``float_normalized``; else passed as ``float``).
         max_samples: If given, keep a seeded (stratified where possible)
-            subsample of at most this many samples before splitting.
+            subsample of at most this many samples before splitting (a file's own splits
+            are each subsampled in proportion).
         categorical_columns: ``.csv`` columns to treat as categorical (integer or string
             values), whatever the rule says.
         numeric_columns: ``.csv`` columns of numbers to treat as numeric (e.g. integer codes
@@ -426,14 +462,20 @@ def load_dataset(
         The loaded ``Dataset``.
 
     Raises:
-        DataError: On any bad argument or unusable data (one-line message).
+        DataError: On any bad argument or unusable data (one-line message), e.g. a
+            ``test_split`` that leaves fewer test samples than classes, or no training sample
+            of a class.
 
     Example:
         >>> cars = load_dataset("cars.csv", target="mpg", text_columns=["name"])
         >>> cars.preprocessing.describe()["columns"][0]["kind"]
         'numeric'
+        >>> iris = load_dataset("iris", test_split=0.2)
+        >>> len(iris.x_train), len(iris.x_val), len(iris.x_test)
+        (96, 24, 30)
     """
     _check_args(spec, task, validation_split, seed, max_samples)
+    _check_test_split(test_split)
     forced = _check_column_options(categorical_columns, numeric_columns, text_columns)
     raw = _read_source(spec, target)
     if forced and raw.table is None:
@@ -443,11 +485,13 @@ def load_dataset(
             f"drop {option} or pass a .csv file"
         )
     if raw.table is not None:
-        return _load_table(raw, task=task, validation_split=validation_split, seed=seed,
-                           standardize=standardize, max_samples=max_samples, forced=forced)
+        return _load_table(raw, task=task, validation_split=validation_split,
+                           test_split=float(test_split), seed=seed, standardize=standardize,
+                           max_samples=max_samples, forced=forced)
     x, was_uint8 = _as_features(raw.x, raw.name, "x")
     y = _as_target(raw.y, len(x), raw.name, "y")
     presplit = raw.x_val is not None
+    parts = [y]
     if presplit:
         x_val, val_uint8 = _as_features(raw.x_val, raw.name, "x_val")
         y_val = _as_target(raw.y_val, len(x_val), raw.name, "y_val")
@@ -457,29 +501,64 @@ def load_dataset(
                 f"of shape {x_val.shape[1:]}; both splits need the same sample shape"
             )
         was_uint8 = was_uint8 or val_uint8
-        y_all = np.concatenate([y, y_val])
+        parts.append(y_val)
     else:
-        x_val, y_val, y_all = None, None, y
+        x_val, y_val = None, None
+    given_test = raw.x_test is not None
+    x_test: np.ndarray | None = None
+    y_test: np.ndarray | None = None
+    if given_test:
+        x_test, _ = _as_features(raw.x_test, raw.name, "x_test")
+        y_test = _as_target(raw.y_test, len(x_test), raw.name, "y_test")
+        if x_test.shape[1:] != x.shape[1:]:
+            raise DataError(
+                f"data: '{raw.name}' has training samples of shape {x.shape[1:]} but x_test "
+                f"samples of shape {x_test.shape[1:]}; both splits need the same sample shape"
+            )
+        parts.append(y_test)
 
-    resolved, y_all, n_classes, class_names = _encode_targets(y_all, task, raw)
+    resolved, y_all, n_classes, class_names = _encode_targets(np.concatenate(parts), task, raw)
     classify = resolved != "regression"
+    y = y_all[: len(y)]
     if presplit:
-        y, y_val = y_all[: len(y)], y_all[len(y) :]
-        if max_samples is not None and max_samples < len(y) + len(y_val):
-            k_train = max(1, round(max_samples * len(y) / (len(y) + len(y_val))))
-            k_val = max(1, max_samples - k_train)
+        y_val = y_all[len(y) : len(y) + len(y_val)]
+    if given_test:
+        y_test = y_all[len(y_all) - len(x_test) :]  # type: ignore[arg-type]
+        if classify:
+            _check_test_classes(y_all[: len(y_all) - len(y_test)], y_test, class_names, raw.name)
+    budget = max_samples
+    if max_samples is not None and given_test:
+        total = len(y_all)
+        if max_samples < total:
+            k_test = max(1, round(max_samples * len(y_test) / total))  # type: ignore[arg-type]
+            x_test, y_test = _subsample(x_test, y_test, k_test, seed, classify)  # type: ignore[arg-type]
+            budget = max(_MIN_SAMPLES, max_samples - k_test)
+    if presplit:
+        if budget is not None and budget < len(y) + len(y_val):
+            k_train = max(1, round(budget * len(y) / (len(y) + len(y_val))))
+            k_val = max(1, budget - k_train)
             x, y = _subsample(x, y, k_train, seed, classify)
             x_val, y_val = _subsample(x_val, y_val, k_val, seed, classify)
+        if not given_test and test_split > 0:  # carved out of the user's training split
+            rest, test = _hold_out_test(y, test_split, seed, classify, class_names, min_rest=1,
+                                        what="training sample")
+            x, x_test, y, y_test = x[rest], x[test], y[rest], y[test]
     else:
-        y = y_all
-        if max_samples is not None:
-            x, y = _subsample(x, y, max_samples, seed, classify)
+        if budget is not None:
+            x, y = _subsample(x, y, budget, seed, classify)
+        if not given_test and test_split > 0:
+            rest, test = _hold_out_test(y, test_split, seed, classify, class_names,
+                                        min_rest=_MIN_SAMPLES, what="sample")
+            x, x_test, y, y_test = x[rest], x[test], y[rest], y[test]
         x, x_val, y, y_val = _split(x, y, validation_split, seed, classify)
 
     if standardize:
         x, x_val, preprocessing = _scale(x, x_val, was_uint8)
     else:
         preprocessing = Preprocessing()
+    if x_test is not None:
+        x_test = np.ascontiguousarray(preprocessing.apply(x_test), dtype=np.float32)
+        y_test = np.ascontiguousarray(y_test)
     return Dataset(
         name=raw.name,
         x_train=np.ascontiguousarray(x, dtype=np.float32),
@@ -492,7 +571,85 @@ def load_dataset(
         feature_names=raw.feature_names,
         image_shape=raw.image_shape,
         preprocessing=preprocessing,
+        x_test=x_test,
+        y_test=y_test,
     )
+
+
+def _check_test_split(test_split: Any) -> None:
+    """``test_split`` must be a share in ``[0, 1)``."""
+    ok = isinstance(test_split, (int, float)) and not isinstance(test_split, bool)
+    if not ok or not 0.0 <= float(test_split) < 1.0:
+        raise DataError(
+            f"test_split: got {test_split!r}; use a share in [0, 1), e.g. 0.15, or 0 to hold "
+            "out no test split"
+        )
+
+
+def _check_test_classes(y_train: np.ndarray, y_test: np.ndarray,
+                        class_names: tuple[str, ...] | None, name: str) -> None:
+    """A given test split may only hold classes that the training data has."""
+    unseen = np.setdiff1d(np.unique(y_test), np.unique(y_train))
+    if unseen.size:
+        label = class_names[int(unseen[0])] if class_names else str(int(unseen[0]))
+        raise DataError(
+            f"data: y_test in '{name}' has the class {label!r}, which no training or "
+            f"validation sample has, so no model can predict it; drop those "
+            f"{int(np.isin(y_test, unseen).sum())} test rows or add training samples of it"
+        )
+
+
+def _hold_out_test(
+    y: np.ndarray, fraction: float, seed: int, stratify: bool,
+    class_names: tuple[str, ...] | None, *, min_rest: int, what: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted row indices ``(rest, test)`` of a seeded test split of ``ceil(fraction * n)``
+    rows (scikit-learn's ``train_test_split``), stratified by class when every class has 2
+    rows or more, else plain.
+
+    Raises:
+        DataError: The test split would hold fewer rows than there are classes (or none), leave
+            fewer than ``min_rest`` rows, or take every row of a class.
+    """
+    from sklearn.model_selection import train_test_split
+
+    n = len(y)
+    n_test = math.ceil(fraction * n)  # how scikit-learn sizes it
+    n_rest = n - n_test
+    classes, counts = np.unique(y, return_counts=True) if stratify else (None, None)
+    need = len(classes) if classes is not None else 1
+    lead = f"test_split: {fraction!r} of {_plural(n, what)}"
+    if n_test < need:
+        least = math.ceil(need / n * 100) / 100
+        raise DataError(
+            f"{lead} puts {n_test} in the test split, fewer than the {need} classes (a test "
+            f"split needs one sample of each at least); use a test_split of {least:g} or more, 0 "
+            "for no test split (--test-split 0), or more data"
+        )
+    if n_rest < min_rest:
+        use = "train on" if min_rest == 1 else "train on and validate"
+        raise DataError(
+            f"{lead} puts {n_test} in the test split and leaves {n_rest} to {use} (at least "
+            f"{min_rest} needed); use a smaller test_split, 0 for no test split "
+            "(--test-split 0), or more data"
+        )
+    idx = np.arange(n)
+    strat = y if counts is not None and counts.min() >= 2 else None
+    try:
+        rest, test = train_test_split(idx, test_size=n_test, random_state=seed, stratify=strat)
+    except ValueError:  # too few rows per class for a stratified split: a plain one
+        rest, test = train_test_split(idx, test_size=n_test, random_state=seed)
+    if classes is not None:
+        lost = np.setdiff1d(classes, y[rest])
+        if lost.size:
+            label = class_names[int(lost[0])] if class_names else str(int(lost[0]))
+            count = int((y == lost[0]).sum())
+            raise DataError(
+                f"{lead} puts every sample of the class {label!r} ({count} in all) in the test "
+                "split, leaving none to train on; use test_split 0 for no test split "
+                "(--test-split 0) or add samples of that class"
+            )
+    return np.sort(rest), np.sort(test)
 
 
 def _encode_targets(
@@ -659,17 +816,29 @@ def _read_npz(path: Path) -> _Raw:
                     f"re-create it: {fix}"
                 ) from exc
     keys = set(arrays)
+    if ("x_test" in keys) != ("y_test" in keys):
+        have, lack = ("x_test", "y_test") if "x_test" in keys else ("y_test", "x_test")
+        raise DataError(
+            f"data: '{path}' has {have!r} but no {lack!r}; save both as the test split "
+            f"(np.savez('{path}', ..., x_test=..., y_test=...)) or neither"
+        )
+    test = {"x_test": arrays.get("x_test"), "y_test": arrays.get("y_test")}
     split_keys = ("x_train", "y_train", "x_val", "y_val")
     if set(split_keys) <= keys:
         return _Raw(
-            path.stem, arrays["x_train"], arrays["y_train"], arrays["x_val"], arrays["y_val"]
+            path.stem, arrays["x_train"], arrays["y_train"], arrays["x_val"], arrays["y_val"],
+            **test,
         )
-    if {"x", "y"} <= keys:
-        x, y = np.asarray(arrays["x"]), np.asarray(arrays["y"])
+    if {"x", "y"} <= keys or ({"x_train", "y_train", "x_test"} <= keys
+                              and not {"x_val", "y_val"} & keys):
+        # x/y, or keras.datasets' layout (x_train/y_train/x_test/y_test): validation_split
+        # makes the validation split.
+        xk, yk = ("x", "y") if {"x", "y"} <= keys else ("x_train", "y_train")
+        x, y = np.asarray(arrays[xk]), np.asarray(arrays[yk])
         if x.ndim >= 1 and y.ndim >= 1 and len(x) == len(y) and len(x) < _MIN_SAMPLES:
-            what = "0 samples (x and y are empty)" if len(x) == 0 else "1 sample"
+            what = f"0 samples ({xk} and {yk} are empty)" if len(x) == 0 else "1 sample"
             raise DataError(f"data: '{path}' has {what}; {_NEED_SAMPLES}; add samples")
-        return _Raw(path.stem, x, y)
+        return _Raw(path.stem, x, y, **test)
     raise DataError(_npz_keys_message(path, keys, split_keys))
 
 
@@ -1221,9 +1390,11 @@ def _check_column_options(categorical: Any, numeric: Any, text: Any) -> dict[str
     return forced
 
 
-def _load_table(raw: _Raw, *, task: str | None, validation_split: float, seed: int,
-                standardize: bool, max_samples: int | None, forced: dict[str, str]) -> Dataset:
-    """Split a CSV's rows, give every column its kind (from the training split) and encode."""
+def _load_table(raw: _Raw, *, task: str | None, validation_split: float, test_split: float,
+                seed: int, standardize: bool, max_samples: int | None,
+                forced: dict[str, str]) -> Dataset:
+    """Split a CSV's rows (test, then validation), give every column its kind (from the
+    training split) and encode."""
     table = raw.table
     assert table is not None
     y = _as_target(raw.y, len(table.lines), raw.name, "y")
@@ -1232,30 +1403,45 @@ def _load_table(raw: _Raw, *, task: str | None, validation_split: float, seed: i
     rows = np.arange(len(table.lines))
     if max_samples is not None:
         rows, y = _subsample(rows, y, max_samples, seed, classify)
-    # The same split as the arrays' own would be: scikit-learn's depends on the count and y only.
+    # The same splits as the arrays' own would be: scikit-learn's depend on the count and y only.
+    rows_test: np.ndarray | None = None
+    y_test: np.ndarray | None = None
+    if test_split > 0:
+        rest, test = _hold_out_test(y, test_split, seed, classify, class_names,
+                                    min_rest=_MIN_SAMPLES, what="sample")
+        rows, rows_test, y, y_test = rows[rest], rows[test], y[rest], y[test]
     rows, rows_val, y, y_val = _split(rows, y, validation_split, seed, classify)
     kinds = _column_kinds(table, rows, forced)
     common = dict(name=raw.name, y_train=np.ascontiguousarray(y),
                   y_val=np.ascontiguousarray(y_val), task=resolved, n_classes=n_classes,
-                  class_names=class_names)
+                  class_names=class_names,
+                  y_test=None if y_test is None else np.ascontiguousarray(y_test))
     if raw.x is not None and all(kind == "numeric" for _, kind, _ in kinds):
         # Numbers only, none missing, no codes: a plain matrix, scaled as any other.
-        x, _ = _as_features(raw.x, raw.name, "x")
-        x, x_val = x[rows], x[rows_val]
+        x_all, _ = _as_features(raw.x, raw.name, "x")
+        x, x_val = x_all[rows], x_all[rows_val]
         preprocessing = Preprocessing()
         if standardize:
             x, x_val, preprocessing = _scale(x, x_val, False)
+        x_test = None if rows_test is None else np.ascontiguousarray(
+            preprocessing.apply(x_all[rows_test]), dtype=np.float32)
         return Dataset(x_train=np.ascontiguousarray(x, dtype=np.float32),
                        x_val=np.ascontiguousarray(x_val, dtype=np.float32),
                        feature_names=raw.feature_names, preprocessing=preprocessing,
-                       **common)  # type: ignore[arg-type]
+                       x_test=x_test, **common)  # type: ignore[arg-type]
     preprocessing, raw_train, raw_val = _fit_columns(table, kinds, rows, rows_val,
                                                      standardize=standardize)
     x, x_val = preprocessing.apply(raw_train), preprocessing.apply(raw_val)
+    raw_test = x_test = None
+    if rows_test is not None:
+        by_name = {column.name: column for column in table.columns}
+        raw_test = {spec.input_name: _raw_values(by_name[spec.name], spec, rows_test)
+                    for spec in preprocessing.columns}
+        x_test = np.ascontiguousarray(preprocessing.apply(raw_test))
     return Dataset(x_train=np.ascontiguousarray(x), x_val=np.ascontiguousarray(x_val),
                    feature_names=_encoded_names(preprocessing.columns),
                    preprocessing=preprocessing, raw_x_train=raw_train, raw_x_val=raw_val,
-                   **common)  # type: ignore[arg-type]
+                   x_test=x_test, raw_x_test=raw_test, **common)  # type: ignore[arg-type]
 
 
 def _column_kinds(table: _Table, rows: np.ndarray, forced: dict[str, str]
@@ -1374,8 +1560,8 @@ def _fit_columns(
             n_values = int((~column.missing).sum())
             raise DataError(
                 f"data: column {column.name!r} in '{table.path}' has no values in the training "
-                f"split (its {n_values} values are all in validation rows); drop the column or "
-                "add rows"
+                f"split (its {n_values} values are all in validation or test rows); drop the "
+                "column or add rows"
             )
         input_name = column.name.replace("/", "_")
         if input_name in raw_train:

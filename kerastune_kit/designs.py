@@ -67,10 +67,12 @@ POPULAR_DESIGNS: dict[str, tuple[Design, ...]] = {
         Design("mlp_2x256", "two hidden layers of 256 ReLU units, dropout 0.2; Adam 1e-3, "
                "He init, batch 64",
                {**_ADAM, "num_layers": 2, "units_0": 256, "units_1": 256,
+                "width_profile": "constant", "base_units": 256,  # with width_profile set
                 "dropout_0": 0.2, "dropout_1": 0.2, "normalization": "none"}),
         Design("mlp_2x64", "two hidden layers of 64 ReLU units, no dropout; Adam 1e-3, "
                "He init, batch 64 (small data, regression)",
                {**_ADAM, "num_layers": 2, "units_0": 64, "units_1": 64,
+                "width_profile": "constant", "base_units": 64,
                 "dropout_0": 0.0, "dropout_1": 0.0, "normalization": "none"}),
     ),
 }

@@ -134,9 +134,11 @@ def compiled_loss_and_metrics(model: Any, x: Any, y: Any) -> tuple[Any, list[Any
 def fit_with_loop(model: Any, x: Any = None, y: Any = None, *, batch_size: int | None = None,
                   epochs: int = 1, initial_epoch: int = 0, validation_data: Any = None,
                   callbacks: Sequence[Any] | None = None, shuffle: bool = True,
-                  verbose: Any = "auto", seed: int = 0, **kwargs: Any) -> Any:
+                  verbose: Any = "auto", seed: int = 0, explosion_factor: float | None = None,
+                  explosion_reference: float | None = None, **kwargs: Any) -> Any:
     """Train a user's compiled ``model`` in :class:`~kerastune_kit.training.TrainLoop`, taking
-    ``model.fit``'s arguments (check :func:`loop_unsupported` first).
+    ``model.fit``'s arguments (check :func:`loop_unsupported` first), with the explosion rule
+    of ``explosion_factor`` (None: off; see :class:`~kerastune_kit.training.TrainLoop`).
 
     Returns:
         The loop's :class:`~kerastune_kit.training.TrainingHistory` (a ``keras.callbacks.History``
@@ -147,24 +149,49 @@ def fit_with_loop(model: Any, x: Any = None, y: Any = None, *, batch_size: int |
 
     loss, metrics = compiled_loss_and_metrics(model, x, y)
     _skip_idle_tuner_batch_hooks(callbacks or [])
-    loop = TrainLoop(model, loss=loss, metrics=metrics)
+    loop = TrainLoop(model, loss=loss, metrics=metrics, explosion_factor=explosion_factor)
     verbose = 0 if verbose == "auto" else int(verbose)
     return loop.fit(x, y, batch_size=int(batch_size or 32), epochs=epochs,
                     initial_epoch=initial_epoch, validation_data=validation_data,
                     callbacks=callbacks, shuffle=shuffle, seed=seed, evaluate_first=True,
-                    verbose=verbose, **kwargs)
+                    verbose=verbose, explosion_reference=explosion_reference, **kwargs)
 
 
 class DivergenceRecorder(keras.callbacks.Callback):
-    """Stops ``model.fit`` at the end of an epoch whose loss is not finite and records where
+    """Stops ``model.fit`` at the end of an epoch whose loss is not finite, or (with an
+    ``explosion_factor``) above that many times the first epoch's loss, and records where
     (``divergence``: a :class:`~kerastune_kit.training.Divergence`), as the loop does inside its
-    compiled epoch. Per epoch only: a per-batch check would cost ``model.fit`` a host round trip
-    per step."""
+    compiled epoch.
 
-    def __init__(self) -> None:
+    Per epoch only, on the epoch's mean training loss: the rule cannot run inside
+    ``model.fit``'s compiled step (Keras's ``train_step``), and a per-batch check would cost
+    ``model.fit`` a host round trip per step. So the epoch that exploded was trained to its end
+    (its updates applied), and without a given reference the first epoch is not checked (it
+    sets the reference).
+
+    Args:
+        explosion_factor: The explosion rule's factor; None or 0: off.
+        explosion_reference: The loss to compare with (a promoted Hyperband trial: its
+            parent's starting loss); None: the first epoch's mean training loss (``model.fit``
+            measures nothing before training).
+
+    Attributes:
+        divergence: The record, or None.
+        explosion_reference: The reference the rule used (None: off, or not known yet).
+    """
+
+    def __init__(self, explosion_factor: float | None = None,
+                 explosion_reference: float | None = None) -> None:
+        from kerastune_kit.steps import check_explosion_factor
+        from kerastune_kit.training import _positive
+
         super().__init__()
         self.divergence: Any = None
         self.initial_iterations = 0
+        self.explosion_factor = check_explosion_factor(explosion_factor)
+        self.explosion_reference = (_positive(explosion_reference) if self.explosion_factor
+                                    else None)
+        self._first = True
 
     def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
         optimizer = getattr(self.model, "optimizer", None)
@@ -172,24 +199,39 @@ class DivergenceRecorder(keras.callbacks.Callback):
             self.initial_iterations = int(optimizer.iterations.numpy())
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
-        from kerastune_kit.training import Divergence
+        from kerastune_kit.training import Divergence, _positive
 
         loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)) and self.divergence is None:
-            steps = int(self.params.get("steps") or 0) if self.params else 0
-            rate = float(np.asarray(self.model.optimizer.learning_rate))
-            self.divergence = Divergence(epoch, max(0, steps - 1), rate)
-            self.model.stop_training = True
+        first, self._first = self._first, False
+        if loss is None or self.divergence is not None:
+            return
+        loss = float(loss)
+        factor, reference = self.explosion_factor, self.explosion_reference
+        exploded = bool(factor and reference is not None and math.isfinite(loss)
+                        and loss > factor * reference)
+        if math.isfinite(loss) and not exploded:
+            if factor and first and reference is None:
+                self.explosion_reference = _positive(loss)
+            return
+        steps = int(self.params.get("steps") or 0) if self.params else 0
+        rate = float(np.asarray(self.model.optimizer.learning_rate))
+        self.divergence = (Divergence(epoch, max(0, steps - 1), rate, loss=loss,
+                                      reference=reference, factor=factor) if exploded
+                           else Divergence(epoch, max(0, steps - 1), rate))
+        self.model.stop_training = True
 
 
 def fit_with_keras(model: Any, *args: Any, callbacks: Sequence[Any] | None = None,
-                   **kwargs: Any) -> Any:
-    """``model.fit(*args, **kwargs)`` with a :class:`DivergenceRecorder`; the returned
-    ``History`` carries ``divergence``, ``initial_logs`` (None) and ``initial_iterations`` as
-    the loop's does."""
-    recorder = DivergenceRecorder()
+                   explosion_factor: float | None = None,
+                   explosion_reference: float | None = None, **kwargs: Any) -> Any:
+    """``model.fit(*args, **kwargs)`` with a :class:`DivergenceRecorder` (applying the
+    explosion rule of ``explosion_factor`` per epoch); the returned ``History`` carries
+    ``divergence``, ``explosion_reference``, ``initial_logs`` (None) and
+    ``initial_iterations`` as the loop's does."""
+    recorder = DivergenceRecorder(explosion_factor, explosion_reference)
     history = model.fit(*args, callbacks=[*(callbacks or []), recorder], **kwargs)
     history.divergence = recorder.divergence
+    history.explosion_reference = recorder.explosion_reference
     history.initial_logs = None
     history.initial_iterations = recorder.initial_iterations
     history.diagnostics = {}

@@ -26,8 +26,14 @@ import numpy as np
 
 from kerastune_kit._backend import keras as _keras
 from kerastune_kit.errors import ConfigError
-from kerastune_kit.layers import conv_block, dense_block, resolve_initializer
-from kerastune_kit.space import ModelParams, SearchSpace
+from kerastune_kit.layers import (
+    AUGMENTATION_BLOCK,
+    augmentation_block,
+    conv_block,
+    dense_block,
+    resolve_initializer,
+)
+from kerastune_kit.space import ModelParams, SearchSpace, profile_widths
 
 keras = _keras()
 import keras_tuner as kt  # noqa: E402
@@ -155,19 +161,48 @@ def available_objectives(task: str) -> list[str]:
     return [f"val_{n}" for n in names] + names
 
 
+def without_augmentation(model: Any) -> Any:
+    """``model`` without its image-augmentation block (the layer named
+    :data:`~kerastune_kit.layers.AUGMENTATION_BLOCK`), sharing every other layer and weight:
+    the network as it predicts. ``model`` itself when it has no such block."""
+    try:
+        block = model.get_layer(AUGMENTATION_BLOCK)
+    except ValueError:
+        return model
+
+    def call(layer: Any, *args: Any, **kwargs: Any) -> Any:
+        return args[0] if layer is block else layer(*args, **kwargs)
+
+    return keras.models.clone_model(model, clone_function=lambda layer: layer,
+                                    call_function=call)
+
+
 def make_optimizer(params: ModelParams) -> Any:
-    """The Keras optimizer of a trial, clipping by norm when ``clipnorm`` is set."""
+    """The Keras optimizer of a trial, clipping by norm when ``clipnorm`` is set.
+
+    ``one_minus_momentum`` (when set) becomes ``beta_1 = 1 - value`` of Adam and AdamW and
+    ``momentum = 1 - value`` of SGD and RMSprop; unset, each keeps its own default (SGD:
+    Nesterov momentum 0.9, RMSprop: none). ``weight_decay`` (when set) is AdamW's decoupled
+    weight decay (Loshchilov & Hutter, 2019, "Decoupled Weight Decay Regularization"); unset,
+    Keras's default 0.004.
+    """
     kwargs: dict[str, Any] = {"learning_rate": params.learning_rate}
     if params.clipnorm:
         kwargs["clipnorm"] = params.clipnorm
+    beta = None if params.one_minus_momentum is None else 1.0 - params.one_minus_momentum
+    if beta is not None and params.optimizer in ("adam", "adamw"):
+        kwargs["beta_1"] = beta
     if params.optimizer == "adam":
         return keras.optimizers.Adam(**kwargs)
     if params.optimizer == "adamw":
+        if params.weight_decay is not None:
+            kwargs["weight_decay"] = params.weight_decay
         return keras.optimizers.AdamW(**kwargs)
     if params.optimizer == "rmsprop":
-        return keras.optimizers.RMSprop(**kwargs)
+        return keras.optimizers.RMSprop(**kwargs, **({} if beta is None else {"momentum": beta}))
     if params.optimizer == "sgd":
-        return keras.optimizers.SGD(momentum=0.9, nesterov=True, **kwargs)
+        return keras.optimizers.SGD(momentum=0.9 if beta is None else beta, nesterov=True,
+                                    **kwargs)
     raise ConfigError(f"optimizer: unknown optimizer {params.optimizer!r}")
 
 
@@ -196,6 +231,17 @@ class KitHyperModel(kt.HyperModel):
     #: :func:`passes_per_epoch`). 0 (the default for KerasTuner users): one pass, as
     #: ``model.fit``; a kerastune_kit search sets ``SearchConfig.min_steps_per_epoch``.
     min_steps_per_epoch = 0
+    #: The horizon of a trial's learning-rate schedule (``lr_schedule``, ``warmup_epochs``)
+    #: in epochs: a kerastune_kit search sets its ``max_epochs``, so that a Hyperband trial
+    #: promoted from 3 to 9 epochs continues one schedule. None (KerasTuner users: set it to
+    #: your ``max_epochs``): the ``epochs`` of each :meth:`fit` call.
+    schedule_epochs: int | None = None
+    #: The explosion rule of :meth:`fit` (``explosion_factor`` of :class:`TrainLoop`): 0 (the
+    #: default for KerasTuner users) off, as ``model.fit``; our tuners set theirs (3 unless
+    #: told otherwise) before each trial, with ``explosion_reference`` (a promoted Hyperband
+    #: trial's parent's starting loss; None: the trial's own).
+    explosion_factor = 0.0
+    explosion_reference: float | None = None
 
     def __init__(
         self,
@@ -244,7 +290,8 @@ class KitHyperModel(kt.HyperModel):
         softmax, so ``predict`` returns class probabilities, shape ``(n, n_classes)``; binary:
         ``(n, 1)`` probabilities; regression: ``(n, 1)`` values. It is compiled with the
         task's loss and metrics, so ``evaluate(raw_x_val, y_val)`` reproduces the search's
-        validation scores.
+        validation scores. A CNN's image-augmentation block (``translation``, ``rotation``,
+        ``zoom``, ``horizontal_flip``) is left out: it acts in training only.
 
         For a structured CSV (``preprocessing.kind == "feature_space"``) the inputs are the raw
         columns, a dict with one named 1-D input per column (float32 for number columns, NaN
@@ -273,7 +320,7 @@ class KitHyperModel(kt.HyperModel):
                                            variance=scale * scale, name="standardize")(h)
         elif step is not None and step.kind == "rescale":
             h = keras.layers.Rescaling(step.factor, name="rescale")(h)
-        outputs = model(h)
+        outputs = without_augmentation(model)(h)
         loss = self.head.saved_loss()
         if self.head.task == "multiclass":
             outputs = keras.layers.Softmax(name="probabilities")(outputs)
@@ -436,16 +483,36 @@ class KitHyperModel(kt.HyperModel):
                     weights = np.asarray(kwargs["sample_weight"]).reshape(-1)
                     kwargs["sample_weight"] = np.concatenate([weights] * passes)
         _skip_idle_tuner_batch_hooks(callbacks or [])
+        callbacks = self._with_schedule(hp, model, callbacks, epochs)
         loop = TrainLoop(model, loss=self.head.loss(), metrics=self.head.metrics(),
-                         weight_histograms=self.weight_histograms)
+                         weight_histograms=self.weight_histograms,
+                         explosion_factor=self.explosion_factor)
         history = loop.fit(
             x, y, batch_size=batch_size, epochs=epochs, initial_epoch=initial_epoch,
             validation_data=val, callbacks=callbacks, shuffle=shuffle, seed=self.seed,
-            evaluate_first=True, verbose=verbose, **kwargs,
+            evaluate_first=True, verbose=verbose,
+            explosion_reference=self.explosion_reference, **kwargs,
         )
         if history.divergence is not None and not _has_finite_epoch(history):
             raise DivergedTrialError(history)
         return history
+
+
+    def _with_schedule(self, hp: Any, model: Any, callbacks: Sequence[Any] | None,
+                       epochs: int) -> list[Any]:
+        """``callbacks`` behind an :class:`~kerastune_kit.schedules.EpochScheduleCallback` when
+        the trial's ``lr_schedule``/``warmup_epochs`` schedule its learning rate (first, so
+        every other callback sees the epoch's rate). The horizon is :attr:`schedule_epochs`,
+        at least ``epochs``."""
+        from kerastune_kit.schedules import EpochScheduleCallback, schedule_for
+
+        horizon = max(int(self.schedule_epochs or 0), int(epochs))
+        schedule = schedule_for(hp.values, total_epochs=horizon,
+                                base_learning_rate=float(np.asarray(
+                                    model.optimizer.learning_rate)))
+        if schedule is None:
+            return list(callbacks or [])
+        return [EpochScheduleCallback(schedule), *(callbacks or [])]
 
 
 #: ``model.fit`` keywords :meth:`KitHyperModel.fit` passes on to :meth:`TrainLoop.fit` (Keras 3's
@@ -506,7 +573,8 @@ class MLPHyperModel(KitHyperModel):
 
     Knobs: ``num_layers``, ``units_{i}``, ``dropout_{i}``, ``normalization``, ``residual``,
     ``activation``, ``kernel_initializer``, ``l2``, ``learning_rate``, ``optimizer``,
-    ``clipnorm``, ``batch_size``. See :data:`kerastune_kit.space.KNOBS`.
+    ``clipnorm``, ``batch_size``; opt-in: ``width_profile`` with ``base_units`` (in place of
+    ``units_{i}``) and the shared recipe knobs. See :data:`kerastune_kit.space.KNOBS`.
 
     Example:
         >>> hm = MLPHyperModel(input_shape=(4,), task="multiclass", n_classes=3)
@@ -518,8 +586,11 @@ class MLPHyperModel(KitHyperModel):
     def cost(self, values: dict[str, Any]) -> float:
         width = float(np.prod(self.input_shape))
         total = 0.0
-        for i in range(int(values.get("num_layers", 2))):
-            units = float(values.get(f"units_{i}", 128))
+        layers = int(values.get("num_layers", 2))
+        profile = (profile_widths(values["width_profile"], int(values.get("base_units", 128)),
+                                  layers) if values.get("width_profile") else None)
+        for i in range(layers):
+            units = float(profile[i] if profile else values.get(f"units_{i}", 128))
             total += width * units
             width = units
         return total + width * self.head.units
@@ -548,8 +619,10 @@ class CNNHyperModel(KitHyperModel):
     a known ``image_shape`` (reshaped in the model). Knobs: ``num_blocks``, ``filters_{i}``,
     ``dropout_{i}``, ``convs_per_block``, ``kernel_size``, ``pooling``, ``normalization``
     (none, batch, layer, group, instance), ``residual``, ``head`` (flatten, global_avg),
-    ``dense_layers``, ``dense_units``, ``head_dropout`` plus the shared optimizer knobs. See
-    :data:`kerastune_kit.space.CNN_KNOBS`.
+    ``dense_layers``, ``dense_units``, ``head_dropout`` plus the shared optimizer knobs; opt-in:
+    image augmentation (``translation``, ``rotation``, ``zoom``, ``horizontal_flip``; one
+    ``augmentation`` block after the input, training only, left out by :meth:`inference_model`)
+    and the shared recipe knobs. See :data:`kerastune_kit.space.CNN_KNOBS`.
 
     The defaults build a LeNet-style network (LeCun et al., 1998): conv 32 -> pool -> conv 64
     -> pool -> flatten -> dense 128 -> dropout 0.3; ``convs_per_block`` 2-3 with batch
@@ -621,6 +694,11 @@ class CNNHyperModel(KitHyperModel):
         h = inputs
         if self.input_shape != self.image_shape:
             h = keras.layers.Reshape(self.image_shape, name="to_image")(h)
+        augmentation = augmentation_block(
+            translation=params.translation, rotation=params.rotation, zoom=params.zoom,
+            horizontal_flip=params.horizontal_flip, seed=self.seed)
+        if augmentation is not None:  # training only; inference_model leaves it out
+            h = augmentation(h)
         initializer = resolve_initializer(params.kernel_initializer, params.activation)
         height, width = self.image_shape[:2]
         pool_layer = (keras.layers.MaxPooling2D if params.pooling == "max"

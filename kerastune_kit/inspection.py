@@ -217,7 +217,11 @@ def _record(events: EventRun, run: str, status: str, hparams: Mapping[str, Any],
     outcome = events.last_text(run, "trial/outcome")
     if outcome:
         lines = [line.strip() for line in outcome.split("  \n")[1:] if line.strip()]
-        messages = [line for line in lines if not line.startswith("continued from trial")]
+        from kerastune_kit.diagnosis import is_diagnosis
+
+        record.diagnosis = next((line for line in lines if is_diagnosis(line)), None)
+        messages = [line for line in lines if not line.startswith("continued from trial")
+                    and not is_diagnosis(line)]
         record.message = messages[-1] if messages else None
     return record
 

@@ -1,7 +1,8 @@
-"""Building blocks: the normalization factory and residual blocks.
+"""Building blocks: the normalization factory, residual blocks and image augmentation.
 
-Owns: turning a normalization name (none/batch/layer/group/instance) into a Keras layer, and
-dense blocks with optional skip connections. Does not own: anything about tuning.
+Owns: turning a normalization name (none/batch/layer/group/instance) into a Keras layer,
+dense and conv blocks with optional skip connections, and the random image-augmentation block.
+Does not own: anything about tuning.
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ from typing import Any
 from kerastune_kit._backend import keras as _keras
 
 NORMALIZATIONS: tuple[str, ...] = ("none", "batch", "layer", "group", "instance")
+#: The name of the image-augmentation sub-block (:func:`augmentation_block`), which the
+#: exported model leaves out.
+AUGMENTATION_BLOCK = "augmentation"
 
 
 def group_count(channels: int, preferred: int = 8) -> int:
@@ -44,6 +48,40 @@ def normalization(kind: str, channels: int, *, name: str | None = None) -> Any |
     raise ValueError(
         f"normalization: expected one of {', '.join(NORMALIZATIONS)}, received {kind!r}"
     )
+
+
+def augmentation_block(*, translation: float | None = None, rotation: float | None = None,
+                       zoom: float | None = None, horizontal_flip: bool = False,
+                       seed: int = 0) -> Any | None:
+    """Random image augmentation as one ``keras.Sequential`` named :data:`AUGMENTATION_BLOCK`,
+    or None when every magnitude is off.
+
+    Keras's own preprocessing layers, in this order: ``RandomFlip("horizontal")``,
+    ``RandomTranslation(translation, translation)`` (a fraction of height and width),
+    ``RandomRotation(rotation)`` (a fraction of a full turn: 0.05 is up to +-18 degrees),
+    ``RandomZoom(zoom)`` (in or out by up to that fraction). Pixels moved in from outside
+    the image are 0 (``fill_mode="constant"``: the background of digit-like images, the mean
+    of standardized ones). They transform only when called with ``training=True``; at
+    inference they pass images through unchanged (and the exported model leaves the block
+    out). Input and output ``(batch, H, W, C)``. Each layer is seeded from ``seed``.
+    """
+    keras = _keras()
+    layers: list[Any] = []
+    if horizontal_flip:
+        layers.append(keras.layers.RandomFlip("horizontal", seed=seed, name="random_flip"))
+    if translation:
+        layers.append(keras.layers.RandomTranslation(
+            translation, translation, fill_mode="constant", seed=seed + 1,
+            name="random_translation"))
+    if rotation:
+        layers.append(keras.layers.RandomRotation(rotation, fill_mode="constant",
+                                                  seed=seed + 2, name="random_rotation"))
+    if zoom:
+        layers.append(keras.layers.RandomZoom(zoom, fill_mode="constant", seed=seed + 3,
+                                              name="random_zoom"))
+    if not layers:
+        return None
+    return keras.Sequential(layers, name=AUGMENTATION_BLOCK)
 
 
 def resolve_initializer(name: str, activation: str) -> str:

@@ -48,7 +48,7 @@ BASELINE_HPARAM = "baseline"
 
 BASE_COLUMNS = (
     "trial_id", "status", "score", "best_epoch", "epochs", "parent_trial_id",
-    "start_score", "wall_time_s", "baseline", "training", "message",
+    "start_score", "wall_time_s", "baseline", "training", "diagnosis", "message",
 )
 #: A status no KerasTuner 1.4 trial has, still read as unfinished in older runs.
 _LEGACY_NEW = "NEW"
@@ -84,6 +84,12 @@ class TrialRecord:
         training: How its model trained: ``loop`` (our compiled GradientTape loop) or
             ``fit`` (``model.fit``: a model or data the loop does not support, or
             ``training="fit"``); None in runs recorded before this field.
+        diagnosis: Overfitting or underfitting at the best epoch, with what to try
+            (:mod:`kerastune_kit.diagnosis`); None when healthy, unknown or in runs
+            recorded before this field.
+        explosion_reference: The training loss the explosion rule compared with: the mean
+            of the trial's first epoch, or (a promoted Hyperband trial) its parent's; None
+            when the rule was off or had no reference.
     """
 
     trial_id: str
@@ -102,6 +108,8 @@ class TrialRecord:
     hyperparameters: dict[str, Any] = dataclasses.field(default_factory=dict)
     baseline: str | None = None
     training: str | None = None
+    diagnosis: str | None = None
+    explosion_reference: float | None = None
 
     @property
     def outcome(self) -> str:
@@ -160,6 +168,7 @@ class TrialRecord:
             "start_score": _fmt(self.start_score), "wall_time_s": _fmt(self.wall_time_s, 2),
             "baseline": self.baseline or "",
             "training": self.training or "",
+            "diagnosis": self.diagnosis or "",
             "message": (self.message or "").splitlines()[-1][:300] if self.message else "",
         }
         for name in hp_names:
@@ -236,6 +245,9 @@ class RunResults(Sequence[TrialRecord]):
         hp_names: Every hyperparameter name, in leaderboard order.
         source: Where the trials were read: ``leaderboard`` (trial records and
             ``leaderboard.csv``) or ``tensorboard`` (event files alone).
+        test: The best trial scored on the held-out test split after the search
+            (:class:`kerastune_kit.final.TestEvaluation`), None without one.
+        refit: What ``--refit`` trained (epochs, samples, seed, model files), None without.
 
     Example:
         >>> from kerastune_kit import load_results
@@ -250,6 +262,19 @@ class RunResults(Sequence[TrialRecord]):
     trials: list[TrialRecord]
     hp_names: list[str]
     source: str = "leaderboard"
+    test: Any = None
+    refit: dict[str, Any] | None = None
+
+    @property
+    def test_score(self) -> float | None:
+        """The best trial's held-out test score (``test_accuracy`` for ``val_accuracy``),
+        None without a test split."""
+        return None if self.test is None else self.test.score
+
+    @property
+    def test_metrics(self) -> dict[str, float]:
+        """Every test metric of the best trial (``test_loss``, ``test_accuracy``...)."""
+        return {} if self.test is None else dict(self.test.metrics)
 
     def __len__(self) -> int:
         return len(self.trials)
@@ -280,6 +305,27 @@ class RunResults(Sequence[TrialRecord]):
         return hyperparameter_importance(self.trials, self.hp_names, direction=self.direction,
                                          min_trials=MIN_TRIALS if min_trials is None
                                          else min_trials)
+
+    def ensemble(self, k: int, *, tuner: Any = None, validation_data: Any = None,
+                 test_data: Any = None) -> Any:
+        """The top-``k`` distinct trials averaged into one Keras model, scored next to the best
+        trial on the validation and test splits (:func:`kerastune_kit.ensemble.build_ensemble`).
+
+        Returns an :class:`~kerastune_kit.ensemble.Ensemble`: ``.model`` is the
+        ``keras.Model``, ``.scores`` / ``.best_scores`` its and the best trial's
+        ``evaluate`` dicts per split, ``.save(path)`` writes it. A run of a public tuner
+        around your own model needs ``tuner=`` and ``validation_data=``.
+
+        Example:
+            >>> ensemble = load_results("runs/iris-random").ensemble(3)
+            >>> ensemble.scores["validation"]["accuracy"]
+        """
+        # Through the package's lazy API: ``ensemble`` sits above this module (it rebuilds the
+        # tuner), and imports run one way (tests/test_imports.py).
+        from kerastune_kit import build_ensemble
+
+        return build_ensemble(self, k, tuner=tuner, validation_data=validation_data,
+                              test_data=test_data)
 
     def to_dataframe(self) -> Any:
         """A pandas DataFrame: one row per trial, best first, one column per hyperparameter.
@@ -335,6 +381,23 @@ def read_trial_records(tuner_dir: str | Path) -> list[TrialRecord]:
             for path in record_paths(tuner_dir)]
 
 
+def read_stage_records(run_dir: str | Path) -> list[TrialRecord]:
+    """The trial records of every ``--refine`` stage of ``run_dir`` (``RUN/stages/<k>``),
+    named ``stage-<k>/<id>`` as the whole run names them (:mod:`kerastune_kit.refine`)."""
+    return [in_stage(record, stage) for stage, path in RunDir(run_dir).stage_dirs()
+            for record in read_trial_records(RunDir(path).tuner_dir)]
+
+
+def in_stage(record: TrialRecord, stage: int) -> TrialRecord:
+    """A copy of a refine stage's record as the whole run names it: ``stage-<k>/<id>`` (and
+    its parent trial likewise)."""
+    from kerastune_kit.rundir import stage_trial_id
+
+    parent = record.parent_trial_id
+    return dataclasses.replace(record, trial_id=stage_trial_id(stage, record.trial_id),
+                               parent_trial_id=stage_trial_id(stage, parent) if parent else None)
+
+
 # ---------------------------------------------------------------------- reading rows back
 def direction_of(objective: str) -> str:
     """``max`` for accuracy-like objectives, ``min`` for losses and errors."""
@@ -353,6 +416,7 @@ def record_from_row(row: Mapping[str, str], hp_names: Sequence[str]) -> TrialRec
     record.parent_trial_id = row.get("parent_trial_id") or None
     record.baseline = row.get("baseline") or None
     record.training = row.get("training") or None
+    record.diagnosis = row.get("diagnosis") or None  # (absent in older leaderboards)
     record.message = row.get("message") or None
     first, _, last = (row.get("epochs") or "").partition("-")
     if last:

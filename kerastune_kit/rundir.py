@@ -62,6 +62,12 @@ RECORD_FILE = "kerastune_kit_trial.json"
 TRIAL_DIR_PREFIX = "trial_"
 #: The lock file inside a run directory (kept when ``--overwrite`` empties the directory).
 LOCK_FILE = ".kerastune_kit.lock"
+#: Coarse-to-fine stages 2, 3, ... of a ``--refine`` search: ``RUN/stages/<k>/``, each a run
+#: directory of its own (see :mod:`kerastune_kit.refine`).
+STAGES_DIR = "stages"
+#: A stage's trials in the whole run: ``stage-<k>/<trial_id>``, also its TensorBoard folder
+#: (``RUN/tensorboard/stage-<k>/``).
+STAGE_PREFIX = "stage-"
 
 
 class RunDir:
@@ -152,8 +158,43 @@ class RunDir:
         return self.tensorboard_dir if self.tensorboard_dir.is_dir() else self.path
 
     def trial_dir(self, trial_id: str) -> Path:
-        """``RUN/tuner/trial_<id>``: KerasTuner's directory of one trial."""
+        """``RUN/tuner/trial_<id>``: KerasTuner's directory of one trial (for a refine
+        stage's trial ``stage-<k>/<id>``, ``RUN/stages/<k>/tuner/trial_<id>``)."""
+        stage, local = split_stage_trial_id(trial_id)
+        if stage is not None:
+            return RunDir(self.stage_dir(stage)).trial_dir(local)
         return self.tuner_dir / f"{TRIAL_DIR_PREFIX}{trial_id}"
+
+    def stage_dir(self, stage: int) -> Path:
+        """``RUN/stages/<k>``: the run directory of coarse-to-fine stage ``k`` (2 or more)."""
+        return self.path / STAGES_DIR / str(int(stage))
+
+    def stage_logdir(self, stage: int) -> Path:
+        """``RUN/tensorboard/stage-<k>``: where stage ``k``'s event files are (its run
+        directory's ``tensorboard`` is a link to it)."""
+        return self.tensorboard_dir / f"{STAGE_PREFIX}{int(stage)}"
+
+    def stage_dirs(self) -> list[tuple[int, Path]]:
+        """``(k, RUN/stages/<k>)`` of every refine stage started here, in order."""
+        root = self.path / STAGES_DIR
+        if not root.is_dir():
+            return []
+        return sorted((int(p.name), p) for p in root.iterdir()
+                      if p.name.isdigit() and p.is_dir())
+
+    def stage(self) -> int | None:
+        """The stage this directory is, when it is ``RUN/stages/<k>`` of a ``--refine``
+        search (``run.json`` says so); None otherwise."""
+        if self.path.parent.name != STAGES_DIR or not self.path.name.isdigit():
+            return None
+        stage = self.read_marker().get("stage")
+        return stage if isinstance(stage, int) and not isinstance(stage, bool) else None
+
+    def session_name(self, trial_id: str) -> str:
+        """A trial's name in the whole run's TensorBoard (its HParams session group):
+        ``trial_id``, or ``stage-<k>/<trial_id>`` in a refine stage's directory."""
+        stage = self.stage()
+        return str(trial_id) if stage is None else stage_trial_id(stage, trial_id)
 
     def trial_record(self, trial_id: str) -> Path:
         """``RUN/tuner/trial_<id>/kerastune_kit_trial.json``: one trial's record."""
@@ -233,6 +274,21 @@ class RunDir:
         """``max`` or ``min`` as ``run.json`` records it (None when it does not)."""
         direction = self.read_marker().get("direction")
         return direction if direction in ("max", "min") else None
+
+
+def stage_trial_id(stage: int, trial_id: str) -> str:
+    """``stage-<k>/<trial_id>``: a refine stage's trial, named in the whole run (stage 1's
+    trials keep their ids)."""
+    return str(trial_id) if int(stage) <= 1 else f"{STAGE_PREFIX}{int(stage)}/{trial_id}"
+
+
+def split_stage_trial_id(trial_id: str) -> tuple[int | None, str]:
+    """``("stage-2/03")`` -> ``(2, "03")``; an ordinary id -> ``(None, id)``."""
+    head, sep, local = str(trial_id).partition("/")
+    number = head.removeprefix(STAGE_PREFIX)
+    if sep and head.startswith(STAGE_PREFIX) and number.isdigit() and local:
+        return int(number), local
+    return None, str(trial_id)
 
 
 def record_path(trial_dir: str | os.PathLike[str]) -> Path:

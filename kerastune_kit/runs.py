@@ -46,7 +46,9 @@ def load_results(run_dir: str | Path) -> RunResults:
     """Read a run directory back: its trials best first, the objective, the hyperparameters.
 
     Works while the search runs (finished trials have records; the leaderboard lists the
-    running ones) and on a directory that holds only ``tensorboard/`` event files.
+    running ones) and on a directory that holds only ``tensorboard/`` event files. After the
+    search, ``test_score``/``test`` hold the best trial's score on the held-out test split
+    (next to its validation score) and ``refit`` what ``--refit`` trained.
 
     Args:
         run_dir: The search's ``--run-dir``.
@@ -65,6 +67,9 @@ def load_results(run_dir: str | Path) -> RunResults:
         )
     layout = RunDir(run_dir)
     records = {r.trial_id: r for r in read_trial_records(layout.tuner_dir)}
+    from kerastune_kit.results import read_stage_records  # --refine: RUN/stages/<k>'s
+
+    records.update((r.trial_id, r) for r in read_stage_records(run_dir))
     hp_names: list[str] = []
     if layout.leaderboard.is_file():
         rows = read_leaderboard(run_dir)
@@ -75,7 +80,7 @@ def load_results(run_dir: str | Path) -> RunResults:
         if any(layout.logdir.rglob("events.out.tfevents.*")):
             from kerastune_kit.inspection import results_from_events
 
-            return results_from_events(run_dir)
+            return _with_final(results_from_events(run_dir))
         raise RunDirError(
             f"run_dir: '{run_dir}' holds no kerastune_kit results (no {LEADERBOARD}, trial "
             f"records or {TENSORBOARD_DIR}/ event files); pass the --run-dir of a search"
@@ -84,14 +89,40 @@ def load_results(run_dir: str | Path) -> RunResults:
         hp_names += [name for name in record.hyperparameters if name not in hp_names]
     objective = layout.saved_objective()
     direction = layout.saved_direction() or direction_of(objective or "val_loss")
-    return RunResults(run_dir=run_dir, objective=objective, direction=direction,
-                      trials=rank(records.values(), direction), hp_names=hp_names)
+    return _with_final(RunResults(run_dir=run_dir, objective=objective, direction=direction,
+                                  trials=rank(records.values(), direction), hp_names=hp_names))
+
+
+def _with_final(results: RunResults) -> RunResults:
+    """``results`` with the held-out test evaluation and the refit of the finished search
+    (``best_hyperparameters.json``), when it has them."""
+    from kerastune_kit.final import read_final
+
+    final = read_final(results.run_dir)
+    results.test, results.refit = final.test, final.refit
+    return results
 
 
 def saved_objective(run_dir: str | Path) -> str | None:
     """The objective named by ``run.json`` or ``best_hyperparameters.json`` (None if neither);
     :meth:`RunDir.saved_objective <kerastune_kit.rundir.RunDir.saved_objective>`."""
     return RunDir(run_dir).saved_objective()
+
+
+def check_model_path(output: str | Path) -> Path:
+    """``output`` as the path of a model file to write: it must end in ``.keras`` and not be a
+    directory.
+
+    Raises:
+        ConfigError: It does not (one line naming the path and the fix).
+    """
+    output = Path(output)
+    if output.suffix != ".keras" or output.is_dir():
+        raise ConfigError(
+            f"output: expected a file path ending in .keras, received '{output}'; pass for "
+            "example --output best.keras"
+        )
+    return output
 
 
 def export_best(run_dir: str | Path, output: str | Path) -> tuple[Path, Path]:
@@ -119,12 +150,7 @@ def export_best(run_dir: str | Path, output: str | Path) -> tuple[Path, Path]:
     """
     import shutil
 
-    run_dir, output = Path(run_dir), Path(output)
-    if output.suffix != ".keras" or output.is_dir():
-        raise ConfigError(
-            f"output: expected a file path ending in .keras, received '{output}'; pass for "
-            "example --output best.keras"
-        )
+    run_dir, output = Path(run_dir), check_model_path(output)
     if not run_dir.is_dir():
         raise RunDirError(
             f"run_dir: '{run_dir}' is not a directory; pass the --run-dir of a search"

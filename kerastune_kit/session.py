@@ -32,6 +32,17 @@ from kerastune_kit.stopping import startup_objects_frozen, stop_on_signals
 logger = get_logger("tuning")
 
 
+def load_config_dataset(config: SearchConfig) -> Dataset:
+    """The search's data: loaded, split (test, validation, train) and scaled as ``config``
+    says; the same arrays every time (the splits are seeded)."""
+    return load_dataset(config.data, target=config.target, task=config.task,
+                        validation_split=config.validation_split,
+                        test_split=config.test_split, seed=config.seed,
+                        categorical_columns=config.categorical_columns,
+                        numeric_columns=config.numeric_columns,
+                        text_columns=config.text_columns)
+
+
 def prepare(config: SearchConfig, *, check_run_dir: bool = True
             ) -> tuple[Dataset, SearchSpace, Any, str]:
     """Load and validate everything a search needs, writing nothing.
@@ -42,11 +53,7 @@ def prepare(config: SearchConfig, *, check_run_dir: bool = True
     Raises:
         ConfigError, DataError, RunDirError: Bad input, with a one-line message.
     """
-    dataset = load_dataset(config.data, target=config.target, task=config.task,
-                           validation_split=config.validation_split, seed=config.seed,
-                           categorical_columns=config.categorical_columns,
-                           numeric_columns=config.numeric_columns,
-                           text_columns=config.text_columns)
+    dataset = load_config_dataset(config)
     from kerastune_kit.hypermodels import available_objectives, factory_for, task_head
 
     factory = factory_for(config.model, dataset)

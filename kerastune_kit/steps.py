@@ -7,8 +7,8 @@ batches gathered in-graph, the same over a ``tf.data`` iterator, distributed ste
 optimizer math (``updates``) or gradient-health accumulators (``diagnostics``).
 
 Every train pass returns ``(bad_step, metric values, gradient health)`` as tensors, so an
-epoch costs one host round trip. A non-finite loss skips the step's update and ends the pass
-with ``bad_step`` set.
+epoch costs one host round trip. A non-finite loss, or one above the explosion rule's ceiling
+(:class:`LossCeiling`), skips the step's update and ends the pass with ``bad_step`` set.
 
 A search builds a new model for every trial, and tracing the passes of a small model costs
 more than training it for an epoch. For a search trial's model (one that
@@ -25,6 +25,7 @@ import collections
 import dataclasses
 import json
 import logging
+import math
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -124,7 +125,10 @@ class TrainSteps:
         fused_updates: bool = True,
         reuse_traces: bool | None = None,
         grappler: bool | None = None,
+        explosion_factor: float | None = None,
     ) -> None:
+        self.explosion_factor = check_explosion_factor(explosion_factor)
+        self.explosion_reference: float | None = None
         self.model = model
         self.strategy = tf.distribute.get_strategy()
         self.distributed = tf.distribute.has_strategy()
@@ -155,6 +159,7 @@ class TrainSteps:
             self.health = (GradientHealth(self._variables, optimizer,
                                           weight_histograms=weight_histograms)
                            if diagnostics else None)
+            self.ceiling = LossCeiling()
         self._update = fused_update(optimizer, self._variables) if fused_updates else None
         self.trace_counts = {"train": 0, "eval": 0}
         trial = bool(getattr(model, SEARCH_TRIAL_ATTRIBUTE, False))
@@ -248,6 +253,7 @@ class TrainSteps:
                 state.extend(metric.variables)
             if self.health is not None:
                 state.extend(self.health.state)
+            state.extend(self.ceiling.variables)
             self._state_variables = state
         return self._state_variables
 
@@ -311,8 +317,19 @@ class TrainSteps:
             metric.update_state(y, predictions)
 
     @_plain_tf
+    def _accepts(self, loss: Any) -> Any:
+        """Whether a step with this (mean batch) loss is applied: a finite loss not above the
+        explosion rule's ceiling."""
+        return tf.logical_and(tf.math.is_finite(loss), loss <= self.ceiling.ceiling)
+
+    def _rejected(self, loss: Any) -> Any:
+        """The branch of a step that is not applied: keep its loss for the loop's record."""
+        self.ceiling.rejected.assign(loss)
+        return tf.constant(False)
+
+    @_plain_tf
     def _train_step(self, x: Any, y: Any, step: Any, w: Any = None) -> Any:
-        """One step; returns whether the loss was finite (nothing is applied otherwise)."""
+        """One step; returns whether it was applied (:meth:`_accepts`; nothing is otherwise)."""
         loss, predictions, gradients = self._gradients(x, y, w=w)
         health = self.health
 
@@ -329,7 +346,7 @@ class TrainSteps:
             self._update_metrics(self.train_metrics, self.train_loss, loss, y, predictions)
             return tf.constant(True)
 
-        return tf.cond(tf.math.is_finite(loss), apply, lambda: tf.constant(False))
+        return tf.cond(self._accepts(loss), apply, lambda: self._rejected(loss))
 
     def _replica_gradients(self, x: Any, y: Any, w: Any = None) -> tuple[Any, Any, Any]:
         context = tf.distribute.get_replica_context()
@@ -343,7 +360,7 @@ class TrainSteps:
         if self.health is not None:  # the norm of the summed gradient, as the update sees it
             squared = self._squared_norms(
                 context.all_reduce(tf.distribute.ReduceOp.SUM, gradients))
-        return loss * count, gradients, squared
+        return loss * share, gradients, squared  # (summed over replicas: the global mean)
 
     def _replica_apply(self, gradients: Sequence[Any]) -> None:
         self.optimizer.apply_gradients(zip(gradients, self._variables, strict=True))
@@ -351,8 +368,8 @@ class TrainSteps:
     @_plain_tf
     def _distributed_train_step(self, x: Any, y: Any, step: Any, w: Any = None) -> Any:
         strategy = self.strategy
-        weighted, gradients, squared = strategy.run(self._replica_gradients, args=(x, y, w))
-        loss = strategy.reduce(tf.distribute.ReduceOp.SUM, weighted, axis=None)
+        shares, gradients, squared = strategy.run(self._replica_gradients, args=(x, y, w))
+        loss = strategy.reduce(tf.distribute.ReduceOp.SUM, shares, axis=None)
         health = self.health
 
         def apply() -> Any:
@@ -366,7 +383,7 @@ class TrainSteps:
             health.observe(norms, health.update_ratios(sampled, before), sampled)
             return tf.constant(True)
 
-        return tf.cond(tf.math.is_finite(loss), apply, lambda: tf.constant(False))
+        return tf.cond(self._accepts(loss), apply, lambda: self._rejected(loss))
 
     @_plain_tf
     def _reset_train(self) -> None:
@@ -468,6 +485,58 @@ class TrainSteps:
         options.experimental_distribute.auto_shard_policy = (
             tf.data.experimental.AutoShardPolicy.DATA)
         return self.strategy.experimental_distribute_dataset(dataset.with_options(options))
+
+
+# ---------------------------------------------------------------------- the explosion rule
+
+def check_explosion_factor(factor: Any) -> float:
+    """``explosion_factor`` as a float: 0.0 for off (None, 0, ``"off"``), else a number > 1.
+
+    Raises:
+        ValueError: Anything else, in one line.
+    """
+    if factor is None or (isinstance(factor, str) and factor.strip().lower() == "off"):
+        return 0.0
+    if isinstance(factor, bool) or not isinstance(factor, (int, float)) \
+            or not math.isfinite(factor) or (factor != 0 and factor <= 1):
+        raise ValueError(f"explosion_factor: expected a number above 1, or 0/None/'off' for no "
+                         f"rule, received {factor!r}; use for example 3")
+    return float(factor)
+
+
+class LossCeiling:
+    """The explosion rule's state, in variables the compiled train passes read and write.
+
+    Variables (so a pass traced for one model serves another with its own rule: they are part
+    of :meth:`TrainSteps._state`), float32 scalars:
+
+    - ``ceiling``: a step whose loss is above it is not applied and ends the pass, as a
+      non-finite loss does (+inf: no ceiling, as while the rule waits for its reference);
+    - ``rejected``: the loss of the last step not applied (non-finite, or above the ceiling).
+
+    The rule ("tip for detecting explosions in the solver: if the cost is ever > 3 * original
+    cost, break out early": Stanford's CS231n lecture slides on hyperparameter optimization) is
+    armed by :meth:`~kerastune_kit.training.TrainLoop.fit`.
+    """
+
+    def __init__(self) -> None:
+        def scalar(value: float, name: str) -> Any:
+            return tf.Variable(value, trainable=False, dtype=tf.float32, name=name)
+
+        self.ceiling = scalar(math.inf, "loss_ceiling")
+        self.rejected = scalar(math.nan, "rejected_loss")
+
+    @property
+    def variables(self) -> list[Any]:
+        return [self.ceiling, self.rejected]
+
+    def arm(self, factor: float, reference: float | None) -> None:
+        """Set the ceiling to ``factor`` x ``reference``; none when either is 0 or None."""
+        self.ceiling.assign(factor * reference if factor and reference else math.inf)
+
+    def values(self) -> tuple[float, float]:
+        """``(ceiling, rejected loss)`` as Python floats."""
+        return float(self.ceiling.numpy()), float(self.rejected.numpy())
 
 
 # ---------------------------------------------------------------------- reused traces

@@ -188,8 +188,11 @@ class TrialWriter:
     """
 
     def __init__(self, root: str | Path, trial_id: str, *,
-                 run_dir: str | Path | None = None) -> None:
+                 run_dir: str | Path | None = None, session_name: str | None = None) -> None:
         self.trial_id = str(trial_id)
+        #: The HParams session group (``stage-2/03`` for a refine stage's trial 03, so it
+        #: does not merge with stage 1's trial 03); the trial id by default.
+        self.session_name = session_name or self.trial_id
         self.run_dir = Path(run_dir) if run_dir is not None else Path(root) / self.trial_id
         self._writers: dict[str, Any] = {}
 
@@ -214,7 +217,7 @@ class TrialWriter:
             clean[PARENT_HPARAM] = str(parent_trial_id or "")
         _memory.reset_peak()
         with self._writer("").as_default():
-            hp_api.hparams(clean, trial_id=self.trial_id, start_time_secs=int(time.time()))
+            hp_api.hparams(clean, trial_id=self.session_name, start_time_secs=int(time.time()))
 
     def write_epoch(self, epoch: int, logs: Mapping[str, Any], *, memory: bool = True) -> None:
         """Log one epoch's metrics as ``epoch_<name>`` scalars, and memory readings
@@ -249,8 +252,8 @@ class TrialWriter:
         """Log the trial-level results and end the session with the trial's status.
 
         Writes :data:`TRIAL_METRICS`, the ``trial/outcome`` text (the outcome, the parent
-        trial, how it trained: ``record.training``, and its message) and, when given, the
-        ``trial/objective`` text ``"val_accuracy (max)"``.
+        trial, how it trained: ``record.training``, its diagnosis, and its message) and, when
+        given, the ``trial/objective`` text ``"val_accuracy (max)"``.
         """
         step = int(record.epochs or 0)
         if objective:
@@ -268,6 +271,8 @@ class TrialWriter:
         if record.training:
             lines.append("trained with " + ("kerastune_kit's compiled loop"
                                             if record.training == "loop" else "model.fit"))
+        if record.diagnosis:  # (kerastune_kit.diagnosis; read back by `inspection`)
+            lines.append(record.diagnosis)
         if record.message:
             lines.append(record.message)
         self.write_text("trial/outcome", "  \n".join(lines), step=step)
@@ -304,8 +309,12 @@ class SearchSummaryWriter:
     """Text panels (and a chart) summarizing the whole search, at the search's log directory.
 
     Tags: ``search/leaderboard`` and ``search/best_configuration`` (markdown, rewritten as trials
-    finish; step = finished trials), ``search/importance`` (markdown) and
-    ``search/importance_chart`` (an image). Open TensorBoard's TEXT and IMAGES tabs, run ``.``.
+    finish; step = finished trials), ``search/importance`` (markdown),
+    ``search/importance_chart`` and ``search/contour`` (images: importance, and the objective
+    over the two most important knobs); before the first trial, ``search/preflight``
+    (markdown); after the search, ``search/test_score`` and
+    ``search/validation_score`` (scalars) and ``search/test_evaluation`` (markdown). Open
+    TensorBoard's TEXT and IMAGES tabs, run ``.``.
 
     Example:
         >>> summary = SearchSummaryWriter("runs/x/tensorboard")
@@ -357,6 +366,45 @@ class SearchSummaryWriter:
                     image = None
                 if image is not None:
                     tf.summary.image("search/importance_chart", image[None], step=int(step))
+        self._writer.flush()
+
+    def write_contour(self, contour: Any, *, step: int) -> None:
+        """``search/contour``: an image of the objective over two knobs (a
+        :class:`kerastune_kit.contour.Contour`), with its one-line summary as description;
+        nothing when matplotlib is missing."""
+        try:
+            from kerastune_kit.contour import contour_image
+
+            image = contour_image(contour)
+        except ImportError:
+            return
+        with self._default():
+            tf.summary.image("search/contour", image[None], step=int(step),
+                             description=contour.summary())
+        self._writer.flush()
+
+    def write_test_evaluation(self, evaluation: Any, *, step: int) -> None:
+        """The best trial's held-out test score (a :class:`kerastune_kit.final.TestEvaluation`):
+        scalars ``search/test_score`` and ``search/validation_score`` (and
+        ``search/refit_test_score`` after ``--refit``), and the text ``search/test_evaluation``
+        (the test score next to the validation score, a large gap called out)."""
+        with self._default():
+            tf.summary.scalar("search/test_score", evaluation.score, step=int(step))
+            if evaluation.validation_score is not None:
+                tf.summary.scalar("search/validation_score", evaluation.validation_score,
+                                  step=int(step))
+            if evaluation.refit_score is not None:
+                tf.summary.scalar("search/refit_test_score", evaluation.refit_score,
+                                  step=int(step))
+            tf.summary.text("search/test_evaluation", evaluation.markdown(), step=int(step))
+        self._writer.flush()
+
+    def write_preflight(self, report: Any, *, step: int = 0) -> None:
+        """``search/preflight``: the sanity checks run before the first trial (a
+        :class:`kerastune_kit.preflight.PreflightReport`), as markdown: the summary, each
+        finding and the measured values."""
+        with self._default():
+            tf.summary.text("search/preflight", report.markdown(), step=int(step))
         self._writer.flush()
 
     def close(self) -> None:

@@ -31,6 +31,7 @@ import numpy as np
 from kerastune_kit._logging import get_logger
 from kerastune_kit.config import BRACKET_TUNERS, TIME_BUDGET_TRIALS, SearchConfig
 from kerastune_kit.designs import BASELINE_KEY, design_values
+from kerastune_kit.diagnosis import diagnose_history, validation_size
 from kerastune_kit.fit_paths import fit_with_keras, fit_with_loop, loop_unsupported
 from kerastune_kit.hypermodels import DivergedTrialError, KitHyperModel
 from kerastune_kit.kt_patches import patch_keras_tuner_protos, patch_keras_tuner_writes
@@ -46,6 +47,7 @@ from kerastune_kit.pruning import Pruner, make_pruner
 from kerastune_kit.results import (
     TUNER_DIR,
     TrialRecord,
+    is_ranked,
     rank,
     read_trial_records,
     write_json_atomic,
@@ -103,7 +105,7 @@ class KitTunerMixin:
     def __init__(self, *args: Any, pruner: str | Pruner | None = None,
                  max_time: float | None = None, workers: int = 0,
                  trials_per_worker: int | None = None, training: str = "auto",
-                 patience: int | None = None,
+                 patience: int | None = None, explosion_factor: float | str | None = 3.0,
                  kit_run_dir: Path | None = None, kit_space: SearchSpace | None = None,
                  kit_metric_names: Sequence[str] = (),
                  kit_on_trial: Callable[[TrialRecord], None] | None = None,
@@ -118,6 +120,9 @@ class KitTunerMixin:
         check_tuner_options(pruner=pruner, max_time=max_time, workers=workers,
                             trials_per_worker=trials_per_worker, training=training,
                             patience=patience)
+        #: The explosion rule's factor (0: off): see ``explosion_factor`` of
+        #: :class:`~kerastune_kit.training.TrainLoop`.
+        self.kit_explosion_factor = _explosion_factor(explosion_factor)
         if kit_run_dir is not None:
             self.kit_run_dir = Path(kit_run_dir)
         else:
@@ -144,7 +149,7 @@ class KitTunerMixin:
         self.kit_stopped: str | None = None
         self._kit_init_args = (tuple(user_args), {**user_kwargs, "overwrite": False},
                                dict(pruner=pruner, max_time=max_time, training=training,
-                                    patience=patience))
+                                    patience=patience, explosion_factor=explosion_factor))
         self._kit_trials_started = 0
         self._kit_writers: dict[str, Any] = {}
         self._kit_started: dict[str, float] = {}
@@ -247,9 +252,12 @@ class KitTunerMixin:
         if session.exists() and not record.exists():
             shutil.rmtree(session, ignore_errors=True)
         self.hypermodel.seed = trial_seed(self.kit_seed, trial_id)
-        writer = TrialWriter(self.kit_tensorboard_dir, trial_id)
+        names = RunDir(self.kit_run_dir)  # (stage-<k>/<id> in a --refine stage)
+        writer = TrialWriter(self.kit_tensorboard_dir, trial_id,
+                             session_name=names.session_name(trial_id))
         values = trial.hyperparameters.values
-        writer.write_hparams(values, parent_trial_id=values.get("tuner/trial_id"),
+        parent = values.get("tuner/trial_id")
+        writer.write_hparams(values, parent_trial_id=parent and names.session_name(parent),
                              with_parent=isinstance(self, kt.Hyperband),
                              with_baseline=self.kit_with_baseline)
         self._kit_writers[trial_id] = writer
@@ -286,12 +294,25 @@ class KitTunerMixin:
         self._kit_paths[trial.trial_id] = path
         if why:
             logger.debug("trial %s trains with model.fit: %s", trial.trial_id, why)
+        explosion = {"explosion_factor": self.kit_explosion_factor,
+                     "explosion_reference": self._kit_explosion_reference(hp)}
         if path == "fit" and type(self.hypermodel).fit is kt.HyperModel.fit:
-            results = fit_with_keras(model, *args, **kwargs)
+            results = fit_with_keras(model, *args, **explosion, **kwargs)
         elif path == "loop" and not isinstance(self.hypermodel, KitHyperModel):
             results = fit_with_loop(model, *args, seed=trial_seed(self.kit_seed or 0,
-                                                                  trial.trial_id), **kwargs)
-        else:  # our factories' fit (the loop), or the user's own HyperModel.fit
+                                                                  trial.trial_id),
+                                    **explosion, **kwargs)
+        elif isinstance(self.hypermodel, KitHyperModel):  # our factories' fit (the loop)
+            # This trial's rule, for this fit only (a refit after the search has its own).
+            saved = {name: getattr(self.hypermodel, name) for name in explosion}
+            try:
+                for name, value in explosion.items():
+                    setattr(self.hypermodel, name, value)
+                results = self.hypermodel.fit(hp, model, *args, **kwargs)
+            finally:
+                for name, value in saved.items():
+                    setattr(self.hypermodel, name, value)
+        else:  # the user's own HyperModel.fit (trains as it likes, without the rule)
             results = self.hypermodel.fit(hp, model, *args, **kwargs)
         if path == "loop" and not isinstance(self.hypermodel, KitHyperModel) \
                 and getattr(results, "divergence", None) is not None \
@@ -305,6 +326,20 @@ class KitTunerMixin:
                                model.get_build_config())
         tuner_utils.validate_trial_results(results, self.oracle.objective, "HyperModel.fit()")
         return results
+
+    def _kit_explosion_reference(self, hp: Any) -> float | None:
+        """The explosion rule's reference for a promoted Hyperband trial: its parent's (from
+        the parent's record; a chain of promotions keeps the first trial's). None for any
+        other trial, or when the parent has none: the trial's own first epoch sets it."""
+        parent = hp.values.get("tuner/trial_id") if isinstance(self, kt.Hyperband) else None
+        if not parent or not self.kit_explosion_factor:
+            return None
+        from kerastune_kit.rundir import read_json_object
+
+        value = read_json_object(record_path(self.get_trial_dir(parent))).get(
+            "explosion_reference")
+        return float(value) if isinstance(value, (int, float)) and not isinstance(
+            value, bool) and math.isfinite(value) and value > 0 else None
 
     def _build_hypermodel(self, hp: Any) -> Any:
         """Build (and, for a promoted Hyperband trial, load its parent's checkpoint) as
@@ -364,8 +399,12 @@ class KitTunerMixin:
     #: Whether the HParams experiment has the ``baseline`` column.
     kit_with_baseline = False
 
+    #: Validation samples of the last trial's ``fit`` (the diagnosis's standard error).
+    _kit_validation_size: int | None = None
+
     def run_trial(self, trial: Any, *args: Any, **kwargs: Any) -> Any:
         objective = self.oracle.objective
+        self._kit_validation_size = validation_size(kwargs, args)
         if self.kit_patience and not hasattr(objective, "objectives"):
             from kerastune_kit._backend import keras as _keras
 
@@ -547,13 +586,35 @@ class KitTunerMixin:
         try:
             self.kit_write_summary(records)
             step = sum(r.status not in (TrialStatus.RUNNING, TrialStatus.IDLE) for r in records)
-            self._kit_summary.write_importance(
-                hyperparameter_importance(records, self.kit_hp_names(),
-                                          direction=self.oracle.objective.direction),
-                step=step)
+            importance = hyperparameter_importance(records, self.kit_hp_names(),
+                                                   direction=self.oracle.objective.direction)
+            self._kit_summary.write_importance(importance, step=step)
+            self._kit_write_contour(records, importance, step=step)
         finally:
             self.kit_close_summary()
         return records
+
+    def _kit_write_contour(self, records: list[TrialRecord], importance: Any, *,
+                           step: int) -> None:
+        """The ``search/contour`` image: the objective over the two most important knobs
+        (:mod:`kerastune_kit.contour`); nothing when no two knobs can be drawn yet."""
+        from kerastune_kit.contour import build_contour, choose_knobs, knob_scales
+        from kerastune_kit.errors import ConfigError
+
+        objective = self.oracle.objective
+        try:
+            names = self.kit_hp_names()
+            x_name, y_name = choose_knobs(records, names, importance.values)
+            contour = build_contour(records, x_name, y_name, objective=objective.name,
+                                    direction=objective.direction, hp_names=names,
+                                    scales=knob_scales(self.oracle.hyperparameters.get_config()))
+        except ConfigError as exc:  # too few trials, nothing varied: no image yet
+            logger.debug("no contour image: %s", exc)
+            return
+        except Exception as exc:  # noqa: BLE001 - a chart must not fail a finished search
+            logger.warning("no contour image in TensorBoard: %s", exc)
+            return
+        self._kit_summary.write_contour(contour, step=step)
 
     # -- the public search (KerasTuner's signature)
     def search(self, *fit_args: Any, **fit_kwargs: Any) -> None:
@@ -912,6 +973,7 @@ class KitTunerMixin:
                 best = (max if objective.direction == "max" else min)(finite)
                 record.best_epoch = record.initial_epoch + best[1]
             record.start_optimizer_step = getattr(history, "initial_iterations", None)
+            record.explosion_reference = getattr(history, "explosion_reference", None)
             start = getattr(history, "initial_logs", None)
             if start is not None:  # (a validation pass: its names have no val_ prefix)
                 record.start_score = self.kit_objective_value(
@@ -923,7 +985,25 @@ class KitTunerMixin:
             record.status, record.message = outcome
         if record.status == TrialStatus.DIVERGED:
             record.score = None  # the oracle's stand-in is not a score to show
+        if history is not None and record.best_epoch is not None and is_ranked(record):
+            record.diagnosis = self._kit_diagnosis(history, record)
         return record
+
+    def _kit_diagnosis(self, history: Any, record: TrialRecord) -> str | None:
+        """Overfitting or underfitting at the trial's best epoch (:mod:`~kerastune_kit.diagnosis`),
+        compared with the best score of the trials finished so far."""
+        objective = self.oracle.objective
+        if hasattr(objective, "objectives"):  # a multi-objective: no one train counterpart
+            return None
+        scores = [r.score for r in read_trial_records(self.project_dir)
+                  if is_ranked(r) and r.trial_id != record.trial_id] + [record.score]
+        best = (max if objective.direction == "max" else min)(scores)
+        found = diagnose_history(
+            getattr(history, "history", None) or {}, record.best_epoch - record.initial_epoch,
+            objective.name, direction=objective.direction,
+            task=getattr(getattr(self.hypermodel, "head", None), "task", None),
+            validation_size=self._kit_validation_size, best_score=best)
+        return None if found is None else found.text
 
     def kit_records(self) -> list[TrialRecord]:
         saved = {r.trial_id: r for r in read_trial_records(self.project_dir)}
@@ -1127,7 +1207,7 @@ class TPE(KitTunerMixin, kt.Tuner):
             "max_consecutive_failed_trials": max_consecutive_failed_trials,
             **{k: v for k, v in kwargs.items() if not k.startswith("kit_")
                and k not in ("pruner", "max_time", "workers", "trials_per_worker",
-                             "training", "patience")}})
+                             "training", "patience", "explosion_factor")}})
         oracle = KitTPEOracle(objective=objective, max_trials=max_trials, seed=seed,
                               hyperparameters=hyperparameters,
                               tune_new_entries=tune_new_entries,
@@ -1381,7 +1461,9 @@ def build_tuner(config: SearchConfig, hypermodel: Any, *, objective: str,
         tuner.oracle.kit_cost = hypermodel.cost
         tuner.oracle.kit_cost_limit = cost_limit(hypermodel)
     hypermodel.min_steps_per_epoch = config.min_steps_per_epoch
+    hypermodel.schedule_epochs = config.max_epochs  # one learning-rate schedule per trial
     tuner.kit_patience = config.effective_patience()
+    tuner.kit_explosion_factor = _explosion_factor(config.explosion_factor)
     tuner.kit_with_baseline = config.baselines and config.tuner != "grid"
     if config.tuner == "grid" and not tuner._is_worker():
         restore_grid_walk(tuner.oracle)
@@ -1452,6 +1534,21 @@ def check_tuner_options(*, pruner: Any, max_time: Any, workers: Any, trials_per_
             least = "0" if name in ("workers", "patience") else "1"
             raise ConfigError(f"{name}: expected an integer >= {least} (or None), received "
                               f"{value!r}")
+
+
+def _explosion_factor(value: Any) -> float:
+    """A tuner's ``explosion_factor`` as a float (0.0: off).
+
+    Raises:
+        ConfigError: Not a number above 1, 0, None or ``"off"`` (one line).
+    """
+    from kerastune_kit.errors import ConfigError
+    from kerastune_kit.steps import check_explosion_factor
+
+    try:
+        return check_explosion_factor(value)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def clear_run_dir(run_dir: Path) -> None:
@@ -1623,7 +1720,7 @@ def _public_signature(cls: type, base: Any) -> inspect.Signature:
                 continue
             params[name] = param.replace(kind=param.POSITIONAL_OR_KEYWORD)
     ours = {"pruner": None, "max_time": None, "workers": 0, "trials_per_worker": None,
-            "training": "auto", "patience": None}
+            "training": "auto", "patience": None, "explosion_factor": 3.0}
     listed = [*params.values()]
     listed += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default)
                for name, default in ours.items()]
@@ -1638,7 +1735,10 @@ _OURS_DOC = """
     Hyperband), ``max_time`` (seconds; the running trial ends at its next epoch end and
     counts), ``workers`` (trials at once in worker processes; the search must run under
     ``if __name__ == "__main__":``), ``trials_per_worker`` (recycle processes), ``training``
-    (``auto``, ``loop`` or ``fit``) and ``patience`` (early stopping, epochs).
+    (``auto``, ``loop`` or ``fit``), ``patience`` (early stopping, epochs) and
+    ``explosion_factor`` (default 3: a trial whose training loss exceeds that many times its
+    starting loss is recorded as diverged; 0 or ``"off"``: never; a HyperModel with its own
+    ``fit`` trains as it likes, without the rule).
 """
 
 for _cls, _base in ((Hyperband, kt.Hyperband), (BOHB, kt.Hyperband), (TPE, TPE.__init__),

@@ -37,6 +37,7 @@ from kerastune_kit.rundir import RunDir, RunDirLock
 from kerastune_kit.session import (  # noqa: F401 - prepare is re-exported (it lived here)
     check_resume_data,
     fingerprint,
+    load_config_dataset,
     prepare,
     requeue_write_failures,
     search_in_process,
@@ -65,6 +66,10 @@ class SearchResult:
         exhausted: The number of distinct configurations when the oracle ran out of new
             ones before its budget (every point of the space was tried; Hyperband then
             still trains the best to ``max_epochs``); None otherwise.
+        test: The best trial scored on the held-out test split
+            (:class:`kerastune_kit.final.TestEvaluation`: ``score``, ``validation_score``,
+            ``gap``, ``metrics``, ``refit_score``); None without a test split.
+        refit: What ``--refit`` trained (epochs, samples, seed, the model files); None without.
     """
 
     run_dir: Path
@@ -75,6 +80,19 @@ class SearchResult:
     wall_time_s: float
     stopped: str | None = None
     exhausted: int | None = None
+    test: Any = None
+    refit: dict[str, Any] | None = None
+
+    @property
+    def test_score(self) -> float | None:
+        """The best trial's score on the held-out test split (``test_accuracy`` for a
+        ``val_accuracy`` objective), None without a test split."""
+        return None if self.test is None else self.test.score
+
+    @property
+    def test_metrics(self) -> dict[str, float]:
+        """Every test metric of the best trial (``test_loss``, ``test_accuracy``...)."""
+        return {} if self.test is None else dict(self.test.metrics)
 
     @property
     def best_score(self) -> float | None:
@@ -159,7 +177,9 @@ def run_search(
         oracle: ``HOST:PORT`` the chief listens on.
         worker_timeout: Seconds without a heartbeat after which a worker's trial is re-queued.
         on_start: Called once, before the first trial, with one line saying how the search
-            chooses its trials (for a Bayesian search: how many start random).
+            chooses its trials (for a Bayesian search: how many start random); with
+            ``config.refine``, also with each stage's line (:mod:`kerastune_kit.refine`); with
+            ``config.preflight``, also with the preflight's lines (:mod:`kerastune_kit.preflight`).
         deadline: ``time.time()`` at which ``config.max_time`` ends; None: ``max_time``
             seconds from this call (the CLI counts from the command's start).
 
@@ -172,6 +192,10 @@ def run_search(
         raise ConfigError(f"workers: expected 0 or more, received {workers!r}")
     if role == "chief" and not oracle:
         raise ConfigError("oracle: --role chief needs --oracle HOST:PORT to listen on")
+    if role == "chief" and config.refine:
+        raise ConfigError(f"refine: --role chief runs one stage (its workers read RUN/"
+                          f"config.toml), received --refine {config.refine}; use --workers N "
+                          "on one machine, or drop --refine")
     started = time.perf_counter()
     if deadline is None and config.max_time:
         deadline = time.time() + config.max_time
@@ -184,30 +208,55 @@ def run_search(
             run_dir = _init_run_dir(config, dataset, space, objective)
         logger.info("search: %s, %s tuner, objective %s, run directory %s",
                     dataset.summary(), config.tuner, objective, run_dir)
-        from kerastune_kit.plan import expected_trials, search_plan
+        from kerastune_kit.plan import search_plan
 
         if on_start is not None:
             on_start(search_plan(config, hypermodel))
+        if config.preflight and not config.resume:  # sanity checks before the budget goes
+            from kerastune_kit.preflight import preflight_search
+
+            with write_errors(run_dir, action="search"):
+                preflight_search(config, dataset, hypermodel, run_dir, deadline=deadline,
+                                 say=on_start)
 
         with write_errors(run_dir, action="search"):
-            if workers or role == "chief":
-                reason = _search_as_chief(config, hypermodel, objective, workers=workers,
-                                          oracle=oracle, callbacks=callbacks, on_trial=on_trial,
-                                          deadline=deadline, worker_timeout=worker_timeout)
-            elif config.trials_per_worker and \
-                    expected_trials(config) > config.trials_per_worker:
-                from kerastune_kit.workers import search_in_workers
+            run_trials = functools.partial(_run_trials, workers=workers, role=role,
+                                           oracle=oracle, callbacks=callbacks,
+                                           worker_timeout=worker_timeout)
+            if config.refine:  # coarse to fine: stage 1 here, then RUN/stages/<k>
+                from kerastune_kit.refine import run_stages
 
-                resumed = dataclasses.replace(config, overwrite=False, resume=True)
-                reason = search_in_workers(
-                    functools.partial(search_in_process, resumed),
-                    trials_per_worker=config.trials_per_worker, callbacks=callbacks,
-                    on_trial=on_trial, deadline=deadline)
+                reason = run_stages(config, hypermodel, objective, run_trials,
+                                    init_run_dir=_init_run_dir, deadline=deadline,
+                                    on_trial=on_trial, on_start=on_start)
             else:
-                reason = search_in_process(config, callbacks=callbacks, on_trial=on_trial,
-                                           deadline=deadline)
+                reason = run_trials(config, hypermodel, objective, deadline=deadline,
+                                    on_trial=on_trial)
             return finish_search(config, hypermodel, objective, started=started,
                                  stopped=None if reason == "finished" else reason)
+
+
+def _run_trials(config: SearchConfig, hypermodel: Any, objective: str, *, workers: int,
+                role: str | None, oracle: str | None, callbacks: Sequence[Any] | None,
+                on_trial: Callable[[TrialRecord], None] | None, deadline: float | None,
+                worker_timeout: float) -> str:
+    """The trials of one search (a chief's, in recycled worker processes, or in this process);
+    returns why it ended (``finished``, ``time budget``, ``interrupted by SIGINT``)."""
+    from kerastune_kit.plan import expected_trials
+
+    if workers or role == "chief":
+        return _search_as_chief(config, hypermodel, objective, workers=workers, oracle=oracle,
+                                callbacks=callbacks, on_trial=on_trial, deadline=deadline,
+                                worker_timeout=worker_timeout)
+    if config.trials_per_worker and expected_trials(config) > config.trials_per_worker:
+        from kerastune_kit.workers import search_in_workers
+
+        resumed = dataclasses.replace(config, overwrite=False, resume=True)
+        return search_in_workers(
+            functools.partial(search_in_process, resumed),
+            trials_per_worker=config.trials_per_worker, callbacks=callbacks,
+            on_trial=on_trial, deadline=deadline)
+    return search_in_process(config, callbacks=callbacks, on_trial=on_trial, deadline=deadline)
 
 
 def _search_as_chief(config: SearchConfig, hypermodel: Any, objective: str, *, workers: int,
@@ -290,10 +339,21 @@ def finish_search(config: SearchConfig, hypermodel: Any, objective: str, *, star
     run_dir = config.effective_run_dir()
     tuner = build_tuner(config, hypermodel, objective=objective)
     records, best = tuner.kit_write_results()
+    exhausted = None if stopped or config.refine else _exhausted(config, tuner, records)
+    best_tuner, best_own = tuner, best  # the tuner of the best trial's stage, its own record
+    if config.refine:  # coarse to fine: the results over every stage
+        from kerastune_kit.refine import finish_stages
+
+        records, best, best_tuner, best_own = finish_stages(config, tuner, records, objective)
+    from kerastune_kit.final import evaluate_and_refit  # the test split, --refit
+
+    final = evaluate_and_refit(config, best_tuner, best_own, stopped=stopped, step=len(records),
+                               load_dataset=functools.partial(load_config_dataset, config),
+                               trial_id=best.trial_id if best is not None else None)
     return SearchResult(run_dir=run_dir, objective=objective,
                         direction=tuner.oracle.objective.direction, trials=records, best=best,
                         wall_time_s=time.perf_counter() - started, stopped=stopped,
-                        exhausted=None if stopped else _exhausted(config, tuner, records))
+                        exhausted=exhausted, test=final.test, refit=final.refit)
 
 
 def _exhausted(config: SearchConfig, tuner: Any, records: Sequence[TrialRecord]) -> int | None:

@@ -82,3 +82,17 @@ def test_our_trial_lines_are_parsed(sq):
                            "--max-time", "30s", "--run-dir", "/tmp/r", "--overwrite",
                            "--model", "mlp"]
     assert sq._cpu_list([1]) == "1" and sq._cpu_list([0, 1, 3]) == "0-1,3"
+
+
+def test_the_validation_vs_test_note_reads_the_best_files_test_entry(sq):
+    assert sq.test_note(None) == "no test score"
+    note = sq.test_note({"trial_id": "0007", "validation_metric": "val_accuracy",
+                         "validation_score": 0.97, "metric": "test_accuracy", "score": 0.95,
+                         "samples": 270, "gap": 0.02, "large_gap": False})
+    assert note == ("best trial 0007: val_accuracy 0.9700 vs test_accuracy 0.9500 on 270 "
+                    "samples (gap +0.0200)")
+    regression = sq.test_note({"trial_id": "3", "validation_metric": "val_loss",
+                               "validation_score": 0.5, "metric": "test_loss", "score": 0.7,
+                               "samples": 67, "gap": 0.2, "large_gap": True,
+                               "metrics": {"test_mae": 44.25}})
+    assert regression.endswith("(gap +0.2000, LARGE), test MAE 44.25")

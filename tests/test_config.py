@@ -317,10 +317,23 @@ def test_load_toml_rejects_non_table_sections(tmp_path: Path, text: str) -> None
 def test_load_saved_config_reads_run_config(tmp_path: Path) -> None:
     run = tmp_path / "run"
     run.mkdir()
-    write(run, '[search]\ndata = "wine"\n')
-    assert load_saved_config(run) == {"data": "wine"}
+    write(run, '[search]\ndata = "wine"\ntest_split = 0.1\n')
+    assert load_saved_config(run) == {"data": "wine", "test_split": 0.1,
+                                      "explosion_factor": 0.0}
     with pytest.raises(ConfigError):
         load_saved_config(tmp_path / "empty")
+
+
+def test_a_run_saved_before_the_recipe_settings_resumes_as_it_ran(tmp_path: Path) -> None:
+    """A config.toml without test_split / explosion_factor was saved by a version without a
+    test split or the explosion rule: resuming it keeps both off, so its data fingerprint and
+    its trials' rules stay the same."""
+    run = tmp_path / "run"
+    run.mkdir()
+    write(run, '[search]\ndata = "wine"\ntuner = "random"\n')
+    saved = SearchConfig(**load_saved_config(run))
+    assert (saved.test_split, saved.explosion_factor) == (0.0, 0.0)
+    assert (SearchConfig().test_split, SearchConfig().explosion_factor) == (0.15, 3.0)
 
 
 # ---------------------------------------------------------------------- merging flags

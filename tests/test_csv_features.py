@@ -104,7 +104,7 @@ def _one_line_error(kind: type, *args: object, **kwargs: object) -> str:
 
 def test_column_kinds_are_inferred_and_the_text_column_dropped_with_one_notice(
         cars_csv, notices):
-    ds = load_dataset(str(cars_csv), target="mpg")
+    ds = load_dataset(str(cars_csv), target="mpg", test_split=0)  # (the 160/40 split below)
     columns = _columns(ds)
     assert {name: c["kind"] for name, c in columns.items()} == {
         "cylinders": "numeric",  # 3/4/5/6/8: a count, not codes
@@ -188,7 +188,7 @@ def test_many_categories_are_capped_and_column_names_become_input_names(tmp_path
     path = tmp_path / "wide.csv"
     path.write_text("\n".join(lines) + "\n")
     ds = load_dataset(str(path), target="y", max_samples=500)
-    assert len(ds.x_train) + len(ds.x_val) == 500
+    assert len(ds.x_train) + len(ds.x_val) + len(ds.x_test) == 500
     maker = _columns(ds)["maker"]
     assert maker["kind"] == "string_categorical"  # 60 values, 1 in 7 rows distinct
     assert maker["width"] == 52 and maker["vocabulary"][:2] == ["[missing]", "[other]"]
@@ -200,7 +200,7 @@ def test_many_categories_are_capped_and_column_names_become_input_names(tmp_path
                              ("mlp,b,c,y", "has the name of a layer of the exported model")):
         bad = tmp_path / "bad.csv"
         bad.write_text(f"{header}\n1,2,x,0\n2,3,y,1\n3,4,z,0\n")
-        assert fragment in _one_line_error(DataError, str(bad), target="y")
+        assert fragment in _one_line_error(DataError, str(bad), target="y", test_split=0)
 
 
 # --------------------------------------------------------------------------- imputation

@@ -13,11 +13,20 @@ from kerastune_kit.data import (
     DEFAULT_DATASET,
     Dataset,
     list_datasets,
-    load_dataset,
 )
+from kerastune_kit.data import load_dataset as _load_dataset
 from kerastune_kit.errors import DataError, KerastuneKitError
 
 # --------------------------------------------------------------------------- helpers
+
+
+def load_dataset(*args: object, **kwargs: object) -> Dataset:
+    """``load_dataset`` without the held-out test split (``test_split=0`` unless a test says
+    otherwise): these tests are about the train/validation split, scaling and messages, with
+    sizes and tiny files made before the test split existed; tests/test_test_split.py covers it."""
+    kwargs.setdefault("test_split", 0)
+    return _load_dataset(*args, **kwargs)  # type: ignore[arg-type]
+
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list[object]]) -> Path:

@@ -178,7 +178,7 @@ def test_cnn_needs_image_shaped_input():
 def test_flattened_digits_reshape_for_the_cnn():
     from kerastune_kit.data import load_dataset
 
-    digits = load_dataset("digits", max_samples=60)
+    digits = load_dataset("digits", max_samples=60, test_split=0)
     hypermodel = CNNHyperModel.for_dataset(digits)
     model = hypermodel.build(kt.HyperParameters())
     assert model.get_layer("to_image").output.shape[1:] == (8, 8, 1)

@@ -104,7 +104,7 @@ def test_live_summary_panels_follow_the_finished_trials(finished):
     assert f"| learning_rate | {result.best.hyperparameters['learning_rate']:.4g} |" in best
     importance = panels["search/importance"][-1][1]
     assert "| hyperparameter | importance |" in importance
-    assert images(root) == {"search/importance_chart": [n]}
+    assert images(root) == {"search/importance_chart": [n], "search/contour": [n]}
 
 
 def test_callback_run_is_a_session_with_the_same_tags(finished):
