@@ -502,7 +502,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     if getattr(args, "ensemble", None) is not None:
         from kerastune_kit.ensemble import export_ensemble
 
-        ensemble, model, sidecar = export_ensemble(args.run, args.ensemble, args.output)
+        with native_stderr_silenced(enabled=not getattr(args, "debug", False)):
+            ensemble, model, sidecar = export_ensemble(args.run, args.ensemble, args.output)
         print(f"wrote {model} and {sidecar}: the mean of {len(ensemble.trial_ids)} trials' "
               f"predictions ({', '.join(ensemble.trial_ids)})")
         for line in ensemble.summary_lines():

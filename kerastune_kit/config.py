@@ -392,6 +392,8 @@ class SearchConfig:
         """The values ``--resume`` compares against the saved configuration."""
         data = self.to_dict()
         data["patience"] = self.effective_patience()  # None means the default: compare that
+        if not self.refine:  # no refine stages: their length factor changes nothing
+            data["refine_factor"] = None
         return {k: data.get(k) for k in RESUME_KEYS}
 
     def check_against_saved(self) -> None:

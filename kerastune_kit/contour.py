@@ -501,6 +501,9 @@ def write_contour(results: Any, knobs: Sequence[str] | None = None,
                             direction=results.direction,
                             scales=run_knob_scales(results.run_dir), hp_names=results.hp_names)
     target = Path(path) if path is not None else default_path(results.run_dir, *knobs)
+    if target.suffix.lower() != ".png" or target.is_dir():
+        raise ConfigError(f"contour_output: expected a file path ending in .png, received "
+                          f"'{target}'; pass for example --contour-output contour.png")
     figure = contour_figure(contour)
     with write_errors(target, action="output"), atomic_path(target) as tmp:
         figure.savefig(tmp, format="png")

@@ -168,6 +168,14 @@ def top_configurations(records: Iterable[TrialRecord], direction: str, *,
         ``(top, n_ranked)``: the best trial of each of the top configurations, best first, and
         how many ranked distinct configurations there were.
     """
+    distinct = ranked_configurations(records, direction)
+    count = max(MIN_TOP, math.ceil(fraction * len(distinct) - 1e-9))
+    return distinct[:count], len(distinct)
+
+
+def ranked_configurations(records: Iterable[TrialRecord], direction: str
+                          ) -> list[TrialRecord]:
+    """The best trial of each ranked distinct configuration of ``records``, best first."""
     distinct: list[TrialRecord] = []
     seen: set[str] = set()
     for record in rank(records, direction):
@@ -177,8 +185,7 @@ def top_configurations(records: Iterable[TrialRecord], direction: str, *,
         if key not in seen:
             seen.add(key)
             distinct.append(record)
-    count = max(MIN_TOP, math.ceil(fraction * len(distinct) - 1e-9))
-    return distinct[:count], len(distinct)
+    return distinct
 
 
 def narrow_space(records: Iterable[TrialRecord], space: SearchSpace, original: SearchSpace, *,
@@ -211,9 +218,17 @@ def narrow_space(records: Iterable[TrialRecord], space: SearchSpace, original: S
     specs: dict[str, Any] = {}
     changes: dict[str, str] = {}
     notes: list[str] = []
-    skip: set[str] = set()
+    # A knob the stage never varied (a grid's untouched axes, a short random search's
+    # constant) says nothing about where the good values are: it keeps its domain.
+    explored = ranked_configurations(records, direction)
+    unvaried = {name for name, domain in domains.items()
+                if not isinstance(domain, Fixed)
+                and len({_key(v) for v in _values(explored, name)}) < 2}
+    skip: set[str] = {name for name in unvaried}
+    if unvaried:
+        notes.append(f"not varied in the stage, kept: {', '.join(sorted(unvaried))}")
     for name in domains:  # the on/off switches first: they decide the values
-        if not name.startswith("use_") or name[4:] not in space.knobs:
+        if not name.startswith("use_") or name[4:] not in space.knobs or name in skip:
             continue
         values = _values(top, name)
         if len(values) >= MIN_TOP and not any(values):

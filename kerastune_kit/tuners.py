@@ -54,6 +54,7 @@ from kerastune_kit.results import (
     write_leaderboard,
 )
 from kerastune_kit.rundir import (
+    STAGES_DIR,
     RunDir,
     errno_in_text,
     find_write_error,
@@ -74,6 +75,9 @@ from kerastune_kit.trial_status import FAILED_STATUSES, TrialStatus
 
 patch_keras_tuner_protos()
 patch_keras_tuner_writes()
+#: A ``--refine`` stage k seeds its oracle and trials with ``seed + STAGE_SEED_STRIDE * (k - 1)``.
+STAGE_SEED_STRIDE = 1000
+
 logger = get_logger("search")
 
 
@@ -1396,10 +1400,15 @@ def build_tuner(config: SearchConfig, hypermodel: Any, *, objective: str,
 
     run_dir = config.effective_run_dir()
     direction = objective_direction(objective)
+    # A --refine stage (RUN/stages/<k>) draws afresh: same data split (config.seed), but its
+    # oracle and its trials' initialisations seeded apart from the stages before.
+    layout = Path(run_dir)
+    stage = int(layout.name) if layout.parent.name == STAGES_DIR and layout.name.isdigit() else 1
+    seed = config.seed + STAGE_SEED_STRIDE * (stage - 1)
     kwargs: dict[str, Any] = dict(
         hypermodel=hypermodel,
         objective=kt.Objective(objective, direction=direction),
-        seed=config.seed + 1,  # KerasTuner reads seed 0 as "no seed" and draws a random one
+        seed=seed + 1,  # KerasTuner reads seed 0 as "no seed" and draws a random one
         directory=str(run_dir),
         project_name=TUNER_DIR,
         overwrite=False,
@@ -1409,7 +1418,7 @@ def build_tuner(config: SearchConfig, hypermodel: Any, *, objective: str,
         kit_space=hypermodel.space,
         kit_metric_names=hypermodel.head.metric_names,
         kit_on_trial=on_trial,
-        kit_seed=config.seed,
+        kit_seed=seed,
         kit_deadline=deadline,
         kit_trial_budget=trial_budget,
         kit_pruner=make_pruner(config.pruner, direction,

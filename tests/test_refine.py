@@ -116,6 +116,10 @@ def test_int_ranges_stay_integers_and_a_collapsed_range_is_fixed():
     cnn_records = [TrialRecord(str(i), "COMPLETED", score=0.9 - i / 100,
                                hyperparameters={**base, "filters_0": 16 + i})
                    for i in range(2)]
+    # (a third, worse trial tried other values: the stage did vary these knobs)
+    cnn_records.append(TrialRecord("2", "COMPLETED", score=0.5, hyperparameters={
+        **base, "filters_0": 20, "convs_per_block": 1, "dense_layers": 1, "dense_units": 64,
+        "head_dropout": 0.1}))
     cnn_over = narrow_space(cnn_records, cnn, cnn, direction="max").overrides
     assert cnn_over["convs_per_block"] == 2 and cnn_over["dense_layers"] == 0
     assert "dense_units" not in cnn_over and "head_dropout" not in cnn_over
@@ -378,3 +382,40 @@ def test_resume_after_stage_1_continues_stage_2_only(tmp_path):
     again: list[str] = []
     result = run_search(_config(tmp_path, resume=True), on_trial=lambda r: again.append(1))
     assert again == [] and len(result.trials) == 8
+
+
+def test_a_knob_the_stage_never_varied_keeps_its_domain():
+    """A grid that only walked batch_size, or a short random search that never moved a knob,
+    says nothing about that knob: it is neither fixed nor narrowed."""
+    space = SearchSpace({"optimizer": ["adam", "sgd"], "units": [32, 64], "num_layers": 1})
+    base = {"num_layers": 1, "units_0": 32, "dropout_0": 0.0, "normalization": "none",
+            "residual": False, "learning_rate": 1e-3, "optimizer": "adam",
+            "use_clipnorm": False, "activation": "relu", "kernel_initializer": "auto",
+            "use_l2": False}
+    records = [TrialRecord(str(i), "COMPLETED", score=0.9 - i / 100,
+                           hyperparameters={**base, "batch_size": size})
+               for i, size in enumerate((32, 64, 128, 256))]
+    narrowing = narrow_space(records, space, space, direction="max")
+    assert narrowing.overrides["optimizer"] == ["adam", "sgd"]
+    assert narrowing.overrides["units"] == [32, 64]
+    # the top two disagree on batch_size, the only knob that moved: nothing changes
+    assert narrowing.changes == {}
+    assert any("not varied" in note and "optimizer" in note for note in narrowing.notes)
+
+
+@pytest.mark.slow
+def test_each_stage_seeds_its_oracle_and_trials_apart(tmp_path):
+    """Stage k's oracle draws afresh (seed + 1000 (k - 1)); the data split stays stage 1's."""
+    from kerastune_kit.session import prepare
+    from kerastune_kit.tuners import STAGE_SEED_STRIDE, build_tuner
+
+    seeds = []
+    for run_dir in (tmp_path / "run", tmp_path / "run" / "stages" / "2"):
+        config = SearchConfig(data="iris", tuner="random", max_trials=2, max_epochs=1, seed=5,
+                              run_dir=str(run_dir), preflight=False)
+        dataset, _, hypermodel, objective = prepare(config, check_run_dir=False)
+        tuner = build_tuner(config, hypermodel, objective=objective)
+        seeds.append((tuner.oracle.seed, tuner.kit_seed, dataset.fingerprint()))
+    assert seeds[0][:2] == (6, 5)
+    assert seeds[1][:2] == (6 + STAGE_SEED_STRIDE, 5 + STAGE_SEED_STRIDE)
+    assert seeds[0][2] == seeds[1][2]
