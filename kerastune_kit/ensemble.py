@@ -33,7 +33,7 @@ from typing import Any
 from kerastune_kit._logging import get_logger
 from kerastune_kit.errors import ConfigError, RunDirError
 from kerastune_kit.results import RunResults, TrialRecord, is_ranked
-from kerastune_kit.rundir import RunDir, atomic_path, split_stage_trial_id, write_json_atomic
+from kerastune_kit.rundir import RunDir, split_stage_trial_id
 
 logger = get_logger("ensemble")
 
@@ -461,8 +461,7 @@ def export_ensemble(run_dir: str | Path, k: int, output: str | Path
         WriteError: ``output`` cannot be written; nothing is left half-written.
     """
     from kerastune_kit._saving import save_model_atomically
-    from kerastune_kit.rundir import find_write_error, write_error
-    from kerastune_kit.runs import check_model_path, load_results
+    from kerastune_kit.runs import check_model_path, load_results, write_export
 
     k = check_ensemble_size(k)
     output = check_model_path(output)
@@ -481,15 +480,7 @@ def export_ensemble(run_dir: str | Path, k: int, output: str | Path
                     for trial_id in ensemble.trial_ids],
         "model_card": card, "model": output.name, "run_dir": str(run_dir),
     }
-    try:
-        with atomic_path(output) as tmp:
-            save_model_atomically(ensemble.model, tmp)
-            write_json_atomic(sidecar, summary)
-    except OSError as exc:
-        error = find_write_error(exc)
-        if error is None:
-            raise
-        raise write_error(OSError(error.errno, error.strerror), output,
-                          action="export") from None
+    write_export(output, lambda tmp: save_model_atomically(ensemble.model, tmp), sidecar,
+                 summary)
     return ensemble, output, sidecar
 

@@ -110,6 +110,7 @@ from kerastune_kit.space import (
     FloatRange,
     IntRange,
     SearchSpace,
+    _domain_values,
     describe_domain,
 )
 
@@ -352,13 +353,8 @@ def _consistent(overrides: dict[str, Any], specs: dict[str, Any],
 
 
 def _discrete(domain: Domain) -> list[Any]:
-    if isinstance(domain, Fixed):
-        return [domain.value]
-    if isinstance(domain, Choices):
-        return list(domain.values)
-    if isinstance(domain, IntRange):
-        return list(range(domain.min, domain.max + 1))
-    return []
+    """Every value of a discrete domain; none for a float range."""
+    return [] if isinstance(domain, FloatRange) else _domain_values(domain)
 
 
 def _range_text(low: Any, high: Any) -> str:

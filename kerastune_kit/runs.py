@@ -17,7 +17,9 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from kerastune_kit.errors import ConfigError, RunDirError
 from kerastune_kit.results import (
@@ -163,11 +165,23 @@ def export_best(run_dir: str | Path, output: str | Path) -> tuple[Path, Path]:
             "has not finished, or no trial completed); export after the search finishes"
         )
     sidecar = output.with_suffix(".json")
+    write_export(output, lambda tmp: shutil.copyfile(model, tmp), sidecar,
+                 {**best, "model": output.name, "run_dir": str(run_dir)})
+    return output, sidecar
+
+
+def write_export(output: Path, write_model: Callable[[Path], Any], sidecar: Path,
+                 sidecar_data: Any) -> None:
+    """Write an exported model (``write_model(tmp)``) to ``output`` and its JSON sidecar, both
+    through temporary files first, so a failure leaves neither half-written.
+
+    Raises:
+        WriteError: The file system refused the write (one line naming ``output``).
+    """
     try:
-        # Both written to temporary files first: a failure leaves neither half-written.
         with atomic_path(output) as tmp:
-            shutil.copyfile(model, tmp)
-            write_json_atomic(sidecar, {**best, "model": output.name, "run_dir": str(run_dir)})
+            write_model(tmp)
+            write_json_atomic(sidecar, sidecar_data)
     except OSError as exc:
         error = find_write_error(exc)
         if error is None:
@@ -175,4 +189,3 @@ def export_best(run_dir: str | Path, output: str | Path) -> tuple[Path, Path]:
         # (shutil names the source file in its errors: the user's path is the output)
         raise write_error(OSError(error.errno, error.strerror), output,
                           action="export") from None
-    return output, sidecar
