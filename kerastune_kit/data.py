@@ -493,13 +493,7 @@ def load_dataset(
     presplit = raw.x_val is not None
     parts = [y]
     if presplit:
-        x_val, val_uint8 = _as_features(raw.x_val, raw.name, "x_val")
-        y_val = _as_target(raw.y_val, len(x_val), raw.name, "y_val")
-        if x_val.shape[1:] != x.shape[1:]:
-            raise DataError(
-                f"data: '{raw.name}' has x_train samples of shape {x.shape[1:]} but x_val samples "
-                f"of shape {x_val.shape[1:]}; both splits need the same sample shape"
-            )
+        x_val, y_val, val_uint8 = _given_split(raw, "val", x.shape[1:])
         was_uint8 = was_uint8 or val_uint8
         parts.append(y_val)
     else:
@@ -508,13 +502,7 @@ def load_dataset(
     x_test: np.ndarray | None = None
     y_test: np.ndarray | None = None
     if given_test:
-        x_test, _ = _as_features(raw.x_test, raw.name, "x_test")
-        y_test = _as_target(raw.y_test, len(x_test), raw.name, "y_test")
-        if x_test.shape[1:] != x.shape[1:]:
-            raise DataError(
-                f"data: '{raw.name}' has training samples of shape {x.shape[1:]} but x_test "
-                f"samples of shape {x_test.shape[1:]}; both splits need the same sample shape"
-            )
+        x_test, y_test, _ = _given_split(raw, "test", x.shape[1:])
         parts.append(y_test)
 
     resolved, y_all, n_classes, class_names = _encode_targets(np.concatenate(parts), task, raw)
@@ -650,6 +638,24 @@ def _hold_out_test(
                 "(--test-split 0) or add samples of that class"
             )
     return np.sort(rest), np.sort(test)
+
+
+def _given_split(raw: _Raw, split: str, sample_shape: tuple[int, ...]
+                 ) -> tuple[np.ndarray, np.ndarray, bool]:
+    """The ``x_<split>``/``y_<split>`` arrays a file brings (``val`` or ``test``), checked like
+    the training split's and against its sample shape: ``(x, y, was_uint8)``.
+
+    Raises:
+        DataError: A bad array, or samples shaped unlike the training split's.
+    """
+    x, was_uint8 = _as_features(getattr(raw, f"x_{split}"), raw.name, f"x_{split}")
+    y = _as_target(getattr(raw, f"y_{split}"), len(x), raw.name, f"y_{split}")
+    if x.shape[1:] != sample_shape:
+        raise DataError(
+            f"data: '{raw.name}' has training samples of shape {sample_shape} but x_{split} "
+            f"samples of shape {x.shape[1:]}; both splits need the same sample shape"
+        )
+    return x, y, was_uint8
 
 
 def _encode_targets(

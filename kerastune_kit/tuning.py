@@ -233,7 +233,8 @@ def run_search(
                 reason = run_trials(config, hypermodel, objective, deadline=deadline,
                                     on_trial=on_trial)
             return finish_search(config, hypermodel, objective, started=started,
-                                 stopped=None if reason == "finished" else reason)
+                                 stopped=None if reason == "finished" else reason,
+                                 dataset=dataset)
 
 
 def _run_trials(config: SearchConfig, hypermodel: Any, objective: str, *, workers: int,
@@ -332,8 +333,11 @@ def run_worker(run_dir: str | Path, oracle: str, *, worker_id: str,
 
 
 def finish_search(config: SearchConfig, hypermodel: Any, objective: str, *, started: float,
-                  stopped: str | None) -> SearchResult:
-    """Write the leaderboard, the best configuration and the best model; build the result."""
+                  stopped: str | None, dataset: Dataset | None = None) -> SearchResult:
+    """Write the leaderboard, the best configuration and the best model; build the result.
+
+    ``dataset`` is the search's data, for the test evaluation and ``--refit``; None: loaded
+    again from ``config`` when one of them needs it."""
     from kerastune_kit.tuners import build_tuner
 
     run_dir = config.effective_run_dir()
@@ -348,7 +352,8 @@ def finish_search(config: SearchConfig, hypermodel: Any, objective: str, *, star
     from kerastune_kit.final import evaluate_and_refit  # the test split, --refit
 
     final = evaluate_and_refit(config, best_tuner, best_own, stopped=stopped, step=len(records),
-                               load_dataset=functools.partial(load_config_dataset, config),
+                               load_dataset=(functools.partial(load_config_dataset, config)
+                                             if dataset is None else lambda: dataset),
                                trial_id=best.trial_id if best is not None else None)
     return SearchResult(run_dir=run_dir, objective=objective,
                         direction=tuner.oracle.objective.direction, trials=records, best=best,
