@@ -34,6 +34,35 @@ def short(value: Any) -> str:
     return str(value)
 
 
+def epoch_text(record: TrialRecord, max_epochs: int | None = None, *,
+               best: bool = True) -> str:
+    """The epochs a trial trained, numbered from 1 as Keras prints them: ``epochs 4-9 of 9,
+    best 8`` (a promoted trial that trained its 4th to 9th epoch of 9, best at its 8th).
+
+    This is the one way epochs are numbered wherever a person reads them (terminal,
+    ``inspect``, TensorBoard's steps and text, ``leaderboard.csv``). Inside Python,
+    :class:`~kerastune_kit.results.TrialRecord` keeps Keras's 0-based indices
+    (``initial_epoch``, ``best_epoch``, like ``History.epoch``); ``epochs`` is a count.
+
+    Args:
+        record: The trial.
+        max_epochs: The search's ``max_epochs`` (``of 9``); None leaves it out.
+        best: Add ``, best K`` when the trial has a best epoch.
+
+    Returns:
+        ``""`` when the trial trained no epoch yet.
+    """
+    if record.epochs is None or record.epochs <= record.initial_epoch:
+        return ""
+    first, last = record.initial_epoch + 1, record.epochs
+    text = f"epoch {last}" if first == last else f"epochs {first}-{last}"
+    if max_epochs:
+        text += f" of {max_epochs}"
+    if best and record.best_epoch is not None:
+        text += f", best {record.best_epoch + 1}"
+    return text
+
+
 def summary_rows(records: Sequence[TrialRecord], hp_names: Sequence[str]) -> list[list[str]]:
     """One list of cells per trial: the :data:`SUMMARY_COLUMNS`, then every hyperparameter."""
     rows = []
