@@ -102,8 +102,9 @@ MAX_EPOCHS = 9  # ours' default Hyperband max_epochs: the per-trial cap of every
 TERM_GRACE_S = 20.0  # a contender still running this long after its budget gets SIGTERM
 KILL_GRACE_S = 60.0  # ... and SIGKILL this long after its budget
 THREAD_VARS = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS")
-TRIAL_LINE = re.compile(
-    r"^trial (?P<trial>\S+) (?P<status>completed|pruned|diverged|failed)\s+score=(?P<score>\S+)"
+TRIAL_LINE = re.compile(  # `trial 0012 completed 0.9806  epochs ...` (before issue 17: score=)
+    r"^trial (?P<trial>\S+) (?P<status>completed|pruned|diverged|failed)\s+(?:score=)?"
+    r"(?P<score>\S+)"
 )
 
 

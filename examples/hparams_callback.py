@@ -63,7 +63,7 @@ def main() -> None:
         model.fit(data.x_train, data.y_train, validation_data=(data.x_val, data.y_val),
                   epochs=epochs, batch_size=32, verbose=0, callbacks=[callback])
         record = callback.record
-        print(f"{record.trial_id}: val_accuracy={record.score:.4f} at epoch {record.best_epoch}"
+        print(f"{record.trial_id}: val_accuracy={record.score:.4f} at epoch {record.best_epoch + 1}"
               f" ({record.wall_time_s:.1f}s)")
 
     results = load_results(args.beside or log_dir)

@@ -2,6 +2,9 @@
 and TensorBoard.
 
 Importing the package is cheap: TensorFlow loads only when a name that needs it is first used.
+TensorFlow's C++ start-up lines stay off stderr then, as in the CLI; set the environment
+variable ``KERASTUNE_KIT_TF_LOGS=1`` to see TensorFlow's logs. Plots of a run for notebooks:
+:mod:`kerastune_kit.plots`.
 
 Examples:
     >>> import kerastune_kit as kk  # KerasTuner's tuners, one import changed
@@ -63,10 +66,27 @@ __all__ = sorted(_LAZY) + ["__version__"]
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
+        value = getattr(_import_quietly(_LAZY[name]), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'kerastune_kit' has no attribute {name!r}")
+
+
+def _import_quietly(module: str) -> Any:
+    """Import ``module``; when that loads TensorFlow for the first time, its C++ start-up lines
+    stay off stderr (:func:`kerastune_kit._backend.quiet_tensorflow_start`; the environment
+    variable ``KERASTUNE_KIT_TF_LOGS=1`` shows them)."""
+    import sys
+
+    if "tensorflow" in sys.modules:
+        return importlib.import_module(module)
+    from kerastune_kit._backend import native_stderr_silenced, quiet_tensorflow_start
+
+    with native_stderr_silenced():
+        imported = importlib.import_module(module)
+    if "tensorflow" in sys.modules:
+        quiet_tensorflow_start()  # the device probe (``failed call to cuInit`` without a GPU)
+    return imported
 
 
 def __dir__() -> list[str]:

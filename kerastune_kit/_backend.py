@@ -1,14 +1,51 @@
-"""Import Keras on the TensorFlow backend, or fail with a clear message."""
+"""Import Keras on the TensorFlow backend, or fail with a clear message; keep TensorFlow's
+C++ start-up notices off the terminal.
+
+Owns: :func:`keras` (the checked import), :func:`quiet_tensorflow_start` (TensorFlow imported
+and its devices initialised with its C++ log lines filtered out of stderr),
+:func:`native_stderr_silenced` (that filter around any block) and :data:`TF_LOGS_ENV`, the
+switch that shows TensorFlow's logs again.
+
+TensorFlow 2.16+ writes its start-up notices (``oneDNN custom operations are on``, ``Could not
+find cuda drivers``, ``failed call to cuInit``, ``This TensorFlow binary is optimized``) through
+absl logging straight to file descriptor 2, before ``absl::InitializeLog()``, so
+``TF_CPP_MIN_LOG_LEVEL`` does not hide all of them; and each of its two native libraries
+(``libtensorflow_framework.so.2`` and ``libtensorflow_cc.so.2``) carries its own copy, so one
+``import tensorflow`` prints them twice. Only a redirect of descriptor 2 catches them.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
+import tempfile
 from collections.abc import Iterator
 from typing import Any
 
 from kerastune_kit.errors import BackendError
+
+#: Set to ``1`` to see TensorFlow's own logs: kerastune_kit then neither filters TensorFlow's
+#: C++ lines from stderr nor defaults ``TF_CPP_MIN_LOG_LEVEL`` to ``2``, and TensorFlow logs
+#: as it would on its own. (The CLI's ``--debug`` lifts the filter for one command.)
+TF_LOGS_ENV = "KERASTUNE_KIT_TF_LOGS"
+
+#: A line TensorFlow's C++ runtime logs: absl/glog's ``I0000 00:00:1796061908.585 29259
+#: port.cc:153] ...`` (and ``W``, ``E``, ``F``), TensorFlow < 2.16's ``2024-05-01
+#: 12:00:00.123456: I tensorflow/...``, absl's notice before ``InitializeLog`` and the second
+#: line of ``cpu_feature_guard``'s notice.
+TF_LOG_LINE = re.compile(
+    r"^(?:[IWEF]\d{4} [\d:.]+\s+\d+ [^\s\]]+:\d+\] "
+    r"|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWEF] "
+    r"|WARNING: All log messages before absl::InitializeLog\(\) is called"
+    r"|To enable the following instructions: .*rebuild TensorFlow with the appropriate "
+    r"compiler flags)")
+
+
+def tensorflow_logs_shown() -> bool:
+    """Whether :data:`TF_LOGS_ENV` asks for TensorFlow's own logs (``1``, ``true``, ``yes``)."""
+    return os.environ.get(TF_LOGS_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def keras() -> Any:
@@ -23,7 +60,8 @@ def keras() -> Any:
             f"KERAS_BACKEND: kerastune_kit runs on TensorFlow, received {requested!r}; "
             "unset KERAS_BACKEND or set KERAS_BACKEND=tensorflow"
         )
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if not tensorflow_logs_shown():
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     import keras as keras_module
 
@@ -38,26 +76,85 @@ def keras() -> Any:
 
 @contextlib.contextmanager
 def native_stderr_silenced(enabled: bool = True) -> Iterator[None]:
-    """Silence what TensorFlow's C++ runtime prints to stderr while it starts up.
+    """Keep TensorFlow's C++ log lines off stderr while the block runs (its start-up).
 
     TensorFlow writes start-up notices (oneDNN, CUDA probing) straight to file descriptor 2,
-    bypassing Python's logging and ``TF_CPP_MIN_LOG_LEVEL``. Python exceptions are unaffected:
-    they propagate and print after the descriptor is restored.
+    bypassing Python's logging and ``TF_CPP_MIN_LOG_LEVEL``. For the block, descriptor 2 goes
+    to a temporary file; afterwards every line that is not one of TensorFlow's
+    (:data:`TF_LOG_LINE`) is written back to stderr, in order, and the dropped ones go to the
+    ``kerastune_kit`` logger at DEBUG. Python exceptions propagate unchanged (their traceback
+    prints after the descriptor is restored), and warnings or prints to stderr inside the
+    block are kept.
+
+    Args:
+        enabled: False (the CLI's ``--debug``), or :data:`TF_LOGS_ENV` set: no filtering.
     """
-    if not enabled:
+    if not enabled or tensorflow_logs_shown():
         yield
         return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
     try:
-        os.dup2(devnull, 2)
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (AttributeError, OSError, ValueError):  # no stderr at all (pythonw, closed fd 2)
+        yield
+        return
+    capture = tempfile.TemporaryFile()
+    try:
+        os.dup2(capture.fileno(), 2)
         yield
     finally:
-        sys.stderr.flush()
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            sys.stderr.flush()
         os.dup2(saved, 2)
         os.close(saved)
-        os.close(devnull)
+        capture.seek(0)
+        kept = _drop_tensorflow_lines(capture.read())
+        capture.close()
+        if kept:
+            os.write(2, kept)
+
+
+def _drop_tensorflow_lines(data: bytes) -> bytes:
+    """``data`` without TensorFlow's C++ log lines (logged at DEBUG instead)."""
+    if not data:
+        return b""
+    from kerastune_kit._logging import get_logger
+
+    kept, dropped = [], []
+    for line in data.splitlines(keepends=True):
+        text = line.decode("utf-8", errors="replace")
+        (dropped if TF_LOG_LINE.match(text) else kept).append(line)
+    if dropped:
+        logger = get_logger("tensorflow")
+        for line in dropped:
+            logger.debug("%s", line.decode("utf-8", errors="replace").rstrip())
+    return b"".join(kept)
+
+
+def quiet_tensorflow_start() -> None:
+    """Import TensorFlow and initialise its devices with its C++ log lines filtered out of
+    stderr (:func:`native_stderr_silenced`); what the Python API calls before it first needs
+    TensorFlow, as the CLI does around its first import.
+
+    When kerastune_kit imports TensorFlow first, nothing of TensorFlow's start-up reaches
+    stderr. When the program imported TensorFlow itself before, that import has printed its
+    notices already and ``TF_CPP_MIN_LOG_LEVEL`` was read then; this still hides the device
+    probe (``failed call to cuInit`` on a machine without a GPU) if it has not run yet.
+    With :data:`TF_LOGS_ENV` set, TensorFlow starts as it would on its own (no filter, no
+    default ``TF_CPP_MIN_LOG_LEVEL``).
+
+    Raises:
+        BackendError: Keras is configured for another backend (:func:`keras`).
+    """
+    global _STARTED
+    if _STARTED:
+        return
+    with native_stderr_silenced():
+        warm_up_tensorflow()
+    _STARTED = True
+
+
+_STARTED = False
 
 
 def warm_up_tensorflow() -> list[str]:

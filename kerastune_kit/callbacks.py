@@ -43,7 +43,9 @@ class HParamsCallback(keras.callbacks.Callback):
         objective: The log key whose best epoch gives ``trial/score`` (default: ``val_loss``
             when validation data is given, else ``loss``).
         write_scalars: Set False when a ``keras.callbacks.TensorBoard`` writes the epoch
-            scalars to the same ``log_dir`` already (the dashboard reads those).
+            scalars to the same ``log_dir`` already (the dashboard reads those). Steps differ
+            by one then: Keras's callback logs the 0-based epoch index, this one (and every
+            tuned trial) the epoch's number from 1, as Keras prints ``Epoch 1/5``.
 
     Attributes:
         record: After training, the run's :class:`~kerastune_kit.results.TrialRecord`.
@@ -142,7 +144,7 @@ class HParamsCallback(keras.callbacks.Callback):
             record.score, record.best_epoch = pick(finite, key=lambda item: item[0])
         if self._diverged_at is not None and not finite:
             record.status = TrialStatus.FAILED
-            record.message = f"diverged: non-finite loss at epoch {self._diverged_at}"
+            record.message = f"diverged: non-finite loss at epoch {self._diverged_at + 1}"
         elif self._last_epoch is None:
             record.status = TrialStatus.FAILED
             record.message = "no epoch finished"

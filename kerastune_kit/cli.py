@@ -23,7 +23,7 @@ from typing import Any
 from kerastune_kit import __version__
 from kerastune_kit._backend import native_stderr_silenced
 from kerastune_kit.errors import KerastuneKitError
-from kerastune_kit.rundir import BEST_HYPERPARAMETERS, BEST_MODEL, LEADERBOARD, RunDir
+from kerastune_kit.rundir import RunDir
 from kerastune_kit.trial_status import TrialStatus
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -32,10 +32,6 @@ _STARTED_WALL = time.time()  # --max-time counts from here: the command's start
 _command_started = _STARTED_WALL  # main(argv) called in-process (tests) counts from its call
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what `head`'s writers usually end with
 _STDOUT_GONE = False  # set once stdout refused a write: progress lines are dropped from then on
-_MAIN_HPARAMS = ("num_layers", "num_blocks", "units_0", "filters_0", "width_profile",
-                 "base_units", "convs_per_block", "head", "normalization",
-                 "residual", "learning_rate", "lr_schedule", "warmup_epochs", "optimizer",
-                 "clipnorm", "batch_size")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -187,6 +183,10 @@ def _add_inspect_parsers(sub: Any) -> None:
                          help="rows to show, best first (default: 10; 0: all)")
     inspect.add_argument("--format", choices=("table", "csv", "json"), default="table",
                          help="table (default), csv or json")
+    inspect.add_argument("--wide", action="store_true",
+                         help="show every column of the table, however wide (default: the "
+                         "columns that fit the terminal's width or COLUMNS, 100 into a pipe; "
+                         "the most important hyperparameters first)")
     inspect.add_argument("--contour", nargs="*", metavar="KNOB", default=None,
                          help="instead, draw the objective over two knobs (KNOB_A KNOB_B; "
                          "none: the two most important) as a PNG, RUN/contour_<a>_<b>.png")
@@ -254,17 +254,24 @@ def cmd_search(args: argparse.Namespace) -> int:
     )
     args.effective_run_dir = config.effective_run_dir()
     _refuse_early(config)  # before TensorFlow's seconds of start-up
-    with native_stderr_silenced(enabled=not args.debug):
-        from kerastune_kit.tuning import run_search, warm_up_tensorflow
+    from kerastune_kit.progress import SearchTerminal
 
-        warm_up_tensorflow()
-    startup = time.perf_counter() - _STARTED
-    result = run_search(config, on_trial=None if args.quiet else _print_trial,
-                        workers=args.workers or 0, role=args.role, oracle=args.oracle,
-                        worker_timeout=args.worker_timeout,
-                        on_start=None if args.quiet else _say,
-                        deadline=_command_started + config.max_time if config.max_time
-                        else None)
+    deadline = _command_started + config.max_time if config.max_time else None
+    terminal = SearchTerminal(write=_say, started=_command_started, deadline=deadline,
+                              live=False if args.quiet else None)
+    loud = not args.quiet
+    with terminal:  # on a terminal, the live progress display until the summary
+        with native_stderr_silenced(enabled=not args.debug):
+            from kerastune_kit.tuning import run_search, warm_up_tensorflow
+
+            warm_up_tensorflow()
+        startup = time.perf_counter() - _STARTED
+        result = run_search(config, on_trial=terminal.trial if loud else None,
+                            workers=args.workers or 0, role=args.role, oracle=args.oracle,
+                            worker_timeout=args.worker_timeout,
+                            on_start=terminal.say if loud else None,
+                            on_begin=terminal.begin if loud else None,
+                            on_epoch=terminal.epoch if loud else None, deadline=deadline)
     if result.stopped == "time budget" and all(r.status == TrialStatus.RUNNING
                                                for r in result.trials):
         raise ConfigError(
@@ -274,7 +281,8 @@ def cmd_search(args: argparse.Namespace) -> int:
             f"{shlex.quote(str(config.effective_run_dir()))} --resume --max-time "
             f"{int(max(60, 2 * config.max_time))}s"
         )
-    _print_summary(result, workers=args.workers or 0)
+    _print_summary(result, workers=args.workers or 0, terminal=terminal,
+                   max_epochs=config.max_epochs)
     if result.stopped and result.stopped.startswith("interrupted"):
         return EXIT_INTERRUPTED
     return EXIT_OK if result.best is not None else EXIT_FAILURE
@@ -410,8 +418,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             "run_dir": str(results.run_dir), "source": results.source,
             "objective": results.objective, "direction": results.direction,
             "counts": results.counts(), "hp_names": results.hp_names,
-            "trials": [{**r.to_json(), "outcome": r.outcome} for r in shown],
-            "best": None if best is None else {**best.to_json(), "outcome": best.outcome},
+            # (epochs numbered from 1, as in leaderboard.csv: TrialRecord.to_public_json)
+            "trials": [{**r.to_public_json(), "outcome": r.outcome} for r in shown],
+            "best": None if best is None else {**best.to_public_json(),
+                                               "outcome": best.outcome},
             "importance": importance.to_json(),
             "test": None if results.test is None else results.test.to_json(),
             "refit": results.refit,
@@ -420,7 +430,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if args.format == "csv":
         _print_csv(shown, results.hp_names)
         return EXIT_OK
-    _print_inspection(results, shown, importance)
+    _print_inspection(results, shown, importance, wide=getattr(args, "wide", False))
     return EXIT_OK
 
 
@@ -460,40 +470,12 @@ def _print_csv(records: Sequence[Any], hp_names: Sequence[str]) -> None:
                          **record.row(hp_names)})
 
 
-def _print_inspection(results: Any, shown: Sequence[Any], importance: Any) -> None:
-    from kerastune_kit.report import best_lines, text_table
+def _print_inspection(results: Any, shown: Sequence[Any], importance: Any, *,
+                      wide: bool = False) -> None:
+    """The table format, fitted to the terminal (:mod:`kerastune_kit.inspect_view`)."""
+    from kerastune_kit.inspect_view import print_inspection
 
-    source = ("TensorBoard event files" if results.source == "tensorboard"
-              else f"{LEADERBOARD} and trial records"
-              if RunDir(results.run_dir).leaderboard.is_file() else "trial records")
-    objective = results.objective or "score"
-    print(f"run {results.run_dir} (read from {source}); objective {objective} "
-          f"({results.direction})")
-    counts = ", ".join(f"{n} {outcome}" for outcome, n in sorted(results.counts().items()))
-    print(f"{len(results)} trials: {counts}")
-    print()
-    for line in text_table(shown, results.hp_names):
-        print(line)
-    if len(shown) < len(results):
-        print(f"(top {len(shown)} of {len(results)}; --top 0 shows all)")
-    diagnosed = [r for r in shown if getattr(r, "diagnosis", None)]
-    if diagnosed:  # (kerastune_kit.diagnosis)
-        print()
-        print("diagnoses, at each trial's best epoch:")
-        for record in diagnosed:
-            print(f"  trial {record.trial_id}: {record.diagnosis}")
-    print()
-    for line in best_lines(results.best, objective=objective):
-        print(line)
-    from kerastune_kit.final import final_lines  # the held-out test score, --refit
-
-    for line in final_lines(results.test, results.refit):
-        print(line)
-    print()
-    print(f"hyperparameter importance ({importance.method}, {importance.n_trials} "
-          "configurations):" if importance else "hyperparameter importance:")
-    for line in importance.bars():
-        print(f"  {line}")
+    print_inspection(results, shown, importance, wide=wide)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -517,22 +499,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _print_trial(record: Any) -> None:
-    score = "-" if record.score is None else f"{record.score:.4f}"
-    parent = f" from {record.parent_trial_id}" if record.parent_trial_id else ""
-    epochs = "" if record.epochs is None else f" epochs {record.initial_epoch}-{record.epochs}"
-    values = record.hyperparameters
-    shown = []
-    for name in _MAIN_HPARAMS:
-        if name in values:
-            shown.append(f"{name}={_short(values[name])}")
-        elif name == "clipnorm" and "use_clipnorm" in values:
-            shown.append("clipnorm=off")
-    design = f" baseline {record.baseline}" if record.baseline else ""
-    line = (f"trial {record.trial_id} {record.status.lower():<9} score={score}{epochs}{parent}"
-            f"{design} ({record.wall_time_s or 0:.1f}s)  " + " ".join(shown))
-    if record.status != TrialStatus.COMPLETED and record.message:
-        line += f"  [{record.message}]"
-    _say(line)
+    """One finished trial in at most 100 columns (``--role worker``'s lines)."""
+    from kerastune_kit.progress import trial_line
+
+    _say(trial_line(record))
 
 
 def _say(line: str) -> None:
@@ -551,52 +521,25 @@ def _say(line: str) -> None:
                   "search goes on without progress lines", file=sys.stderr)
 
 
-def _short(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.3g}"
-    return str(value)
-
-
-def _print_summary(result: Any, *, workers: int = 0) -> None:
-    counts: dict[str, int] = {}
-    for record in result.trials:
-        counts[record.status.lower()] = counts.get(record.status.lower(), 0) + 1
-    status = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-    ended = f"search stopped ({result.stopped})" if result.stopped else "search finished"
-    finished = [r for r in result.trials if r.status != TrialStatus.RUNNING]
-    if finished:
-        _say(f"{ended} in {result.wall_time_s:.1f}s: {len(result.trials)} trials ({status})")
-    else:
-        _say(f"{ended} in {result.wall_time_s:.1f}s, before any trial finished")
-    if getattr(result, "exhausted", None):
-        promoted = " (Hyperband still trained the best to --max-epochs)" if any(
-            r.parent_trial_id for r in result.trials) else ""
-        _say(f"the search space ran out: all {result.exhausted} distinct configurations were "
-             f"tried{promoted}; widen it with --set for more")
-    if result.stopped:
-        more = f" --workers {workers}" if workers else ""
-        _say(f"continue it with: python -m kerastune_kit search --run-dir {result.run_dir} "
-             f"--resume{more}")
-    if result.best is None:
-        if finished:
-            _say(f"no trial completed; see {RunDir(result.run_dir).leaderboard} for the "
-                 "reasons")
-        return
-    best = result.best
-    values = " ".join(f"{k}={_short(v)}" for k, v in best.hyperparameters.items())
-    _say(f"best trial {best.trial_id}: {result.objective}={best.score:.4f} "
-          f"(epoch {best.best_epoch})  {values}")
+def _print_summary(result: Any, *, workers: int = 0, terminal: Any = None,
+                   max_epochs: int | None = None) -> None:
+    """The closing lines (:func:`kerastune_kit.progress.summary_lines`), the time counted
+    from the command's start: TensorFlow's start-up and the preflight are in it."""
+    from kerastune_kit.final import final_lines  # the held-out test score, --refit
+    from kerastune_kit.progress import summary_lines
     from kerastune_kit.refine import summary_line  # --refine: each stage's best
 
     stages = summary_line(result.run_dir, result.trials, objective=result.objective)
-    if stages:
-        _say(stages)
-    from kerastune_kit.final import final_lines  # the held-out test score, --refit
-
-    for line in final_lines(getattr(result, "test", None), getattr(result, "refit", None)):
-        _say(line)
-    _say(f"results: {result.run_dir}/{LEADERBOARD}, {BEST_HYPERPARAMETERS}, {BEST_MODEL}")
-    _say(f"tensorboard --logdir {RunDir(result.run_dir).tensorboard_dir}")
+    details = [stages] if stages else []
+    details += final_lines(getattr(result, "test", None), getattr(result, "refit", None))
+    lines = summary_lines(result, elapsed_s=time.time() - _command_started,
+                          first_trial_s=getattr(terminal, "first_trial_s", None),
+                          max_epochs=max_epochs, workers=workers, details=details)
+    for line in lines:  # (already fitted; a command stays whole)
+        if terminal is not None:
+            terminal.say(line, fit=False)
+        else:
+            _say(line)
 
 
 # ---------------------------------------------------------------------- entry point
@@ -607,8 +550,10 @@ def _print_warnings() -> None:
     logger = get_logger()
     logger.setLevel(logging.WARNING)
     if not any(getattr(h, "_kerastune_kit_cli", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("warning: %(message)s"))
+        from kerastune_kit.progress import StderrHandler, WrappingFormatter
+
+        handler = StderrHandler(sys.stderr)  # (above the live display; wrapped at 100)
+        handler.setFormatter(WrappingFormatter("warning: "))
         handler._kerastune_kit_cli = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
 

@@ -297,7 +297,7 @@ def _unlock_oracle(oracle: Any) -> None:
 
 
 def _worker_main(job: Callable[..., str], env: dict[str, str], callbacks: Sequence[Any],
-                 conn: Any, deadline: float | None) -> None:
+                 conn: Any, deadline: float | None, epochs: bool = False) -> None:
     """Entry point of one local worker process; it talks to the chief over its own pipe."""
     os.environ.update(env)
     from kerastune_kit.errors import WriteError
@@ -307,10 +307,11 @@ def _worker_main(job: Callable[..., str], env: dict[str, str], callbacks: Sequen
 
     with native_stderr_silenced():
         warm_up_tensorflow()
+    progress = {"on_epoch": lambda event: conn.send(("epoch", tuple(event)))} if epochs else {}
     try:
         reason = job(
             callbacks=callbacks, deadline=deadline,
-            on_trial=lambda record: conn.send(("trial", record.to_json())),
+            on_trial=lambda record: conn.send(("trial", record.to_json())), **progress,
         )
         message: tuple[str, str] = ("end", reason)
     except WriteError as exc:
@@ -381,6 +382,7 @@ def serve_and_wait(
     deadline: float | None = None,
     stop_requested: Callable[[], bool] = lambda: False,
     worker_timeout: float = 600.0,
+    on_epoch: Callable[[Any], None] | None = None,
 ) -> str:
     """Serve ``tuner``'s oracle until the search ends; with ``n_workers``, run local workers.
 
@@ -394,6 +396,9 @@ def serve_and_wait(
         job: What a local worker process runs: ``job(callbacks=, deadline=, on_trial=)``
             continues the search as a client of this chief (see
             :func:`kerastune_kit.workers.search_in_workers`); it must pickle.
+        on_epoch: Called with each local worker's trial starts and epochs
+            (:class:`~kerastune_kit.progress.EpochProgress`); ``job`` must then take
+            ``on_epoch=`` too.
 
     Returns:
         Why it ended: ``finished``, ``time budget`` or ``interrupted``.
@@ -426,8 +431,8 @@ def serve_and_wait(
                                  index=index, n_workers=n_workers, n_gpus=n_gpus)
         reader, writer = context.Pipe(duplex=False)
         process = context.Process(target=_worker_main, name=f"kerastune-kit-{tuner_id}",
-                                  args=(job, env, list(callbacks or []), writer, deadline),
-                                  daemon=True)
+                                  args=(job, env, list(callbacks or []), writer, deadline,
+                                        on_epoch is not None), daemon=True)
         with sigint_ignored():  # Ctrl-C reaches the chief, which stops its workers
             process.start()
         writer.close()  # the worker holds the only write end: its death is end of file here
@@ -437,6 +442,11 @@ def serve_and_wait(
         for kind, payload in worker.receive():
             if kind == "trial" and on_trial is not None:
                 on_trial(TrialRecord.from_json(payload))
+            elif kind == "epoch":
+                if on_epoch is not None:
+                    from kerastune_kit.progress import EpochProgress
+
+                    on_epoch(EpochProgress(*payload))
             elif kind == "end":
                 worker.ended_at = time.monotonic()
             elif kind == "write_error":

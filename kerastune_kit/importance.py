@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -130,6 +131,67 @@ def hyperparameter_importance(
     total = float(raw.sum()) or 1.0
     ranked = sorted(zip(used, raw / total, strict=True), key=lambda item: (-item[1], item[0]))
     return Importance({name: round(float(value), 4) for name, value in ranked}, len(finished))
+
+
+# ---------------------------------------------------------------------- knob order
+#: The order knobs are shown in before importance is known: the recipe's priority (Bengio 2012,
+#: "Practical recommendations for gradient-based training of deep architectures", and Smith
+#: 2018, "A disciplined approach to neural network hyper-parameters": the learning rate first,
+#: then the optimizer, depth, width, regularization, batch size). Per-layer knobs (``units_0``,
+#: ``units_1``) follow their base name, layer 0 first; a ``use_<knob>`` switch comes right
+#: before its knob; names not listed follow in alphabetical order.
+RECIPE_PRIORITY = (
+    "learning_rate", "optimizer", "num_layers", "num_blocks", "units", "base_units", "filters",
+    "width_profile", "dropout", "batch_size", "normalization", "weight_decay", "l2",
+    "lr_schedule", "warmup_epochs", "one_minus_momentum", "clipnorm", "activation",
+    "dense_layers", "dense_units", "head_dropout", "convs_per_block", "kernel_size", "pooling",
+    "head", "residual", "kernel_initializer",
+)
+_LAYER = re.compile(r"^(?P<base>.+)_(?P<index>\d+)$")
+
+
+def _priority_key(name: str) -> tuple[int, int, int, str]:
+    base, switch = (name[4:], 0) if name.startswith("use_") else (name, 1)
+    index = 0
+    found = _LAYER.match(base)
+    if found and found.group("base") in RECIPE_PRIORITY:
+        base, index = found.group("base"), int(found.group("index"))
+    rank = RECIPE_PRIORITY.index(base) if base in RECIPE_PRIORITY else len(RECIPE_PRIORITY)
+    return (rank, index, switch, name)
+
+
+def knob_order(names: Iterable[str], importance: Importance | dict[str, float] | None = None
+               ) -> list[str]:
+    """``names`` in the order a person should see them: by importance, largest first, once it
+    is known; before that (and for knobs the estimate left out) by :data:`RECIPE_PRIORITY`.
+
+    Example:
+        >>> knob_order(["units_1", "batch_size", "units_0", "learning_rate", "activation"])
+        ['learning_rate', 'units_0', 'units_1', 'batch_size', 'activation']
+    """
+    values = importance.values if isinstance(importance, Importance) else (importance or {})
+    return sorted(names, key=lambda name: (-values.get(name, -1.0), _priority_key(name)))
+
+
+def leading_knobs(names: Sequence[str], count: int, *,
+                  importance: Importance | dict[str, float] | None = None,
+                  records: Iterable[Any] | None = None) -> list[str]:
+    """The first ``count`` knobs of :func:`knob_order` that every trial carries, for views that
+    drop a trial lacking a shown value (TensorBoard's parallel coordinates do): knobs absent
+    from some of ``records`` (an inactive layer's ``units_2``, ``l2`` behind ``use_l2``) come
+    only when too few others are left. Without records, a knob is taken as conditional when it
+    belongs to a layer above the first (``units_1``) or has a ``use_<knob>`` switch.
+    """
+    order = knob_order(names, importance)
+    seen = [r.hyperparameters for r in records or () if getattr(r, "hyperparameters", None)]
+    if seen:
+        always = {name for name in order if all(name in values for values in seen)}
+    else:
+        switched = {name[4:] for name in order if name.startswith("use_")}
+        always = {name for name in order if name not in switched
+                  and not ((found := _LAYER.match(name)) and int(found.group("index")) > 0)}
+    return ([name for name in order if name in always]
+            + [name for name in order if name not in always])[:count]
 
 
 def _distinct_configurations(records: Iterable[Any], direction: str) -> list[Any]:

@@ -11,7 +11,7 @@ Example:
     >>> from kerastune_kit.inspection import load_curves
     >>> curves = load_curves("runs/digits-hyperband", "epoch_accuracy")
     >>> curves["0000"]
-    [(0, 0.61), (1, 0.83)]
+    [(1, 0.61), (2, 0.83)]
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Any
 from kerastune_kit.errors import RunDirError
 from kerastune_kit.results import (
     BASELINE_HPARAM,
+    OUTCOME_HPARAM,
     PARENT_HPARAM,
     RunResults,
     TrialRecord,
@@ -50,7 +51,7 @@ class EventRun:
     Example:
         >>> events = EventRun("runs/x/tensorboard")
         >>> events.scalars("0000/validation", "epoch_accuracy")
-        [(0, 0.61), (1, 0.83)]
+        [(1, 0.61), (2, 0.83)]
     """
 
     def __init__(self, logdir: str | Path) -> None:
@@ -171,7 +172,7 @@ def _experiment_info(content: Mapping[str, Mapping[str, bytes]]
             continue
         experiment = metadata.parse_experiment_plugin_data(tags[metadata.EXPERIMENT_TAG])
         names = [h.name for h in experiment.hparam_infos
-                 if h.name not in (PARENT_HPARAM, BASELINE_HPARAM)]
+                 if h.name not in (PARENT_HPARAM, BASELINE_HPARAM, OUTCOME_HPARAM)]
         int_names = {h.name for h in experiment.hparam_infos if h.description.startswith("int")}
         for info in experiment.metric_infos:
             found = _OBJECTIVE.match(info.description or "")
@@ -192,6 +193,11 @@ def _record(events: EventRun, run: str, status: str, hparams: Mapping[str, Any],
         values[name] = plain
     parent = values.pop(PARENT_HPARAM, None)
     baseline = values.pop(BASELINE_HPARAM, None)
+    # (the outcome tells a pruned trial from a completed one, both STATUS_SUCCESS)
+    finer = {"pruned": TrialStatus.PRUNED, "diverged": TrialStatus.DIVERGED}
+    outcome = values.pop(OUTCOME_HPARAM, None)
+    if outcome in finer and status in (TrialStatus.COMPLETED, TrialStatus.FAILED):
+        status = finer[outcome]
     record = TrialRecord(trial_id=run, status=status, parent_trial_id=parent or None,
                          hyperparameters=values, baseline=baseline or None)
     split = "validation" if objective.startswith("val_") else "train"
@@ -199,17 +205,23 @@ def _record(events: EventRun, run: str, status: str, hparams: Mapping[str, Any],
     finals = {tag: events.scalars(run, tag) for tag in
               ("trial/score", "trial/best_epoch", "trial/epochs", "trial/wall_time_s")}
     last = {tag: series[-1][1] for tag, series in finals.items() if series}
+    epochs = last.get("trial/epochs")
+    # Steps are epoch numbers from 1 (TrialWriter); the index from 0 in a curve that
+    # keras.callbacks.TensorBoard wrote, or any written before kerastune_kit numbered them so.
+    first = _first_step(events.scalars(f"{run}/train", "epoch_loss") or curve, epochs)
     if curve:
-        record.initial_epoch = curve[0][0]
-        record.epochs = curve[-1][0] + 1
+        record.initial_epoch = curve[0][0] - first
+        record.epochs = curve[-1][0] + 1 - first
         finite = [(value, step) for step, value in curve if value == value]
         if finite and status == TrialStatus.COMPLETED:
             pick = max if direction == "max" else min
-            record.score, record.best_epoch = pick(finite, key=lambda item: item[0])
+            record.score, step = pick(finite, key=lambda item: item[0])
+            record.best_epoch = step - first
     if "trial/score" in last:
         record.score = last["trial/score"]
-    if "trial/best_epoch" in last:
-        record.best_epoch = int(last["trial/best_epoch"])
+    if "trial/best_epoch" in last:  # numbered like the session's own steps (memory/*)
+        own = events.scalars(run, "memory/rss_mb") or events.scalars(run, "memory/peak_rss_mb")
+        record.best_epoch = int(last["trial/best_epoch"]) - _first_step(own, epochs, first)
     if "trial/epochs" in last:
         record.epochs = int(last["trial/epochs"])
     if "trial/wall_time_s" in last:
@@ -226,9 +238,23 @@ def _record(events: EventRun, run: str, status: str, hparams: Mapping[str, Any],
     return record
 
 
+def _first_step(series: list[tuple[int, float]], epochs: float | None, default: int = 0) -> int:
+    """The step at which a session logged Keras's epoch index 0: ``1`` when ``series`` (one
+    point per epoch) ends at the trial's epoch count ``epochs`` (``trial/epochs``): the epoch
+    numbers from 1 that :class:`~kerastune_kit.tensorboard.TrialWriter` logs; ``0`` when it
+    ends one below (Keras's index, event files written before); ``default`` when either is
+    missing."""
+    if epochs is None or not series:
+        return default
+    return 1 if series[-1][0] >= int(epochs) else 0
+
+
 def load_curves(run_dir: str | Path, tag: str = "epoch_loss", *,
                 split: str = "validation") -> dict[str, list[tuple[int, float]]]:
-    """Learning curves read from the event files: ``{trial_id: [(epoch, value), ...]}``.
+    """Learning curves read from the event files: ``{trial_id: [(epoch, value), ...]}``, the
+    epoch as logged: its number from 1 for kerastune_kit's trials and
+    :class:`~kerastune_kit.HParamsCallback` runs (a promoted trial continues its parent's:
+    ``[(4, ...), ..., (9, ...)]``), the 0-based index for ``keras.callbacks.TensorBoard``'s.
 
     Args:
         run_dir: The run directory (or a bare TensorBoard log directory).

@@ -103,7 +103,7 @@ REGRESSION_CHANCE_FRACTION = 0.9
 #: Training must have risen this far above chance (accuracy), or below the mean predictor
 #: (regression, as a fraction of its loss), for "validation at chance" to blame the labels.
 TRAIN_RISE = 0.3
-#: The TensorBoard TEXT tag (run ``.``) and the ``run.json`` key.
+#: The TensorBoard TEXT tag (run ``search``) and the ``run.json`` key.
 TEXT_TAG = "search/preflight"
 MARKER_KEY = "preflight"
 
@@ -671,7 +671,7 @@ def preflight_search(config: Any, dataset: Any, hypermodel: Any, run_dir: str | 
     before ``deadline``, a ``time.time()``) is under :data:`MIN_SECONDS` (then ``run.json``
     says so). Records the report in
     ``RUN/run.json`` under ``"preflight"`` and as TensorBoard TEXT ``search/preflight`` (run
-    ``.``); ``say`` receives :meth:`PreflightReport.lines` (the CLI prints them); without it
+    ``search``); ``say`` receives :meth:`PreflightReport.lines` (the CLI prints them); without it
     each finding is logged as a warning.
     """
     if not config.preflight or config.resume:

@@ -6,7 +6,9 @@ training (the tuner does that) or Hyperband, which prunes through its own bracke
 
 KerasTuner 1.4 reports nothing to the oracle per epoch, so without a pruner a random or Bayesian
 search trains every bad configuration to the end. A pruner looks at the objective of the running
-trial at each epoch and at the curves of the trials before it.
+trial at each epoch and at the curves of the trials before it. Epochs are Keras's 0-based
+indices here (``check``'s ``epoch``, the curves' keys); the reasons a pruner gives number them
+from 1, as Keras prints them (index 2 is "epoch 3").
 
 Example:
     >>> pruner = MedianPruner("max", warmup_trials=2, min_epoch=1)
@@ -124,15 +126,15 @@ class PercentilePruner(Pruner):
             return _KEEP
         current = _best_so_far(curves.get(trial_id, {}), epoch, self.direction)
         if current is None:
-            return Decision(True, f"no finite objective by epoch {epoch}")
+            return Decision(True, f"no finite objective by epoch {epoch + 1}")
         # The value a trial must reach to be in the kept share of the history.
         q = 100.0 - self.percentile if self.direction == "max" else self.percentile
         threshold = float(np.percentile(history, q))
         worse = current < threshold if self.direction == "max" else current > threshold
         if not worse:
             return _KEEP
-        return Decision(True, f"{self.name}: best {current:.4g} by epoch {epoch} is outside the "
-                              f"top {self.percentile:g}% of {len(history)} trials "
+        return Decision(True, f"{self.name}: best {current:.4g} by epoch {epoch + 1} is outside "
+                              f"the top {self.percentile:g}% of {len(history)} trials "
                               f"(threshold {threshold:.4g})")
 
 
@@ -181,15 +183,16 @@ class ASHAPruner(Pruner):
             return _KEEP
         current = _best_so_far(curves.get(trial_id, {}), epoch, self.direction)
         if current is None:
-            return Decision(True, f"asha: no finite objective by epoch {epoch}")
+            return Decision(True, f"asha: no finite objective by epoch {epoch + 1}")
         values = sorted([*history, current], reverse=self.direction == "max")
         keep = max(1, len(values) // self.factor)
         cutoff = values[keep - 1]
         better_or_equal = current >= cutoff if self.direction == "max" else current <= cutoff
         if better_or_equal:
             return _KEEP
-        return Decision(True, f"asha: best {current:.4g} at rung epoch {epoch} is not in the top "
-                              f"1/{self.factor} of {len(values)} trials (cutoff {cutoff:.4g})")
+        return Decision(True, f"asha: best {current:.4g} at rung epoch {epoch + 1} is not in the "
+                              f"top 1/{self.factor} of {len(values)} trials "
+                              f"(cutoff {cutoff:.4g})")
 
 
 def make_pruner(name: str, direction: str, *, warmup_trials: int = 3, min_epoch: int = 1,

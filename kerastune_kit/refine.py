@@ -51,7 +51,7 @@ The stages of a run:
 - Its event files are in ``RUN/tensorboard/stage-<k>/`` (``RUN/stages/<k>/tensorboard`` links
   there), so ``tensorboard --logdir RUN/tensorboard`` shows every stage; its trials are named
   ``stage-<k>/<id>`` (also their HParams session groups). Each stage's space is a TEXT panel
-  ``refine/space`` (run ``.`` for stage 1, ``stage-<k>`` for the others; step = the stage);
+  ``refine/space`` (run ``search`` for stage 1, ``stage-<k>`` for the others; step = the stage);
   the HParams experiment is the one at ``RUN/tensorboard`` (stage 1's domains contain every
   stage's).
 - ``RUN/run.json`` lists the stages (``stages``: number, run directory, epochs, overrides,
@@ -588,7 +588,7 @@ def run_stages(config: Any, hypermodel: Any, objective: str, run_trials: RunTria
                       overrides=dict(config.overrides))
     if saved.get(1, {}).get("status") != FINISHED:
         if 1 not in saved:
-            _write_text(run.tensorboard_dir, space_markdown(first, original), step=1)
+            _write_text(run.search_logdir, space_markdown(first, original), step=1)
         _save_stage(run, {**first.to_json(), "run_dir": ".", "status": RUNNING})
         if on_start is not None:
             on_start(first.line())

@@ -45,6 +45,11 @@ from kerastune_kit.trial_status import (  # noqa: F401 - re-exported: the one st
 PARENT_HPARAM = "parent_trial_id"
 #: The HParams hparam naming the popular design a baseline trial ran (empty for the others).
 BASELINE_HPARAM = "baseline"
+#: The HParams hparam with a trial's :attr:`TrialRecord.outcome` (``completed``, ``pruned``,
+#: ``diverged``, ``failed``; ``running`` for a trial a stop left unfinished).
+OUTCOME_HPARAM = "outcome"
+#: Every value :data:`OUTCOME_HPARAM` takes, in the order the HParams filter lists them.
+OUTCOMES = ("completed", "pruned", "diverged", "failed", "running")
 
 BASE_COLUMNS = (
     "trial_id", "status", "score", "best_epoch", "epochs", "parent_trial_id",
@@ -58,6 +63,15 @@ _LEGACY_NEW = "NEW"
 class TrialRecord:
     """What one trial did.
 
+    Epochs are numbered two ways. Inside Python these attributes are Keras-style: 0-based
+    indices (``initial_epoch``, ``best_epoch``, the keys of ``curve``) and a count
+    (``epochs``). Wherever a person reads them (``leaderboard.csv``, ``inspect`` and its
+    ``--format json``, :meth:`RunResults.to_dataframe`, ``best_hyperparameters.json``,
+    TensorBoard's steps and ``trial/best_epoch``, every printed line) they are numbered from 1,
+    as Keras prints ``Epoch 4/9``: a promoted trial with ``initial_epoch=3, epochs=9,
+    best_epoch=7`` shows as epochs ``4-9``, best epoch ``8`` (:meth:`epoch_range`,
+    :meth:`to_public_json`, :func:`kerastune_kit.report.epoch_text`).
+
     Attributes:
         trial_id: KerasTuner's trial id.
         status: ``COMPLETED``; ``PRUNED`` (stopped early by the pruner, keeps its best score so
@@ -66,9 +80,11 @@ class TrialRecord:
             finished trial, revised as trials finish); ``FAILED`` (crashed after
             its retries); ``RUNNING`` (unfinished, resumable).
         score: Best objective value, None when the trial produced none.
-        best_epoch: Absolute index of the best epoch.
-        initial_epoch: First epoch trained (a promoted Hyperband trial starts above 0).
-        epochs: Epoch count the trial trained up to.
+        best_epoch: Index of the best epoch, counted from 0 over the trial's whole training
+            (a promoted trial's parent epochs included), like Keras's ``History.epoch``.
+        initial_epoch: Index of the first epoch trained (a promoted Hyperband trial starts
+            above 0: ``initial_epoch=3`` continues after its parent's 3 epochs).
+        epochs: Epoch count the trial trained up to (the index of its last epoch + 1).
         parent_trial_id: The Hyperband trial whose checkpoint this one continued.
         start_score: The objective measured on the loaded weights before training
             (equals the parent's score when the parent's checkpoint was really loaded).
@@ -158,13 +174,39 @@ class TrialRecord:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
 
+    def epoch_range(self) -> str:
+        """The first and last epoch trained, numbered from 1: ``4-9`` (a promoted trial that
+        trained its 4th to 9th epoch), ``1-1`` (one epoch); ``""`` when it trained none.
+        The ``epochs`` column of ``leaderboard.csv`` and ``inspect``."""
+        if self.epochs is None or self.epochs <= self.initial_epoch:
+            return ""
+        return f"{self.initial_epoch + 1}-{self.epochs}"
+
+    @property
+    def best_epoch_number(self) -> int | None:
+        """The best epoch numbered from 1 (``best_epoch + 1``), as people read it; None
+        without one."""
+        return None if self.best_epoch is None else self.best_epoch + 1
+
+    def to_public_json(self) -> dict[str, Any]:
+        """:meth:`to_json` with epochs numbered from 1, as ``leaderboard.csv`` has them:
+        ``best_epoch`` 1-based, ``epochs`` the range ``"4-9"`` (no ``initial_epoch``), ``curve``
+        keyed by epoch number. What ``inspect --format json`` and
+        :meth:`RunResults.to_dataframe` show."""
+        out = self.to_json()
+        out.pop("initial_epoch")
+        out["best_epoch"] = self.best_epoch_number
+        out["epochs"] = self.epoch_range() or None
+        out["curve"] = {_epoch_key(k): v for k, v in out["curve"].items()}
+        return out
+
     def row(self, hp_names: Sequence[str]) -> dict[str, Any]:
-        """One leaderboard row."""
-        epochs = "" if self.epochs is None else f"{self.initial_epoch}-{self.epochs}"
+        """One leaderboard row (epochs numbered from 1: ``best_epoch`` and the ``epochs``
+        range ``4-9``, :meth:`epoch_range`)."""
         row = {
             "trial_id": self.trial_id, "status": self.status,
-            "score": _fmt(self.score), "best_epoch": _fmt(self.best_epoch),
-            "epochs": epochs, "parent_trial_id": self.parent_trial_id or "",
+            "score": _fmt(self.score), "best_epoch": _fmt(self.best_epoch_number),
+            "epochs": self.epoch_range(), "parent_trial_id": self.parent_trial_id or "",
             "start_score": _fmt(self.start_score), "wall_time_s": _fmt(self.wall_time_s, 2),
             "baseline": self.baseline or "",
             "training": self.training or "",
@@ -174,6 +216,14 @@ class TrialRecord:
         for name in hp_names:
             row[name] = _fmt(self.hyperparameters.get(name))
         return row
+
+
+def _epoch_key(key: str) -> str:
+    """A ``curve`` key (a 0-based epoch index as text) as the epoch's number from 1."""
+    try:
+        return str(int(key) + 1)
+    except ValueError:
+        return key
 
 
 def _fmt(value: Any, digits: int = 6) -> str:
@@ -330,6 +380,10 @@ class RunResults(Sequence[TrialRecord]):
     def to_dataframe(self) -> Any:
         """A pandas DataFrame: one row per trial, best first, one column per hyperparameter.
 
+        Epochs are numbered from 1 as in ``leaderboard.csv``: ``best_epoch`` (``8``) and
+        ``epochs``, the first and last epoch trained (``"4-9"``); see
+        :meth:`TrialRecord.to_public_json`.
+
         Raises:
             ImportError: pandas is not installed (it is optional: ``pip install pandas``).
         """
@@ -342,13 +396,14 @@ class RunResults(Sequence[TrialRecord]):
             ) from None
         rows = []
         for record in self.trials:
-            row = {key: value for key, value in record.to_json().items()
+            row = {key: value for key, value in record.to_public_json().items()
                    if key != "hyperparameters"}
             row["outcome"] = record.outcome
             row.update({name: record.hyperparameters.get(name) for name in self.hp_names})
             rows.append(row)
         columns = ["trial_id", "outcome", *[f.name for f in dataclasses.fields(TrialRecord)
-                                            if f.name not in ("trial_id", "hyperparameters")],
+                                            if f.name not in ("trial_id", "hyperparameters",
+                                                              "initial_epoch")],
                    *self.hp_names]
         return pd.DataFrame(rows, columns=columns).set_index("trial_id")
 
@@ -360,7 +415,8 @@ def _finite(value: Any) -> bool:
 # ---------------------------------------------------------------------- leaderboard.csv
 def write_leaderboard(path: str | Path, records: Sequence[TrialRecord],
                       hp_names: Sequence[str]) -> None:
-    """Write ``leaderboard.csv``: one row per trial (in the given order), every hyperparameter."""
+    """Write ``leaderboard.csv``: one row per trial (in the given order), every hyperparameter;
+    epochs numbered from 1 (:meth:`TrialRecord.row`)."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=[*BASE_COLUMNS, *hp_names], lineterminator="\n")
     writer.writeheader()
@@ -406,11 +462,14 @@ def direction_of(objective: str) -> str:
 
 
 def record_from_row(row: Mapping[str, str], hp_names: Sequence[str]) -> TrialRecord:
-    """A :class:`TrialRecord` from one ``leaderboard.csv`` row (the inverse of ``row``)."""
+    """A :class:`TrialRecord` from one ``leaderboard.csv`` row (the inverse of ``row``: the
+    file's 1-based ``best_epoch`` and ``epochs`` range ``4-9`` become the record's 0-based
+    indices and count)."""
     record = TrialRecord(trial_id=row["trial_id"],
                          status=row.get("status") or TrialStatus.RUNNING)
     record.score = _number(row.get("score"), float)
-    record.best_epoch = _number(row.get("best_epoch"), int)
+    best = _number(row.get("best_epoch"), int)  # numbered from 1 in the file
+    record.best_epoch = None if best is None else best - 1
     record.start_score = _number(row.get("start_score"), float)
     record.wall_time_s = _number(row.get("wall_time_s"), float)
     record.parent_trial_id = row.get("parent_trial_id") or None
@@ -419,8 +478,8 @@ def record_from_row(row: Mapping[str, str], hp_names: Sequence[str]) -> TrialRec
     record.diagnosis = row.get("diagnosis") or None  # (absent in older leaderboards)
     record.message = row.get("message") or None
     first, _, last = (row.get("epochs") or "").partition("-")
-    if last:
-        record.initial_epoch, record.epochs = int(first), int(last)
+    if last:  # "4-9": the first and last epoch trained, numbered from 1
+        record.initial_epoch, record.epochs = max(0, int(first) - 1), int(last)
     for name in hp_names:
         text = row.get(name, "")
         if text != "":

@@ -53,6 +53,14 @@ RUN_MARKER = "run.json"
 TUNER_DIR = "tuner"
 #: The TensorBoard log directory (give it to ``tensorboard --logdir``).
 TENSORBOARD_DIR = "tensorboard"
+#: The TensorBoard run of the search-level panels (leaderboard, best configuration,
+#: importance, contour, preflight, test evaluation): ``RUN/tensorboard/search``.
+SEARCH_RUN = "search"
+#: TensorBoard opened on the ``search`` run: its SCALARS, TEXT and IMAGES tabs select by
+#: default every run the run filter (``regexInput`` in the URL) matches when they are 40 or
+#: fewer (``tf-multi-checkbox``'s ``maxNamesToEnableByDefault``), so this URL opens on the
+#: leaderboard however many trials there are.
+SEARCH_RUN_URL = f"http://localhost:6006/#text&regexInput={SEARCH_RUN}"
 LEADERBOARD = "leaderboard.csv"
 BEST_HYPERPARAMETERS = "best_hyperparameters.json"
 BEST_MODEL = "best_model.keras"
@@ -130,6 +138,11 @@ class RunDir:
     def tensorboard_dir(self) -> Path:
         """``RUN/tensorboard``: the log directory of the whole search."""
         return self.path / TENSORBOARD_DIR
+
+    @property
+    def search_logdir(self) -> Path:
+        """``RUN/tensorboard/search``: the TensorBoard run of the search-level panels."""
+        return self.tensorboard_dir / SEARCH_RUN
 
     @property
     def leaderboard(self) -> Path:

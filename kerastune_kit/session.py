@@ -117,8 +117,12 @@ def search_in_process(
     on_trial: Callable[[TrialRecord], None] | None = None,
     deadline: float | None = None,
     trial_budget: int | None = None,
+    on_epoch: Callable[[Any], None] | None = None,
 ) -> str:
     """Run (part of) the search saved in the run directory, in this process.
+
+    ``on_epoch`` is called at each trial's start and after each of its epochs with a
+    :class:`~kerastune_kit.progress.EpochProgress`.
 
     Returns:
         Why it ended: ``finished``, ``time budget``, ``worker budget`` or ``interrupted by …``.
@@ -127,7 +131,7 @@ def search_in_process(
 
     dataset, _, hypermodel, objective = prepare(config, check_run_dir=False)
     tuner = build_tuner(config, hypermodel, objective=objective, on_trial=on_trial,
-                        deadline=deadline, trial_budget=trial_budget)
+                        deadline=deadline, trial_budget=trial_budget, on_epoch=on_epoch)
     if config.resume and not tuner._is_worker():
         requeue_write_failures(tuner)
     run_dir = config.effective_run_dir()

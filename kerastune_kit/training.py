@@ -51,8 +51,9 @@ class Divergence:
     rule stopped (see ``explosion_factor`` in :class:`TrainLoop`).
 
     Attributes:
-        epoch: Index of the epoch.
-        step: Index of the step within the epoch (the epoch's last for ``model.fit``).
+        epoch: Index of the epoch, from 0 (:meth:`reason` shows its number from 1, as
+            Keras prints epochs).
+        step: Index of the step within the epoch, from 0 (the epoch's last for ``model.fit``).
         learning_rate: The optimizer's learning rate then.
         loss: The loss that exceeded the ceiling (None for a non-finite loss).
         reference: The loss the rule compared with.
@@ -77,11 +78,12 @@ class Divergence:
             return (
                 f"diverged: loss {self.loss:.3g} exceeded {self.factor:g} x its starting "
                 f"loss {self.reference:.3g} (explosion_factor={self.factor:g}) at "
-                f"epoch {self.epoch} step {self.step} (learning_rate={self.learning_rate:.3g}); "
+                f"epoch {self.epoch + 1} step {self.step} "
+                f"(learning_rate={self.learning_rate:.3g}); "
                 "the learning rate is probably too high"
             )
         return (
-            f"diverged: non-finite loss at epoch {self.epoch} step {self.step} "
+            f"diverged: non-finite loss at epoch {self.epoch + 1} step {self.step} "
             f"(learning_rate={self.learning_rate:.3g}); a NaN loss usually means the "
             "learning rate is too high"
         )

@@ -43,6 +43,7 @@ from kerastune_kit.plan import (  # noqa: F401 - re-exported (they lived here)
     initial_random_points,
     search_plan,
 )
+from kerastune_kit.progress import EpochProgress
 from kerastune_kit.pruning import Pruner, make_pruner
 from kerastune_kit.results import (
     TUNER_DIR,
@@ -113,6 +114,7 @@ class KitTunerMixin:
                  kit_run_dir: Path | None = None, kit_space: SearchSpace | None = None,
                  kit_metric_names: Sequence[str] = (),
                  kit_on_trial: Callable[[TrialRecord], None] | None = None,
+                 kit_on_epoch: Callable[[EpochProgress], None] | None = None,
                  kit_pruner: Pruner | None = None, kit_seed: int | None = None,
                  kit_deadline: float | None = None, kit_trial_budget: int | None = None,
                  kit_job: bool = False, **kwargs: Any) -> None:
@@ -139,6 +141,9 @@ class KitTunerMixin:
         self.kit_space = kit_space
         self.kit_metric_names = tuple(kit_metric_names)
         self.kit_on_trial = kit_on_trial
+        #: Called at each trial's start and after each epoch (the CLI's live display).
+        self.kit_on_epoch = kit_on_epoch
+        self._kit_planned: dict[str, int | None] = {}  # the epoch each trial trains to
         self.kit_pruner = kit_pruner
         self.kit_seed = kit_seed
         self.kit_deadline = kit_deadline
@@ -416,6 +421,14 @@ class KitTunerMixin:
                 monitor=objective.name, mode=objective.direction,
                 patience=int(self.kit_patience))
             kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), stopper]
+        if self.kit_on_epoch is not None:  # its start: the epoch it trains to, from which
+            values = trial.hyperparameters.values
+            planned = values.get("tuner/epochs") or kwargs.get("epochs")
+            self._kit_planned[trial.trial_id] = int(planned) if planned else None
+            self.kit_on_epoch(EpochProgress(
+                trial.trial_id, int(values.get("tuner/initial_epoch")
+                                    or kwargs.get("initial_epoch") or 0),
+                self._kit_planned[trial.trial_id], None, objective.name))
         try:
             histories = super().run_trial(trial, *args, **kwargs)
         except DivergedTrialError as exc:
@@ -495,6 +508,10 @@ class KitTunerMixin:
         value = self.kit_objective_value(logs)
         if value is not None and math.isfinite(value):
             self._kit_curves.setdefault(trial_id, {})[int(epoch)] = value
+        if self.kit_on_epoch is not None:  # epochs numbered from 1, as Keras prints them
+            self.kit_on_epoch(EpochProgress(trial_id, int(epoch) + 1,
+                                            self._kit_planned.get(trial_id), value,
+                                            self.oracle.objective.name))
         if self._is_worker():  # heartbeat: the chief re-queues trials of silent workers
             self.oracle.get_trial(trial_id)
         if self._kit_budget_spent():
@@ -503,7 +520,8 @@ class KitTunerMixin:
             if not model.stop_training:
                 model.stop_training = True
                 self._kit_outcomes.setdefault(trial_id, (
-                    TrialStatus.COMPLETED, f"stopped by the time budget after epoch {int(epoch)}"))
+                    TrialStatus.COMPLETED,
+                    f"stopped by the time budget after epoch {int(epoch) + 1}"))
         else:
             self._kit_check_stop()
         if self.kit_pruner is not None and not model.stop_training:
@@ -566,13 +584,14 @@ class KitTunerMixin:
             oracle.save()
         return requeued
 
-    def kit_write_summary(self, records: list[TrialRecord]) -> None:
-        """The TensorBoard text panels with the leaderboard and the best configuration
-        (step = finished trials)."""
+    def kit_write_summary(self, records: list[TrialRecord], importance: Any = None) -> None:
+        """The TensorBoard text panels with the leaderboard (its knob columns by
+        ``importance`` when given) and the best configuration (step = finished trials)."""
         if self._kit_summary is not None:
             self._kit_summary.write_leaderboard(
                 records, self.kit_hp_names(), objective=self.oracle.objective.name,
-                step=sum(r.status not in (TrialStatus.RUNNING, TrialStatus.IDLE) for r in records))
+                step=sum(r.status not in (TrialStatus.RUNNING, TrialStatus.IDLE) for r in records),
+                importance=importance)
 
     def kit_close_summary(self) -> None:
         if self._kit_summary is not None:
@@ -581,21 +600,27 @@ class KitTunerMixin:
 
     def kit_write_final_summary(self) -> list[TrialRecord]:
         """Leaderboard, leaderboard panel and hyperparameter importance of the finished
-        search (written once, by the process that writes the results files)."""
-        from kerastune_kit.importance import hyperparameter_importance
+        search (written once, by the process that writes the results files); the HParams
+        dashboard then ticks the most important knobs
+        (:func:`kerastune_kit.tensorboard.show_first`)."""
+        from kerastune_kit.importance import hyperparameter_importance, leading_knobs
+        from kerastune_kit.tensorboard import KNOBS_SHOWN, show_first
 
         rescore_diverged(self.oracle, read_trial_records(self.project_dir))
         records = self.kit_write_leaderboard()
         self._kit_summary = SearchSummaryWriter(self.kit_tensorboard_dir)
         try:
-            self.kit_write_summary(records)
             step = sum(r.status not in (TrialStatus.RUNNING, TrialStatus.IDLE) for r in records)
             importance = hyperparameter_importance(records, self.kit_hp_names(),
                                                    direction=self.oracle.objective.direction)
+            self.kit_write_summary(records, importance)
             self._kit_summary.write_importance(importance, step=step)
             self._kit_write_contour(records, importance, step=step)
         finally:
             self.kit_close_summary()
+        show_first(self.kit_tensorboard_dir,
+                   leading_knobs(self.kit_hp_names(), KNOBS_SHOWN, importance=importance,
+                                 records=records))
         return records
 
     def _kit_write_contour(self, records: list[TrialRecord], importance: Any, *,
@@ -917,7 +942,7 @@ class KitTunerMixin:
         run = RunDir(self.kit_run_dir)
         write_json_atomic(run.best_hyperparameters, {
             "trial_id": best.trial_id, "objective": self.oracle.objective.name,
-            "score": best.score, "best_epoch": best.best_epoch, "status": best.status,
+            "score": best.score, "best_epoch": best.best_epoch_number, "status": best.status,
             "hyperparameters": best.hyperparameters, "model_card": card,
         })
         save_model_atomically(model, run.best_model)
@@ -1380,7 +1405,8 @@ def tuner_class(name: str) -> type:
 
 def build_tuner(config: SearchConfig, hypermodel: Any, *, objective: str,
                 on_trial: Callable[[TrialRecord], None] | None = None,
-                deadline: float | None = None, trial_budget: int | None = None) -> Any:
+                deadline: float | None = None, trial_budget: int | None = None,
+                on_epoch: Callable[[EpochProgress], None] | None = None) -> Any:
     """Construct the tuner for ``config`` around ``hypermodel``.
 
     The oracle is seeded with ``config.seed``; the project directory is ``RUN/tuner`` and an
@@ -1393,6 +1419,8 @@ def build_tuner(config: SearchConfig, hypermodel: Any, *, objective: str,
         on_trial: Called with each finished trial's record.
         deadline: ``time.time()`` after which no trial starts.
         trial_budget: Trials this process may start (a recycled worker's share).
+        on_epoch: Called at each trial's start and after each of its epochs with an
+            :class:`~kerastune_kit.progress.EpochProgress`.
     """
     import keras_tuner as kt
 
@@ -1418,6 +1446,7 @@ def build_tuner(config: SearchConfig, hypermodel: Any, *, objective: str,
         kit_space=hypermodel.space,
         kit_metric_names=hypermodel.head.metric_names,
         kit_on_trial=on_trial,
+        kit_on_epoch=on_epoch,
         kit_seed=seed,
         kit_deadline=deadline,
         kit_trial_budget=trial_budget,

@@ -25,11 +25,15 @@ from pathlib import Path
 from typing import Any
 
 from kerastune_kit import __version__
-from kerastune_kit._backend import warm_up_tensorflow  # noqa: F401 - re-exported for the CLI
+from kerastune_kit._backend import (  # noqa: F401 - warm_up_tensorflow: for the CLI
+    quiet_tensorflow_start,
+    warm_up_tensorflow,
+)
 from kerastune_kit._logging import get_logger
 from kerastune_kit.config import BRACKET_TUNERS, SearchConfig, load_saved_config
 from kerastune_kit.data import Dataset
 from kerastune_kit.errors import ConfigError, RunDirError
+from kerastune_kit.progress import EpochProgress, SearchStart
 from kerastune_kit.results import (
     TrialRecord,
 )
@@ -154,6 +158,8 @@ def run_search(
     worker_timeout: float = 600.0,
     on_start: Callable[[str], None] | None = None,
     deadline: float | None = None,
+    on_begin: Callable[[SearchStart], None] | None = None,
+    on_epoch: Callable[[EpochProgress], None] | None = None,
 ) -> SearchResult:
     """Run a complete search and write the results into the run directory.
 
@@ -163,6 +169,11 @@ def run_search(
     bookkeeping; the results are written and the run can be continued with ``resume=True``.
     Results (``leaderboard.csv``, ``best_hyperparameters.json``, ``best_model.keras``) are
     written atomically.
+
+    TensorFlow's C++ start-up lines (oneDNN, the CUDA probe's ``failed call to cuInit``) are
+    kept off stderr, as in the CLI, and ``TF_CPP_MIN_LOG_LEVEL`` defaults to ``2``; set the
+    environment variable ``KERASTUNE_KIT_TF_LOGS=1`` to see TensorFlow's logs
+    (:func:`kerastune_kit._backend.quiet_tensorflow_start`).
 
     Args:
         config: The search configuration.
@@ -182,6 +193,13 @@ def run_search(
             ``config.preflight``, also with the preflight's lines (:mod:`kerastune_kit.preflight`).
         deadline: ``time.time()`` at which ``config.max_time`` ends; None: ``max_time``
             seconds from this call (the CLI counts from the command's start).
+        on_begin: Called once, before ``on_start``'s first line, with a
+            :class:`~kerastune_kit.progress.SearchStart` (the data, model, tuner, budget, run
+            directory: the CLI's header).
+        on_epoch: Called at each trial's start and after each of its epochs with an
+            :class:`~kerastune_kit.progress.EpochProgress` (trial id, epoch numbered from 1,
+            the epoch it trains to, the objective's latest value); from worker processes too
+            (the CLI's live display).
 
     Returns:
         The :class:`SearchResult`.
@@ -199,6 +217,7 @@ def run_search(
     started = time.perf_counter()
     if deadline is None and config.max_time:
         deadline = time.time() + config.max_time
+    quiet_tensorflow_start()  # TensorFlow's C++ start-up lines kept off stderr, as in the CLI
     dataset, space, hypermodel, objective = prepare(config)
     with RunDirLock(config.effective_run_dir(), action="search" if config.resume else "start"):
         # Checked again under the lock: a search that ended meanwhile may have filled it.
@@ -210,6 +229,10 @@ def run_search(
                     dataset.summary(), config.tuner, objective, run_dir)
         from kerastune_kit.plan import search_plan
 
+        if on_begin is not None:
+            from kerastune_kit.progress import search_start
+
+            on_begin(search_start(config, dataset, hypermodel, objective))
         if on_start is not None:
             on_start(search_plan(config, hypermodel))
         if config.preflight and not config.resume:  # sanity checks before the budget goes
@@ -222,7 +245,7 @@ def run_search(
         with write_errors(run_dir, action="search"):
             run_trials = functools.partial(_run_trials, workers=workers, role=role,
                                            oracle=oracle, callbacks=callbacks,
-                                           worker_timeout=worker_timeout)
+                                           worker_timeout=worker_timeout, on_epoch=on_epoch)
             if config.refine:  # coarse to fine: stage 1 here, then RUN/stages/<k>
                 from kerastune_kit.refine import run_stages
 
@@ -240,7 +263,8 @@ def run_search(
 def _run_trials(config: SearchConfig, hypermodel: Any, objective: str, *, workers: int,
                 role: str | None, oracle: str | None, callbacks: Sequence[Any] | None,
                 on_trial: Callable[[TrialRecord], None] | None, deadline: float | None,
-                worker_timeout: float) -> str:
+                worker_timeout: float,
+                on_epoch: Callable[[EpochProgress], None] | None = None) -> str:
     """The trials of one search (a chief's, in recycled worker processes, or in this process);
     returns why it ended (``finished``, ``time budget``, ``interrupted by SIGINT``)."""
     from kerastune_kit.plan import expected_trials
@@ -248,7 +272,7 @@ def _run_trials(config: SearchConfig, hypermodel: Any, objective: str, *, worker
     if workers or role == "chief":
         return _search_as_chief(config, hypermodel, objective, workers=workers, oracle=oracle,
                                 callbacks=callbacks, on_trial=on_trial, deadline=deadline,
-                                worker_timeout=worker_timeout)
+                                worker_timeout=worker_timeout, on_epoch=on_epoch)
     if config.trials_per_worker and expected_trials(config) > config.trials_per_worker:
         from kerastune_kit.workers import search_in_workers
 
@@ -256,14 +280,16 @@ def _run_trials(config: SearchConfig, hypermodel: Any, objective: str, *, worker
         return search_in_workers(
             functools.partial(search_in_process, resumed),
             trials_per_worker=config.trials_per_worker, callbacks=callbacks,
-            on_trial=on_trial, deadline=deadline)
-    return search_in_process(config, callbacks=callbacks, on_trial=on_trial, deadline=deadline)
+            on_trial=on_trial, deadline=deadline, on_epoch=on_epoch)
+    return search_in_process(config, callbacks=callbacks, on_trial=on_trial, deadline=deadline,
+                             on_epoch=on_epoch)
 
 
 def _search_as_chief(config: SearchConfig, hypermodel: Any, objective: str, *, workers: int,
                      oracle: str | None, callbacks: Sequence[Any] | None,
                      on_trial: Callable[[TrialRecord], None] | None, deadline: float | None,
-                     worker_timeout: float) -> str:
+                     worker_timeout: float,
+                     on_epoch: Callable[[EpochProgress], None] | None = None) -> str:
     from kerastune_kit.distributed import free_port, parse_oracle_address, serve_and_wait
     from kerastune_kit.tuners import build_tuner
 
@@ -280,7 +306,7 @@ def _search_as_chief(config: SearchConfig, hypermodel: Any, objective: str, *, w
                                 job=functools.partial(search_in_process, resumed),
                                 callbacks=callbacks, on_trial=on_trial, deadline=deadline,
                                 stop_requested=lambda: bool(stop),
-                                worker_timeout=worker_timeout)
+                                worker_timeout=worker_timeout, on_epoch=on_epoch)
     tuner.save()
     return stop[0] if stop else reason
 

@@ -68,16 +68,19 @@ def sigint_ignored() -> Any:
 
 
 def _worker_main(job: Callable[..., str], trial_budget: int | None,
-                 callbacks: Sequence[Any], conn: Any, deadline: float | None) -> None:
-    """Entry point of one worker process; it reports to the parent over its own pipe."""
+                 callbacks: Sequence[Any], conn: Any, deadline: float | None,
+                 epochs: bool = False) -> None:
+    """Entry point of one worker process; it reports to the parent over its own pipe
+    (with ``epochs``, each trial's start and epochs too: ``job`` then takes ``on_epoch``)."""
     exit_with_parent()
 
     with native_stderr_silenced():
         warm_up_tensorflow()
+    progress = {"on_epoch": lambda event: conn.send(("epoch", tuple(event)))} if epochs else {}
     try:
         reason = job(
             callbacks=callbacks, deadline=deadline, trial_budget=trial_budget,
-            on_trial=lambda record: conn.send(("trial", record.to_json())),
+            on_trial=lambda record: conn.send(("trial", record.to_json())), **progress,
         )
         message: tuple[str, str] = ("end", reason)
     except WriteError as exc:
@@ -106,6 +109,7 @@ def search_in_workers(
     callbacks: Sequence[Any] | None = None,
     on_trial: Callable[[TrialRecord], None] | None = None,
     deadline: float | None = None,
+    on_epoch: Callable[[Any], None] | None = None,
 ) -> str:
     """Run the search in a chain of worker processes until it ends.
 
@@ -116,6 +120,9 @@ def search_in_workers(
             :func:`kerastune_kit.session.search_in_process` with the saved configuration, or a
             public tuner's resumable job).
         trials_per_worker: Trials each process runs before a fresh one replaces it.
+        on_epoch: Called with each trial's start and epochs
+            (:class:`~kerastune_kit.progress.EpochProgress`); ``job`` must then take
+            ``on_epoch=`` too.
 
     Returns:
         Why it ended: ``finished``, ``time budget`` or ``interrupted by …``.
@@ -161,13 +168,14 @@ def search_in_workers(
             reader, writer = context.Pipe(duplex=False)
             process = context.Process(target=_worker_main, name="kerastune-kit-worker",
                                       args=(job, trials_per_worker, callbacks, writer,
-                                            deadline), daemon=True)
+                                            deadline, on_epoch is not None), daemon=True)
             current[:] = [process]
             with sigint_ignored():  # Ctrl-C reaches this process, which forwards SIGTERM
                 process.start()
             writer.close()  # the worker holds the only write end: its death is end of file
             try:
-                reason = _drain(process, reader, relay, stopping=lambda: bool(stop))
+                reason = _drain(process, reader, relay, stopping=lambda: bool(stop),
+                                on_epoch=on_epoch)
             finally:
                 reader.close()
                 _reap(process)
@@ -196,7 +204,8 @@ def search_in_workers(
 
 
 def _drain(process: Any, conn: Any, on_trial: Callable[[TrialRecord], None] | None, *,
-           stopping: Callable[[], bool]) -> str | None:
+           stopping: Callable[[], bool],
+           on_epoch: Callable[[Any], None] | None = None) -> str | None:
     """Relay a worker's messages until it ends; return its reason (None if it died).
 
     Bounded: a worker still alive :data:`EXIT_GRACE_S` seconds after its last message, or
@@ -217,6 +226,11 @@ def _drain(process: Any, conn: Any, on_trial: Callable[[TrialRecord], None] | No
             kind, payload = message
             if kind == "trial" and on_trial is not None:
                 on_trial(TrialRecord.from_json(payload))
+            elif kind == "epoch":
+                if on_epoch is not None:
+                    from kerastune_kit.progress import EpochProgress
+
+                    on_epoch(EpochProgress(*payload))
             elif kind == "end":
                 reason, ended_at = payload, now
             elif kind == "write_error":

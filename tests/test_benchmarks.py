@@ -71,11 +71,13 @@ def test_best_so_far_checkpoints_and_time_to_target(sq):
 
 
 def test_our_trial_lines_are_parsed(sq):
-    line = ("trial 0012 completed score=0.9806 epochs 3-9 from 0010 (1.1s)  num_layers=2 "
-            "units_0=399")
+    line = ("trial 0012 completed 0.9806  epochs 4-9 of 9, best 7  from 0010  1.1s  "
+            "lr=0.0825 sgd units=31-64")
     assert sq.parse_trial_line(line) == {"trial": "0012", "status": "completed", "score": 0.9806}
-    assert sq.parse_trial_line("trial 0003 diverged  score=- epochs 0-1 (0.4s)")["score"] is None
-    assert sq.parse_trial_line("trial 0004 pruned    score=0.5 (0.4s)")["status"] == "pruned"
+    assert sq.parse_trial_line("trial 0003 diverged  -  epoch 1 of 9  0.4s")["score"] is None
+    assert sq.parse_trial_line("trial 0004 pruned    0.5000  0.4s")["status"] == "pruned"
+    old = "trial 0012 completed score=0.9806 epochs 3-9 from 0010 (1.1s)  num_layers=2"
+    assert sq.parse_trial_line(old)["score"] == 0.9806  # logs written before issue 17
     assert sq.parse_trial_line("search finished in 37.2s: 23 trials") is None
     command = sq.ours_command(Path("d.npz"), 30, Path("/tmp/r"), "mlp", 0)
     assert command[1:] == ["-u", "-m", "kerastune_kit", "search", "--data", "d.npz",

@@ -337,7 +337,7 @@ def test_the_search_writes_a_contour_image_to_tensorboard(searched):
 
     from tests.tb_read import images
 
-    root = searched.run_dir / "tensorboard"
+    root = searched.run_dir / "tensorboard" / "search"
     assert images(root)["search/contour"] == [len(searched.trials)]  # step: finished trials
     acc = ea.EventAccumulator(str(root), size_guidance={ea.TENSORS: 0})
     acc.Reload()
@@ -389,7 +389,9 @@ def test_an_overfitting_trial_is_diagnosed_everywhere(tmp_path, capsys):
     capsys.readouterr()
     assert main(["inspect", str(run)]) == 0
     out = capsys.readouterr().out
-    assert f"  trial {record.trial_id}: {record.diagnosis}" in out.splitlines()
+    line = next(n for n, text in enumerate(out.splitlines()) if text.startswith("  trial "))
+    shown = " ".join(out.splitlines()[line:line + 2]).split()  # (wrapped to the width)
+    assert " ".join(shown).startswith(f"trial {record.trial_id}: {record.diagnosis}")
     # Event files alone: the diagnosis is read back from the trial's outcome text, and is
     # not taken for the trial's message.
     alone = tmp_path / "alone"

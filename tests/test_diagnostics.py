@@ -148,9 +148,9 @@ def test_trial_writer_writes_scalars_and_histograms(tmp_path):
     writer.write_diagnostics(3, {"gradients/global_norm_mean": 0.5,
                                  "weights/dense/kernel": np.ones((4, 2), "float32")})
     writer.close()
-    train = tmp_path / "0001" / "train"
-    assert scalars(train)["gradients/global_norm_mean"] == [(3, 0.5)]
-    assert histograms(train) == {"weights/dense/kernel": [3]}
+    train = tmp_path / "0001" / "train"  # epoch index 3 is the 4th epoch: step 4
+    assert scalars(train)["gradients/global_norm_mean"] == [(4, 0.5)]
+    assert histograms(train) == {"weights/dense/kernel": [4]}
 
 
 @pytest.mark.slow
@@ -176,7 +176,7 @@ def test_search_writes_gradient_health_to_each_trial_run(tmp_path, monkeypatch):
     validation = scalars(result.run_dir / "tensorboard" / trial.trial_id / "validation")
     for tag in ("gradients/global_norm_mean", "gradients/global_norm_max",
                 "gradients/clipped_fraction", "update_ratio/dense_0", "update_ratio/head"):
-        assert [step for step, _ in train[tag]] == [0, 1], tag
+        assert [step for step, _ in train[tag]] == [1, 2], tag  # epochs numbered from 1
     assert all(0 <= v <= 1 for _, v in train["gradients/clipped_fraction"])
     assert not any(tag.startswith(("gradients/", "update_ratio/")) for tag in validation)
     assert {"epoch_loss", "epoch_accuracy", "epoch_learning_rate"} <= set(train)

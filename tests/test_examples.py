@@ -74,19 +74,30 @@ def test_tutorial_notebook_executes(tmp_path, monkeypatch):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     pytest.importorskip("ipykernel")
+    from kerastune_kit._backend import TF_LOG_LINE
+
     for key, value in _env().items():
         monkeypatch.setenv(key, value)
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL")  # as a user starts Jupyter
+    monkeypatch.delenv("KERASTUNE_KIT_TF_LOGS", raising=False)
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     client = nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3",
                                      resources={"metadata": {"path": str(tmp_path)}})
     client.execute()
-    outputs = [output for cell in notebook.cells if cell.cell_type == "code"
-               for output in cell.outputs]
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    outputs = [output for cell in code for output in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "best trial" in text
-    images = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert len(images) >= 2, "learning curves and importance plots"
+    stderr = "".join(o.get("text", "") for o in outputs
+                     if o.output_type == "stream" and o.get("name") == "stderr")
+    assert not [line for line in stderr.splitlines() if TF_LOG_LINE.match(line)], stderr
+    assert "cuInit" not in stderr and "oneDNN" not in stderr
+    # Every plotting cell shows its figure once: best so far (trials, time), learning curves,
+    # importance, parallel coordinates, contour, and the scatter drawn by hand.
+    images = [sum("image/png" in o.get("data", {}) for o in cell.outputs) for cell in code
+              if "plots.plot_" in cell.source or "plt.show()" in cell.source]
+    assert images == [1] * 7, images
     assert (tmp_path / "runs" / "tutorial" / "leaderboard.csv").is_file()
 
 

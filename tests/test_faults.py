@@ -360,7 +360,7 @@ def _big_run(root: Path, trials: int = 3000) -> Path:
                          "parent_trial_id", "start_score", "wall_time_s", "message",
                          "learning_rate", "units_0"])
         for i in range(trials):
-            writer.writerow([f"{i:04d}", "COMPLETED", 0.5 + i / (3 * trials), 2, "0-3", "", "",
+            writer.writerow([f"{i:04d}", "COMPLETED", 0.5 + i / (3 * trials), 2, "1-3", "", "",
                              1.0, "", 10 ** -(1 + i % 4), 16 + i % 100])
     return run
 
@@ -469,7 +469,7 @@ def test_search_into_a_closed_pipe_still_finishes_and_writes_its_results(tmp_pat
          f"{shlex_quote(sys.executable)} -m kerastune_kit search --data iris --tuner random "
          f"--max-trials 3 --max-epochs 1 --run-dir {shlex_quote(str(run))} | head -1"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.stdout.startswith("random search: 3 trials"), proc.stdout + proc.stderr
+    assert proc.stdout.startswith("data     iris: "), proc.stdout + proc.stderr  # the header
     assert error_lines(proc.stderr) == [], proc.stderr
     assert _statuses(run) == ["COMPLETED"] * 3
     assert (run / "best_model.keras").is_file()

@@ -23,7 +23,7 @@ ROOT = REPO / PACKAGE
 
 #: Modules that import without TensorFlow, Keras or KerasTuner (each in a fresh interpreter).
 PURE_MODULES = ("errors", "rundir", "trial_status", "config", "results", "report", "runs",
-                "inspection", "importance", "space", "cli", "data")
+                "inspection", "importance", "space", "cli", "data", "progress", "inspect_view")
 HEAVY = ("tensorflow", "keras", "keras_tuner")
 
 

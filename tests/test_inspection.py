@@ -75,11 +75,11 @@ def test_trial_sessions_carry_score_status_best_epoch_parent_and_memory(finished
         assert session_status(run) == SUCCESS
         own = scalars(run)
         assert own["trial/score"][-1][1] == pytest.approx(record.score, rel=1e-6)
-        assert own["trial/best_epoch"][-1][1] == record.best_epoch
+        assert own["trial/best_epoch"][-1][1] == record.best_epoch + 1  # numbered from 1
         assert own["trial/epochs"][-1][1] == record.epochs
         assert own["trial/wall_time_s"][-1][1] > 0
         assert own["trial/peak_memory_mb"][-1][1] > 10
-        epochs = list(range(record.initial_epoch, record.epochs))
+        epochs = list(range(record.initial_epoch + 1, record.epochs + 1))
         assert [step for step, _ in own["memory/rss_mb"]] == epochs
         assert all(value > 10 for _, value in own["memory/peak_rss_mb"])
         assert texts(run)["trial/outcome"][-1][1].startswith("**completed**")
@@ -87,7 +87,7 @@ def test_trial_sessions_carry_score_status_best_epoch_parent_and_memory(finished
 
 def test_live_summary_panels_follow_the_finished_trials(finished):
     result, _ = finished
-    root = result.run_dir / "tensorboard"
+    root = result.run_dir / "tensorboard" / "search"
     panels = texts(root)
     n = len(result.trials)
     # One panel per finished trial, plus the final rewrite when the results are written.
@@ -111,12 +111,12 @@ def test_callback_run_is_a_session_with_the_same_tags(finished):
     result, record = finished
     run = result.run_dir / "tensorboard" / MANUAL
     assert session_hparams(run) == {"learning_rate": 0.01, "num_layers": 1.0, "units_0": 8.0,
-                                    "optimizer": "adam"}
+                                    "optimizer": "adam", "outcome": "completed"}
     assert session_status(run) == SUCCESS
     train, val = scalars(run / "train"), scalars(run / "validation")
     assert {"epoch_loss", "epoch_accuracy", "epoch_learning_rate"} <= set(train)
     assert set(val) == {"epoch_loss", "epoch_accuracy"}
-    assert [step for step, _ in val["epoch_accuracy"]] == [0, 1, 2]
+    assert [step for step, _ in val["epoch_accuracy"]] == [1, 2, 3]
     assert record.status == "COMPLETED" and record.epochs == 3
     assert record.score == pytest.approx(max(v for _, v in val["epoch_accuracy"]))
     assert scalars(run)["trial/score"][-1][1] == pytest.approx(record.score)
@@ -143,7 +143,7 @@ def test_tensorboard_server_shows_every_trial_and_the_callback_run(finished):
         metrics = {(m["name"].get("group", ""), m["name"]["tag"]): m["value"]
                    for m in group["metricValues"]}
         assert metrics[("", "trial/score")] == pytest.approx(record.score, rel=1e-6)
-        assert metrics[("", "trial/best_epoch")] == record.best_epoch
+        assert metrics[("", "trial/best_epoch")] == record.best_epoch + 1
         assert ("validation", "epoch_accuracy") in metrics
         assert ("train", "epoch_loss") in metrics
         if record is not manual:
@@ -164,7 +164,8 @@ def test_inspect_rebuilds_the_table_from_event_files_alone(finished, tmp_path, c
         row = rows[record.trial_id]
         assert row["status"] == "COMPLETED" and row["outcome"] == "completed"
         assert row["score"] == pytest.approx(record.score, rel=1e-6)
-        assert row["best_epoch"] == record.best_epoch and row["epochs"] == record.epochs
+        assert row["best_epoch"] == record.best_epoch + 1  # numbered from 1, as in the CSV
+        assert row["epochs"] == f"{record.initial_epoch + 1}-{record.epochs}"
         assert row["parent_trial_id"] == record.parent_trial_id
         if record is not manual:
             assert row["hyperparameters"] == record.hyperparameters  # ints are ints again
@@ -173,7 +174,7 @@ def test_inspect_rebuilds_the_table_from_event_files_alone(finished, tmp_path, c
     assert data["best"]["score"] == pytest.approx(max(scores))
 
     assert main(["inspect", str(only_events), "--top", "3"]) == 0
-    out = capsys.readouterr().out
+    out = " ".join(capsys.readouterr().out.split())  # (long lines wrap to the width)
     assert "read from TensorBoard event files" in out and "best trial" in out
 
 
@@ -198,7 +199,7 @@ def test_load_results_curves_and_export(finished, tmp_path, capsys):
     assert set(curves) == {r.trial_id for r in result.trials} | {MANUAL}
     for record in result.trials:
         assert [step for step, _ in curves[record.trial_id]] == list(
-            range(record.initial_epoch, record.epochs))
+            range(record.initial_epoch + 1, record.epochs + 1))
         assert max(v for _, v in curves[record.trial_id]) == pytest.approx(record.score)
 
     output = tmp_path / "exported" / "iris.keras"
@@ -252,5 +253,5 @@ def test_the_best_panel_is_results_best_of(tmp_path, direction):
     summary.close()
     expected = best_of(records, direction or "max")
     assert expected.trial_id == ("0000" if direction == "min" else "0001")
-    panel = texts(tmp_path)["search/best_configuration"][-1][1]
+    panel = texts(tmp_path / "search")["search/best_configuration"][-1][1]
     assert panel.startswith(f"**best trial {expected.trial_id}**")

@@ -259,14 +259,14 @@ def test_search_prints_and_records_the_findings_and_resume_skips(tmp_path):
     assert all(c["seconds"] >= 0 for c in saved["checks"])
     assert saved["checks"][2]["values"]["val_accuracy"] is not None
     assert 0 < saved["seconds"] <= saved["budget_s"] + 15  # the cap (plus a first epoch)
-    panel = texts(run.tensorboard_dir)["search/preflight"]
+    panel = texts(run.search_logdir)["search/preflight"]
     assert len(panel) == 1 and saved["findings"][0] in panel[0][1]
 
     resumed: list[str] = []
     run_search(dataclasses.replace(config, resume=True, max_trials=2), on_start=resumed.append)
     assert not any(line.startswith("preflight") for line in resumed)
     assert run.read_marker()["preflight"] == saved  # kept from the run's start
-    assert len(texts(run.tensorboard_dir)["search/preflight"]) == 1
+    assert len(texts(run.search_logdir)["search/preflight"]) == 1
 
 
 @pytest.mark.slow
@@ -286,7 +286,7 @@ def test_no_preflight_skips_it_and_the_preflight_leaves_the_trials_as_they_were(
         marker = RunDir(run).read_marker()
         assert ("preflight" in marker) is not bool(flag)
         assert ("preflight (mlp_2x256, " in out) is not bool(flag)
-        assert ("search/preflight" in texts(run / "tensorboard")) is not bool(flag)
+        assert ("search/preflight" in texts(run / "tensorboard" / "search")) is not bool(flag)
         if not flag:
             assert marker["preflight"]["findings"] == []
         scores[bool(flag)] = json.loads((run / "best_hyperparameters.json").read_text())["score"]

@@ -83,7 +83,8 @@ def test_build_function_drop_in_writes_the_run_directory(tmp_path: Path) -> None
     loaded = keras.saving.load_model(run / "best_model.keras")
     assert loaded.predict(x[:4], verbose=0).shape == (4, 3)
     # One HParams session per trial, carrying the trial's values.
-    sessions = sorted(p for p in (run / "tensorboard").iterdir() if p.is_dir())
+    sessions = sorted(p for p in (run / "tensorboard").iterdir()
+                      if p.is_dir() and p.name != "search")  # (the search-level panels)
     assert len(sessions) == 3
     values = session_hparams(sessions[0])
     assert {"units", "activation", "dropout", "lr"} <= set(values)
@@ -322,7 +323,8 @@ def test_tensorboard_outcome_says_how_each_trial_trained(tmp_path: Path) -> None
     tuner = kk.RandomSearch(custom_model, objective="val_accuracy", max_trials=1,
                             directory=str(tmp_path), project_name="tb", seed=10)
     tuner.search(x[:180], y[:180], epochs=1, validation_data=(x[180:], y[180:]), verbose=0)
-    session = next(p for p in (tmp_path / "tb" / "tensorboard").iterdir() if p.is_dir())
+    session = next(p for p in (tmp_path / "tb" / "tensorboard").iterdir()
+                   if p.is_dir() and p.name != "search")
     acc = _accumulator(session)
     text = acc.Tensors("trial/outcome")[-1].tensor_proto.string_val[0].decode()
     assert "trained with model.fit" in text

@@ -424,9 +424,9 @@ def test_search_logs_the_schedule_per_epoch_across_promotions(tmp_path: Path) ->
         assert record.hyperparameters["one_minus_momentum"] == pytest.approx(0.05)
         assert session_hparams(tensorboard / record.trial_id)["lr_schedule"] == "cosine"
         logged = scalars(tensorboard / record.trial_id / "train")["epoch_learning_rate"]
-        steps = [step for step, _ in logged]
-        assert steps == list(range(record.initial_epoch, record.epochs))
+        steps = [step for step, _ in logged]  # epochs numbered from 1, the parent's axis on
+        assert steps == list(range(record.initial_epoch + 1, record.epochs + 1))
         assert [v for _, v in logged] == pytest.approx(
-            [expected.learning_rate(step) for step in steps], rel=1e-6)
+            [expected.learning_rate(step - 1) for step in steps], rel=1e-6)
         promoted += record.initial_epoch > 0
     assert promoted, "no Hyperband promotion ran: the continuation went unchecked"

@@ -324,10 +324,10 @@ def test_refine_search_writes_a_narrowed_stage_and_results_over_both(tmp_path):
         start = metadata.parse_session_start_info_plugin_data(
             content[metadata.SESSION_START_INFO_TAG])
         assert start.group_name == record.trial_id  # not merged with stage 1's trial
-    assert [step for step, _ in texts(logdir)[refine.SPACE_TAG]] == [1]
+    assert [step for step, _ in texts(logdir / "search")[refine.SPACE_TAG]] == [1]
     (step, text), = texts(logdir / "stage-2")[refine.SPACE_TAG]
     assert step == 2 and "stage 2 of 2" in text and "(narrowed)" in text
-    board = texts(logdir)["search/leaderboard"]
+    board = texts(logdir / "search")["search/leaderboard"]
     assert "**8 trials**" in board[-1][1]
 
 

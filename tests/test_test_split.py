@@ -285,10 +285,10 @@ def test_search_records_the_test_score_everywhere(refit_run: tuple[Path, object]
 
     from tests.tb_read import scalars, texts
 
-    tb = scalars(run / "tensorboard")
+    tb = scalars(run / "tensorboard" / "search")
     assert tb["search/test_score"][-1][1] == pytest.approx(result.test_score, abs=1e-6)
     assert tb["search/validation_score"][-1][1] == pytest.approx(result.best.score, abs=1e-6)
-    panel = texts(run / "tensorboard")["search/test_evaluation"][-1][1]
+    panel = texts(run / "tensorboard" / "search")["search/test_evaluation"][-1][1]
     assert f"test accuracy {result.test_score:.3f} (validation {result.best.score:.3f})" in panel
 
     shown = run_cli("inspect", str(run), timeout=300)
@@ -320,5 +320,5 @@ def test_refit_exports_a_model_whose_test_score_is_recorded(refit_run: tuple[Pat
     assert load_results(run).refit["epochs"] == result.refit["epochs"]
     from tests.tb_read import scalars
 
-    tb = scalars(run / "tensorboard")
+    tb = scalars(run / "tensorboard" / "search")
     assert tb["search/refit_test_score"][-1][1] == pytest.approx(refit_accuracy, abs=1e-6)

@@ -50,8 +50,8 @@ def _check_run_dir(result, n_trials: int) -> None:
         train, val = scalars(trial_run / "train"), scalars(trial_run / "validation")
         assert {"epoch_loss", "epoch_accuracy", "epoch_learning_rate"} <= set(train)
         assert {"epoch_loss", "epoch_accuracy"} <= set(val)
-        steps = [step for step, _ in val["epoch_accuracy"]]
-        assert steps == list(range(record.initial_epoch, record.epochs))
+        steps = [step for step, _ in val["epoch_accuracy"]]  # epochs numbered from 1
+        assert steps == list(range(record.initial_epoch + 1, record.epochs + 1))
         best_value = max(v for _, v in val["epoch_accuracy"])
         assert best_value == pytest.approx(record.score)
 
