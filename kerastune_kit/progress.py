@@ -363,7 +363,7 @@ def summary_lines(result: Any, *, elapsed_s: float, first_trial_s: float | None 
     lines += [out for line in more for out in fit_lines(line)]
     tensorboard_dir = RunDir(result.run_dir).tensorboard_dir
     # (the run filter in the URL: with over 40 runs TensorBoard selects none by default)
-    lines.append(f"TensorBoard, then {SEARCH_RUN_URL} for the leaderboard:")
+    lines.append(f"open TensorBoard (then {SEARCH_RUN_URL} for the leaderboard):")
     lines.append(f"tensorboard --logdir {shlex.quote(str(tensorboard_dir))}")
     return lines
 

@@ -154,7 +154,10 @@ def test_the_summary_is_short_and_points_at_inspect(tmp_path):
     assert lines[1] == (f"continue it with: python -m kerastune_kit search --run-dir "
                         f"{tmp_path}/run --resume")
     assert lines[-1] == f"tensorboard --logdir {tmp_path}/run/tensorboard"
-    assert all(len(line) <= WIDTH for line in lines if "python -m" not in line)
+    # (commands to paste are never wrapped: only they may be longer, with a long run dir)
+    assert all(len(line) <= WIDTH for line in lines
+               if "python -m" not in line and not line.startswith("tensorboard --logdir"))
+    assert "http://localhost:6006/#text&regexInput=search" in lines[-2]
 
 
 def test_warnings_wrap_at_100_columns():
