@@ -130,8 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--refit", action="store_true", default=None,
                         help="retrain the best configuration on train + validation for its "
                         "best epoch count and export that model")
-    search.add_argument("--no-preflight", dest="preflight", action="store_false", default=None,
-                        help="skip the sanity checks (loss at init, overfitting a tiny subset)")
+    search.add_argument("--preflight", action=argparse.BooleanOptionalAction, default=None,
+                        help="run (--preflight) or skip (--no-preflight) the sanity checks "
+                        "before the first trial: loss at init, overfitting a tiny subset "
+                        "(default: only for a search of 20 trial-epochs or more, or with "
+                        "--max-time)")
     search.add_argument("--explosion-factor", metavar="X",
                         help="record a trial as diverged when its loss exceeds X times its "
                         "starting loss (default: 3; off: never)")

@@ -122,6 +122,9 @@ class SearchConfig:
             its best epoch count and export that model.
         preflight: Before the search, check the initial loss against its chance value and
             that the first baseline configuration overfits a tiny subset (a few seconds).
+            None (the default): only before a search of 20 trial-epochs or more, or with a
+            ``max_time`` (:func:`kerastune_kit.preflight.short_search_reason`); True: always;
+            False: never.
         explosion_factor: A trial whose training loss exceeds this many times its first
             epoch's loss is recorded as diverged ("if the cost is ever more than 3x the
             original cost, break out early"); 0 turns the rule off.
@@ -161,7 +164,7 @@ class SearchConfig:
     text_columns: list[str] | None = None
     test_split: float = 0.15
     refit: bool = False
-    preflight: bool = True
+    preflight: bool | None = None
     explosion_factor: float = 3.0
     refine: int = 0
     refine_factor: float = 2.0
@@ -260,6 +263,8 @@ class SearchConfig:
                 "for example 0.15, or 0 to hold out no test set"
             )
         for name in ("refit", "preflight"):
+            if name == "preflight" and self.preflight is None:
+                continue
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(
                     f"{name}: expected true or false, received {getattr(self, name)!r}"

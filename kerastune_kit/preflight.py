@@ -58,6 +58,10 @@ MAX_SECONDS = 5.0
 BUDGET_SHARE = 0.05
 #: A budget under this many seconds skips the preflight (``--max-time`` under 10 s).
 MIN_SECONDS = 0.5
+#: Left to itself (``preflight`` None), the preflight checks a search that plans at least
+#: this many trial-epochs (the sum of each planned trial's epochs) or has a ``--max-time``:
+#: a shorter search costs about what the checks do, and is its own check.
+MIN_PLANNED_EPOCHS = 20
 #: Training samples of the overfit check, and of the generalisation check.
 OVERFIT_SAMPLES = 64
 GENERALIZATION_SAMPLES = 256
@@ -228,6 +232,36 @@ def preflight_budget(max_time: float | None) -> float:
     if not max_time:
         return MAX_SECONDS
     return min(MAX_SECONDS, BUDGET_SHARE * float(max_time))
+
+
+def short_search_reason(config: Any) -> str | None:
+    """Why a search whose ``preflight`` is left unset (None) skips the preflight, or None when
+    it runs it: a search that plans fewer than :data:`MIN_PLANNED_EPOCHS` trial-epochs and has
+    no ``max_time`` is about as short as the checks ("overfit a tiny subset before a long
+    run"). ``preflight=True`` runs it anyway; ``False`` never.
+
+    Example:
+        >>> short_search_reason(SearchConfig(data="iris", tuner="random", max_trials=3,
+        ...                                  max_epochs=2))
+        'a short search (6 trial-epochs planned, under 20); --preflight runs it anyway'
+    """
+    if config.preflight is not None or config.max_time:
+        return None
+    from kerastune_kit.progress import planned_epochs
+
+    planned = sum(planned_epochs(config))
+    if planned >= MIN_PLANNED_EPOCHS:
+        return None
+    return (f"a short search ({planned} trial-epochs planned, under {MIN_PLANNED_EPOCHS}); "
+            "--preflight runs it anyway")
+
+
+def preflight_runs(config: Any) -> bool:
+    """Whether a search of ``config`` runs the preflight before its first trial (not on
+    ``--resume``; left unset, not for a short search: :func:`short_search_reason`)."""
+    if config.preflight is False or config.resume:
+        return False
+    return short_search_reason(config) is None
 
 
 def chance_loss(task: str, n_classes: int | None = None) -> float:
@@ -666,7 +700,8 @@ def preflight_search(config: Any, dataset: Any, hypermodel: Any, run_dir: str | 
                      say: Callable[[str], None] | None = None) -> PreflightReport | None:
     """The preflight of a search (``tuning.run_search`` calls it before the first trial).
 
-    Skipped (None) with ``config.preflight`` off, on ``--resume`` (the run's start did it) or
+    Skipped (None) with ``config.preflight`` False, on ``--resume`` (the run's start did it),
+    left unset (None) for a short search (:func:`short_search_reason`; ``run.json`` says so) or
     when its budget (:func:`preflight_budget`, and at most :data:`BUDGET_SHARE` of what is left
     before ``deadline``, a ``time.time()``) is under :data:`MIN_SECONDS` (then ``run.json``
     says so). Records the report in
@@ -674,22 +709,18 @@ def preflight_search(config: Any, dataset: Any, hypermodel: Any, run_dir: str | 
     ``search``); ``say`` receives :meth:`PreflightReport.lines` (the CLI prints them); without it
     each finding is logged as a warning.
     """
-    if not config.preflight or config.resume:
+    if config.preflight is False or config.resume:
+        return None
+    short = short_search_reason(config)
+    if short is not None:
+        _record_skip(run_dir, short, say=say)
         return None
     budget = preflight_budget(config.max_time)
     if deadline is not None:
         budget = min(budget, BUDGET_SHARE * max(0.0, deadline - time.time()))
     if budget < MIN_SECONDS:
-        line = (f"preflight skipped: its share of the time budget is {budget:.2g}s, under "
-                f"{MIN_SECONDS:g}s")
-        from kerastune_kit.rundir import RunDir
-
-        run = RunDir(run_dir)
-        marker = run.read_marker()
-        marker[MARKER_KEY] = {"skipped": line.split(": ", 1)[1], "budget_s": round(budget, 3)}
-        run.write_json(run.marker, marker)
-        if say is not None:
-            say(line)
+        _record_skip(run_dir, f"its share of the time budget is {budget:.2g}s, under "
+                     f"{MIN_SECONDS:g}s", say=say, budget_s=round(budget, 3))
         return None
     report = run_preflight(dataset, hypermodel, budget_s=budget, seed=config.seed,
                            baselines=config.baselines and config.tuner != "grid")
@@ -705,6 +736,19 @@ def preflight_search(config: Any, dataset: Any, hypermodel: Any, run_dir: str | 
         for finding in report.findings:
             logger.warning("preflight: %s", finding)
     return report
+
+
+def _record_skip(run_dir: str | Path, why: str, *, say: Callable[[str], None] | None,
+                 **extra: Any) -> None:
+    """Record in ``RUN/run.json`` (and say, in one line) why the preflight did not run."""
+    from kerastune_kit.rundir import RunDir
+
+    run = RunDir(run_dir)
+    marker = run.read_marker()
+    marker[MARKER_KEY] = {"skipped": why, **extra}
+    run.write_json(run.marker, marker)
+    if say is not None:
+        say(f"preflight skipped: {why}")
 
 
 def record_preflight(run_dir: str | Path, report: PreflightReport) -> None:

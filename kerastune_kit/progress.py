@@ -105,6 +105,7 @@ def search_start(config: Any, dataset: Any, hypermodel: Any, objective: str) -> 
     """The :class:`SearchStart` of ``config`` (``tuning.run_search`` builds it once the data
     and the factory are known, before the preflight and the first trial)."""
     from kerastune_kit.plan import expected_trials
+    from kerastune_kit.preflight import preflight_runs
     from kerastune_kit.results import direction_of
 
     time_only = bool(config.max_time) and config.max_trials is None
@@ -128,7 +129,7 @@ def search_start(config: Any, dataset: Any, hypermodel: Any, objective: str) -> 
         run_dir=str(config.effective_run_dir()),
         plan=() if time_only or config.refine else tuple(planned_epochs(config)),
         done=done, refine=config.refine,
-        preflight=bool(config.preflight and not config.resume))
+        preflight=preflight_runs(config))
 
 
 def planned_epochs(config: Any) -> list[int]:

@@ -235,7 +235,7 @@ def run_search(
             on_begin(search_start(config, dataset, hypermodel, objective))
         if on_start is not None:
             on_start(search_plan(config, hypermodel))
-        if config.preflight and not config.resume:  # sanity checks before the budget goes
+        if config.preflight is not False and not config.resume:  # checks before the budget
             from kerastune_kit.preflight import preflight_search
 
             with write_errors(run_dir, action="search"):

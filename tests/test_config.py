@@ -71,7 +71,7 @@ def test_defaults_describe_a_quick_hyperband_search_on_digits() -> None:
         "text_columns": None,
         "test_split": 0.15,
         "refit": False,
-        "preflight": True,
+        "preflight": None,  # (only before a search of 20 trial-epochs or more)
         "explosion_factor": 3.0,
         "refine": 0,
         "refine_factor": 2.0,

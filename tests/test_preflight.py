@@ -244,7 +244,7 @@ def test_search_prints_and_records_the_findings_and_resume_skips(tmp_path):
     data = tmp_path / "shuffled.npz"
     _write_permuted_digits(data)
     config = SearchConfig(data=str(data), tuner="random", max_trials=1, max_epochs=1,
-                          run_dir=str(tmp_path / "run"), seed=0)
+                          run_dir=str(tmp_path / "run"), seed=0, preflight=True)
     lines: list[str] = []
     run_search(config, on_start=lines.append)
     summary = next(line for line in lines if line.startswith("preflight ("))
@@ -277,20 +277,28 @@ def test_no_preflight_skips_it_and_the_preflight_leaves_the_trials_as_they_were(
     from tests.tb_read import texts
 
     scores = {}
-    for flag in ([], ["--no-preflight"]):
-        run = tmp_path / ("off" if flag else "on")
+    for flag in ("--preflight", "--no-preflight", None):
+        run = tmp_path / {"--preflight": "on", "--no-preflight": "off", None: "auto"}[flag]
         code = main(["search", "--data", "iris", "--tuner", "random", "--max-trials", "1",
-                     "--max-epochs", "2", "--run-dir", str(run), *flag])
+                     "--max-epochs", "2", "--run-dir", str(run), *([flag] if flag else [])])
         out = capsys.readouterr().out
         assert code == 0
         marker = RunDir(run).read_marker()
-        assert ("preflight" in marker) is not bool(flag)
-        assert ("preflight (mlp_2x256, " in out) is not bool(flag)
-        assert ("search/preflight" in texts(run / "tensorboard" / "search")) is not bool(flag)
-        if not flag:
+        ran = flag == "--preflight"
+        assert ("preflight (mlp_2x256, " in out) is ran
+        assert ("search/preflight" in texts(run / "tensorboard" / "search")) is ran
+        if ran:
             assert marker["preflight"]["findings"] == []
-        scores[bool(flag)] = json.loads((run / "best_hyperparameters.json").read_text())["score"]
-    assert scores[True] == scores[False]  # the checks change nothing the search computes
+        elif flag is None:  # left to itself, a 2-epoch search is its own check; it says so
+            why = "a short search (2 trial-epochs planned, under 20); --preflight runs it anyway"
+            assert marker["preflight"] == {"skipped": why}
+            assert f"preflight skipped: {why}" in out
+        else:
+            assert "preflight" not in marker
+            assert not any(line.startswith("preflight") for line in out.splitlines())
+        scores[flag] = json.loads((run / "best_hyperparameters.json").read_text())["score"]
+    # the checks change nothing the search computes
+    assert scores["--preflight"] == scores["--no-preflight"] == scores[None]
 
 
 def test_a_budget_too_short_skips_it_and_says_so(tmp_path):

@@ -285,8 +285,8 @@ def test_a_search_on_a_terminal_shows_a_header_a_live_display_and_fits_100_colum
            "TERM": "xterm-256color", "TF_CPP_MIN_LOG_LEVEL": "2"}
     for name in ("NO_COLOR", "FORCE_COLOR", "TTY_COMPATIBLE"):
         env.pop(name, None)
-    code, raw = _run_in_pty([sys.executable, "-m", "kerastune_kit", *TINY], cwd=tmp_path,
-                            env=env)
+    code, raw = _run_in_pty([sys.executable, "-m", "kerastune_kit", *TINY, "--preflight"],
+                            cwd=tmp_path, env=env)
     lines = screen_lines(raw)
     assert code == 0, "\n".join(lines[-30:])
     assert "\x1b[" in raw  # the live display moved the cursor
