@@ -395,7 +395,7 @@ def contour_figure(contour: Contour, *, title: str | None = None) -> Any:
     else:  # every trial scored the same: one flat colour
         filled = axes.pcolormesh(xs, ys, z, cmap=cmap, shading="auto")
     bar = figure.colorbar(filled, ax=axes)
-    bar.set_label(f"{contour.objective} (interpolated; brighter is better)")
+    bar.set_label(f"{contour.objective} (interpolated; brighter is better)", fontsize="small")
     px, py = x.to_data(x.coordinates), y.to_data(y.coordinates)
     axes.scatter(px[1:], py[1:], s=28, c="black", edgecolors="white", linewidths=1.0,
                  label="trials", zorder=3)
@@ -421,18 +421,24 @@ def contour_figure(contour: Contour, *, title: str | None = None) -> Any:
             set_ticks(range(len(axis.labels)))
             set_labels(axis.labels)
         set_title(axis.label)
-    axes.legend(loc="upper left", bbox_to_anchor=(0.0, -0.12), ncol=2, fontsize=8,
+    axes.legend(loc="upper left", bbox_to_anchor=(0.0, -0.12), ncol=2, fontsize="small",
                 frameon=False)
     axes.set_title(title or f"{contour.objective} ({contour.direction}) over {x.name} and "
-                   f"{y.name}, {len(contour.trials)} trials", fontsize=10)
+                   f"{y.name},\n{len(contour.trials)} trials", fontsize="medium")
     return figure
 
 
 def contour_image(contour: Contour) -> np.ndarray:
     """The chart as an RGB ``uint8`` array of shape ``(height, width, 3)`` (for
-    ``tf.summary.image``)."""
-    figure = contour_figure(contour)
-    figure.canvas.draw()
+    ``tf.summary.image``), lettered at :data:`~kerastune_kit.importance.IMAGE_FONT_SIZE`:
+    TensorBoard's IMAGES cards shrink a chart to about 350 pixels wide."""
+    import matplotlib
+
+    from kerastune_kit.importance import IMAGE_FONT_SIZE
+
+    with matplotlib.rc_context({"font.size": IMAGE_FONT_SIZE}):
+        figure = contour_figure(contour)
+        figure.canvas.draw()
     rgba = np.asarray(figure.canvas.buffer_rgba())
     return np.ascontiguousarray(rgba[..., :3])
 
