@@ -137,3 +137,35 @@ def expected_trials(config: SearchConfig) -> int:
     if config.baselines:  # (as many as the family has; the CNN and the MLP have 2 each)
         total += max(len(d) for d in POPULAR_DESIGNS.values())
     return min(total, config.max_trials) if config.max_trials else total
+
+
+def planned_epochs(config: Any) -> list[int]:
+    """The epochs each trial of ``config`` trains, in the order they run.
+
+    Hyperband (and BOHB): the popular designs at ``max_epochs``, then KerasTuner's brackets
+    from the widest (most trials, fewest epochs) to one of ``max_epochs``, each round's
+    promoted trials training from the round before's epochs (Li et al., 2018, algorithm 1);
+    cut at ``max_trials``. Other tuners: ``max_epochs`` per trial (early stopping ends some
+    sooner). The sum is the search's work, which the ETA divides.
+    """
+    max_epochs = int(config.max_epochs)
+    if config.tuner not in BRACKET_TUNERS:
+        return [max_epochs] * expected_trials(config)
+    from kerastune_kit.designs import POPULAR_DESIGNS
+
+    factor = int(config.factor)
+    plan = [max_epochs] * (max(len(d) for d in POPULAR_DESIGNS.values())
+                           if config.baselines else 0)
+    brackets, epochs = 0, float(max_epochs)
+    while epochs >= 1:
+        epochs /= factor
+        brackets += 1
+    end_size = math.ceil(1 + math.log(max_epochs, factor))
+    for bracket in reversed(range(brackets)):
+        before = 0
+        for round_num in range(bracket + 1):
+            size = math.ceil(end_size / (bracket + 1) * factor ** (bracket - round_num))
+            until = math.ceil(max_epochs / factor ** (bracket - round_num))
+            plan += [max(1, until - before)] * size
+            before = until
+    return plan[: config.max_trials] if config.max_trials else plan

@@ -247,7 +247,7 @@ def short_search_reason(config: Any) -> str | None:
     """
     if config.preflight is not None or config.max_time:
         return None
-    from kerastune_kit.progress import planned_epochs
+    from kerastune_kit.plan import planned_epochs
 
     planned = sum(planned_epochs(config))
     if planned >= MIN_PLANNED_EPOCHS:

@@ -104,7 +104,7 @@ class SearchStart:
 def search_start(config: Any, dataset: Any, hypermodel: Any, objective: str) -> SearchStart:
     """The :class:`SearchStart` of ``config`` (``tuning.run_search`` builds it once the data
     and the factory are known, before the preflight and the first trial)."""
-    from kerastune_kit.plan import expected_trials
+    from kerastune_kit.plan import expected_trials, planned_epochs
     from kerastune_kit.preflight import preflight_runs
     from kerastune_kit.results import direction_of
 
@@ -130,41 +130,6 @@ def search_start(config: Any, dataset: Any, hypermodel: Any, objective: str) -> 
         plan=() if time_only or config.refine else tuple(planned_epochs(config)),
         done=done, refine=config.refine,
         preflight=preflight_runs(config))
-
-
-def planned_epochs(config: Any) -> list[int]:
-    """The epochs each trial of ``config`` trains, in the order they run.
-
-    Hyperband (and BOHB): the popular designs at ``max_epochs``, then KerasTuner's brackets
-    from the widest (most trials, fewest epochs) to one of ``max_epochs``, each round's
-    promoted trials training from the round before's epochs (Li et al., 2018, algorithm 1);
-    cut at ``max_trials``. Other tuners: ``max_epochs`` per trial (early stopping ends some
-    sooner). The sum is the search's work, which the ETA divides.
-    """
-    from kerastune_kit.config import BRACKET_TUNERS
-    from kerastune_kit.plan import expected_trials
-
-    max_epochs = int(config.max_epochs)
-    if config.tuner not in BRACKET_TUNERS:
-        return [max_epochs] * expected_trials(config)
-    from kerastune_kit.designs import POPULAR_DESIGNS
-
-    factor = int(config.factor)
-    plan = [max_epochs] * (max(len(d) for d in POPULAR_DESIGNS.values())
-                           if config.baselines else 0)
-    brackets, epochs = 0, float(max_epochs)
-    while epochs >= 1:
-        epochs /= factor
-        brackets += 1
-    end_size = math.ceil(1 + math.log(max_epochs, factor))
-    for bracket in reversed(range(brackets)):
-        before = 0
-        for round_num in range(bracket + 1):
-            size = math.ceil(end_size / (bracket + 1) * factor ** (bracket - round_num))
-            until = math.ceil(max_epochs / factor ** (bracket - round_num))
-            plan += [max(1, until - before)] * size
-            before = until
-    return plan[: config.max_trials] if config.max_trials else plan
 
 
 # ---------------------------------------------------------------------- lines
@@ -385,7 +350,8 @@ class SearchProgress:
     """A search's progress as its events arrive: trials done, the running trials, the best
     so far, and the ETA.
 
-    The ETA divides work: the epochs each planned trial trains (:func:`planned_epochs`).
+    The ETA divides work: the epochs each planned trial trains
+    (:func:`kerastune_kit.plan.planned_epochs`).
     A finished trial counts its planned epochs even when it stopped sooner, so the seconds per
     epoch measured since the first trial started already include early stopping and pruning;
     the remaining work is the planned trials not started plus what the running ones have

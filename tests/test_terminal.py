@@ -22,7 +22,7 @@ from types import SimpleNamespace
 import pytest
 
 from kerastune_kit.config import SearchConfig
-from kerastune_kit.plan import expected_trials
+from kerastune_kit.plan import expected_trials, planned_epochs
 from kerastune_kit.progress import (
     WIDTH,
     EpochProgress,
@@ -34,7 +34,6 @@ from kerastune_kit.progress import (
     header_lines,
     knob_text,
     live_display_wanted,
-    planned_epochs,
     summary_lines,
     trial_line,
 )
