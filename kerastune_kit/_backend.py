@@ -1,8 +1,9 @@
 """Import Keras on the TensorFlow backend, or fail with a clear message; keep TensorFlow's
 C++ start-up notices off the terminal.
 
-Owns: :func:`keras` (the checked import), :func:`quiet_tensorflow_start` (TensorFlow imported
-and its devices initialised with its C++ log lines filtered out of stderr),
+Owns: :func:`keras` (the checked import) and :func:`tensorflow`, both of which import
+TensorFlow and initialise its devices with its C++ log lines filtered out of stderr the first
+time (:func:`quiet_tensorflow_start` does the same for callers that want no module back),
 :func:`native_stderr_silenced` (that filter around any block) and :data:`TF_LOGS_ENV`, the
 switch that shows TensorFlow's logs again.
 
@@ -51,9 +52,14 @@ def tensorflow_logs_shown() -> bool:
 def keras() -> Any:
     """Return the ``keras`` module, checked to run on TensorFlow.
 
+    The first call imports Keras and TensorFlow and initialises TensorFlow's devices with
+    TensorFlow's C++ log lines filtered out of stderr (:func:`native_stderr_silenced`), so every
+    part of kerastune_kit that needs Keras starts TensorFlow quietly through here.
+
     Raises:
         BackendError: ``KERAS_BACKEND`` (or ``~/.keras/keras.json``) names another backend.
     """
+    global _KERAS_STARTED
     requested = os.environ.get("KERAS_BACKEND")
     if requested and requested != "tensorflow":
         raise BackendError(
@@ -63,15 +69,43 @@ def keras() -> Any:
     if not tensorflow_logs_shown():
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    import keras as keras_module
+    with native_stderr_silenced(enabled=not _KERAS_STARTED):
+        import keras as keras_module
 
-    backend = keras_module.backend.backend()
-    if backend != "tensorflow":
-        raise BackendError(
-            f"keras backend: kerastune_kit runs on TensorFlow, but Keras is configured for "
-            f"{backend!r} (see ~/.keras/keras.json); set KERAS_BACKEND=tensorflow"
-        )
+        backend = keras_module.backend.backend()
+        if backend != "tensorflow":
+            raise BackendError(
+                f"keras backend: kerastune_kit runs on TensorFlow, but Keras is configured for "
+                f"{backend!r} (see ~/.keras/keras.json); set KERAS_BACKEND=tensorflow"
+            )
+        tensorflow()  # the device probe (``failed call to cuInit`` without a GPU), filtered
+    _KERAS_STARTED = True
     return keras_module
+
+
+def tensorflow() -> Any:
+    """Return the ``tensorflow`` module; the first call imports it and initialises its devices
+    with its C++ log lines filtered out of stderr (:func:`native_stderr_silenced`).
+
+    What code that needs TensorFlow but not Keras calls first, TensorBoard's event-file
+    readers included (they load TensorFlow for its file system when it is installed).
+    """
+    global _TF_STARTED
+    if not _TF_STARTED:
+        if not tensorflow_logs_shown():
+            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        with native_stderr_silenced():
+            import tensorflow as tf
+
+            tf.config.list_logical_devices()
+        _TF_STARTED = True
+    import tensorflow as tf
+
+    return tf
+
+
+_TF_STARTED = False
+_KERAS_STARTED = False
 
 
 @contextlib.contextmanager
@@ -87,9 +121,18 @@ def native_stderr_silenced(enabled: bool = True) -> Iterator[None]:
     block are kept.
 
     Args:
-        enabled: False (the CLI's ``--debug``), or :data:`TF_LOGS_ENV` set: no filtering.
+        enabled: False (the CLI's ``--debug``), or :data:`TF_LOGS_ENV` set: no filtering, in
+            filters nested inside the block (:func:`keras`'s own) too.
     """
-    if not enabled or tensorflow_logs_shown():
+    global _UNFILTERED
+    if not enabled:
+        _UNFILTERED += 1
+        try:
+            yield
+        finally:
+            _UNFILTERED -= 1
+        return
+    if _UNFILTERED or tensorflow_logs_shown():
         yield
         return
     try:
@@ -114,6 +157,9 @@ def native_stderr_silenced(enabled: bool = True) -> Iterator[None]:
             os.write(2, kept)
 
 
+_UNFILTERED = 0  # depth of ``native_stderr_silenced(enabled=False)`` blocks now running
+
+
 def _drop_tensorflow_lines(data: bytes) -> bytes:
     """``data`` without TensorFlow's C++ log lines (logged at DEBUG instead)."""
     if not data:
@@ -132,37 +178,28 @@ def _drop_tensorflow_lines(data: bytes) -> bytes:
 
 
 def quiet_tensorflow_start() -> None:
-    """Import TensorFlow and initialise its devices with its C++ log lines filtered out of
-    stderr (:func:`native_stderr_silenced`); what the Python API calls before it first needs
-    TensorFlow, as the CLI does around its first import.
+    """Import Keras and TensorFlow and initialise TensorFlow's devices with its C++ log lines
+    filtered out of stderr (:func:`native_stderr_silenced`); the same as the first
+    :func:`keras` call, which every entry point of the Python API makes before it uses
+    TensorFlow.
 
     When kerastune_kit imports TensorFlow first, nothing of TensorFlow's start-up reaches
-    stderr. When the program imported TensorFlow itself before, that import has printed its
-    notices already and ``TF_CPP_MIN_LOG_LEVEL`` was read then; this still hides the device
-    probe (``failed call to cuInit`` on a machine without a GPU) if it has not run yet.
-    With :data:`TF_LOGS_ENV` set, TensorFlow starts as it would on its own (no filter, no
-    default ``TF_CPP_MIN_LOG_LEVEL``).
+    stderr. When the program imported TensorFlow (or Keras) itself before, that import has
+    printed its notices already and ``TF_CPP_MIN_LOG_LEVEL`` was read then; this still hides
+    the device probe (``failed call to cuInit`` on a machine without a GPU) unless the program
+    already ran a TensorFlow op or listed its devices. With :data:`TF_LOGS_ENV` set,
+    TensorFlow starts as it would on its own (no filter, no default ``TF_CPP_MIN_LOG_LEVEL``).
 
     Raises:
         BackendError: Keras is configured for another backend (:func:`keras`).
     """
-    global _STARTED
-    if _STARTED:
-        return
-    with native_stderr_silenced():
-        warm_up_tensorflow()
-    _STARTED = True
-
-
-_STARTED = False
+    keras()
 
 
 def warm_up_tensorflow() -> list[str]:
     """Import TensorFlow and initialise its devices now; returns the device names."""
     keras()
-    import tensorflow as tf
-
-    return [device.name for device in tf.config.list_logical_devices()]
+    return [device.name for device in tensorflow().config.list_logical_devices()]
 
 
 def plain_tf(fn: Any) -> Any:

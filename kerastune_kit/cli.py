@@ -453,8 +453,13 @@ def _print_contour(args: argparse.Namespace, results: Any) -> int:
                           "trials": [r.trial_id for r in contour.trials],
                           "chosen_by": plot.chosen_by, "summary": plot.summary()}, indent=2))
         return EXIT_OK
-    print(f"wrote {plot.path}{why[plot.chosen_by]}")
-    print(plot.summary())
+    from kerastune_kit.inspect_view import DEFAULT_WIDTH, terminal_width
+    from kerastune_kit.progress import fit_lines
+
+    width = min(DEFAULT_WIDTH, terminal_width())  # 100 columns at most, like inspect's lines
+    for line in (f"wrote {plot.path}{why[plot.chosen_by]}", plot.summary()):
+        for part in fit_lines(line, width):
+            print(part)
     return EXIT_OK
 
 

@@ -285,7 +285,8 @@ def interpolate(x: Axis, y: Axis, scores: np.ndarray, *, maximize: bool,
     weighting (power 2, in axis units scaled to [0, 1]) without SciPy.
 
     Returns:
-        Shape ``(n, n)``, rows along ``y``, columns along ``x``.
+        Shape ``(n, n)``, rows along ``y``, columns along ``x``, within the scores' minimum
+        and maximum (clipped: an accuracy never reads above the best trial's).
     """
     cells: dict[tuple[int, int], float] = {}
     for cx, cy, score in zip(_cells(x, n), _cells(y, n), scores, strict=True):
@@ -296,7 +297,7 @@ def interpolate(x: Axis, y: Axis, scores: np.ndarray, *, maximize: bool,
         from scipy.sparse import csc_matrix
         from scipy.sparse.linalg import spsolve
     except ImportError:
-        return _inverse_distance(cells, n)
+        return _clip_to(_inverse_distance(cells, n), cells)
     rows, cols, data = [], [], []
     b = np.zeros(n * n)
     for j in range(n):  # row (y)
@@ -314,7 +315,12 @@ def interpolate(x: Axis, y: Axis, scores: np.ndarray, *, maximize: bool,
                     cols += [k, k + dj * n + di]
                     data += [1.0, -1.0]
     matrix = csc_matrix((data, (rows, cols)), shape=(n * n, n * n))
-    return np.asarray(spsolve(matrix, b)).reshape(n, n)
+    return _clip_to(np.asarray(spsolve(matrix, b)).reshape(n, n), cells)
+
+
+def _clip_to(z: np.ndarray, cells: Mapping[tuple[int, int], float]) -> np.ndarray:
+    """``z`` within the observed scores' range (a solver's round-off never overshoots it)."""
+    return np.clip(z, min(cells.values()), max(cells.values()))
 
 
 def _cells(axis: Axis, n: int) -> list[int]:
@@ -390,8 +396,11 @@ def contour_figure(contour: Contour, *, title: str | None = None) -> Any:
     cmap = "viridis" if contour.direction == "max" else "viridis_r"
     z = contour.z
     if float(np.ptp(z)) > 0:
-        filled = axes.contourf(xs, ys, z, 15, cmap=cmap)
-        axes.contour(xs, ys, z, 15, colors="k", linewidths=0.4, alpha=0.5)
+        # levels from the lowest to the highest value (an automatic locator rounds outwards:
+        # a colour bar up to 1.02 for an accuracy whose best is 0.99)
+        levels = np.linspace(float(z.min()), float(z.max()), 16)
+        filled = axes.contourf(xs, ys, z, levels, cmap=cmap)
+        axes.contour(xs, ys, z, levels, colors="k", linewidths=0.4, alpha=0.5)
     else:  # every trial scored the same: one flat colour
         filled = axes.pcolormesh(xs, ys, z, cmap=cmap, shading="auto")
     bar = figure.colorbar(filled, ax=axes)

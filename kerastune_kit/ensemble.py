@@ -218,8 +218,9 @@ def average_models(models: Sequence[Any], *, names: Sequence[str] | None = None,
         >>> ensemble.predict(x_val).shape
         (30, 3)
     """
-    import keras
+    from kerastune_kit._backend import keras as _keras
 
+    keras = _keras()
     models = list(models)
     if len(models) < 2:
         raise ConfigError(f"models: an ensemble averages 2 or more models, received "

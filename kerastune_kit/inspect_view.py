@@ -2,9 +2,10 @@
 
 Owns: :func:`terminal_width` (``COLUMNS``, else the terminal's width, else
 :data:`DEFAULT_WIDTH`), :func:`inspection_lines` (the run header, the leaderboard cut to the
-width, the diagnoses, the best configuration, the test score and the importance bars, as plain
-lines) and :func:`print_inspection` (those lines, with the leaderboard drawn by ``rich`` on a
-terminal and as plain text, no ANSI codes, anywhere else). Does not own: the table's cells and
+width, the diagnoses, why each diverged, failed or pruned trial ended, the best configuration,
+the test score and the importance bars, as plain lines) and :func:`print_inspection` (those
+lines, with the leaderboard drawn by ``rich`` on a terminal and as plain text, no ANSI codes,
+anywhere else). Does not own: the table's cells and
 which columns come first (:func:`kerastune_kit.report.fit_table`), reading a run
 (:mod:`kerastune_kit.runs`) or the ``csv``/``json`` formats (the CLI). Imports no TensorFlow;
 ``rich`` only on a terminal.
@@ -39,6 +40,10 @@ from kerastune_kit.rundir import LEADERBOARD, RunDir
 DEFAULT_WIDTH = 100
 #: The longest importance bar, in characters.
 BAR_WIDTH = 30
+#: The outcomes whose reason (the trial's ``message``) ``inspect`` lists below the table.
+ENDED_EARLY = ("diverged", "failed", "pruned")
+#: The most trials listed under "why trials ended early"; a line says how many more.
+MAX_ENDED_EARLY = 10
 #: ``rich`` styles of each outcome on a terminal.
 OUTCOME_STYLES = {"completed": "green", "pruned": "yellow", "diverged": "red", "failed": "red",
                   "running": "cyan"}
@@ -102,6 +107,7 @@ def _closing_lines(results: Any, shown: Sequence[Any], importance: Any,
     if diagnosed:  # (kerastune_kit.diagnosis)
         lines += ["", "diagnoses, at each trial's best epoch:"]
         lines += [f"  trial {r.trial_id}: {r.diagnosis}" for r in diagnosed]
+    lines += ended_early_lines(results)
     lines.append("")
     lines += best_lines(results.best, objective=results.objective or "score")
     lines += final_lines(results.test, results.refit)
@@ -113,6 +119,26 @@ def _closing_lines(results: Any, shown: Sequence[Any], importance: Any,
     bars = importance.bars(width=max(5, min(BAR_WIDTH, width - pad - 11)))
     lines += [f"  {line}" for line in bars]
     return [part for line in lines for part in fit_lines(line, width)]
+
+
+def ended_early_lines(results: Any, limit: int = MAX_ENDED_EARLY) -> list[str]:
+    """Why each diverged, failed or pruned trial of ``results`` ended (its ``message``, last
+    line), in trial order: a blank line, a heading and one line per trial, at most ``limit``
+    of them, then how many more there are and where every message is. Empty when no trial
+    ended early. The caller wraps the lines to the width."""
+    ended = [r for r in results.trials
+             if r.outcome in ENDED_EARLY and (r.message or "").strip()]
+    if not ended:
+        return []
+    ended.sort(key=lambda r: r.trial_id)
+    lines = ["", "why trials ended early:"]
+    for record in ended[:limit]:
+        message = [part for part in record.message.splitlines() if part.strip()][-1].strip()
+        lines.append(f"  trial {record.trial_id} ({record.outcome}): {message}")
+    if len(ended) > limit:
+        lines.append(f"  ... and {len(ended) - limit} more (inspect --top 0 --format csv lists "
+                     "every trial's message)")
+    return lines
 
 
 def _parts(results: Any, shown: Sequence[Any], importance: Any, width: int,

@@ -55,6 +55,9 @@ class EventRun:
     """
 
     def __init__(self, logdir: str | Path) -> None:
+        from kerastune_kit._backend import tensorflow
+
+        tensorflow()  # TensorBoard's readers load TensorFlow: start it with its C++ lines filtered
         from tensorboard.backend.event_processing import event_accumulator as ea
         from tensorboard.backend.event_processing import plugin_event_multiplexer as pem
 

@@ -169,3 +169,17 @@ def planned_epochs(config: Any) -> list[int]:
             plan += [max(1, until - before)] * size
             before = until
     return plan[: config.max_trials] if config.max_trials else plan
+
+
+def stage_epochs(max_epochs: int, factor: float) -> int:
+    """The epochs of the next ``--refine`` stage: ``max_epochs x factor``, rounded half up, at
+    least 1."""
+    return max(1, int(math.floor(max_epochs * factor + 0.5)))
+
+
+def read_stages(run_dir: Any) -> list[dict[str, Any]]:
+    """The ``stages`` entries of ``RUN/run.json`` (empty for a run without ``--refine``)."""
+    from kerastune_kit.rundir import RunDir
+
+    stages = RunDir(run_dir).read_marker().get("stages")
+    return [s for s in stages if isinstance(s, dict)] if isinstance(stages, list) else []

@@ -130,7 +130,9 @@ def best_so_far(results: Any, x: Literal["trial", "time"] = "trial"
 
     Args:
         results: A run's :class:`~kerastune_kit.results.RunResults`.
-        x: ``trial``: each trial's number in creation order (1, 2, ...); ``time``: the
+        x: ``trial``: each trial's id as a number when every id is one (a plain run:
+            trial ``0014`` at 14), else its 0-based position in creation order (a run with
+            refine stages: ``stage-2/0000`` after stage 1's trials); ``time``: the
             cumulative training time in seconds when each trial ended, the sum of
             ``wall_time_s`` of it and every trial before it (trials run one after another; the
             search's start-up and the gaps between trials are not counted; with parallel
@@ -149,7 +151,9 @@ def best_so_far(results: Any, x: Literal["trial", "time"] = "trial"
                           "x='trial' or x='time'")
     trials = sorted(results.trials, key=lambda r: trial_order(r.trial_id))
     if x == "trial":
-        xs = np.arange(1, len(trials) + 1, dtype="float64")
+        plain = all(r.trial_id.isdigit() for r in trials)
+        xs = np.asarray([int(r.trial_id) for r in trials] if plain else range(len(trials)),
+                        dtype="float64")
     else:
         xs = np.cumsum([r.wall_time_s if _finite(r.wall_time_s) else 0.0 for r in trials])
     pick = max if results.direction == "max" else min
@@ -177,8 +181,9 @@ def plot_best_so_far(results: Any, x: Literal["trial", "time"] = "trial") -> Any
 
     Args:
         results: A run's :class:`~kerastune_kit.results.RunResults` (``load_results(run)``).
-        x: ``trial`` (the trial's number, 1 first) or ``time`` (cumulative training time in
-            seconds, :func:`best_so_far`).
+        x: ``trial`` (the trial's id, so that trial ``0014`` is at 14; its 0-based position
+            in creation order when the run has refine stages) or ``time`` (cumulative training
+            time in seconds), as :func:`best_so_far` computes them.
 
     Returns:
         A matplotlib ``Figure``.
@@ -224,7 +229,9 @@ def plot_best_so_far(results: Any, x: Literal["trial", "time"] = "trial") -> Any
         from matplotlib.ticker import MaxNLocator
 
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-        axes.set_xlabel("trial (in the order they started)")
+        numbered = all(r.trial_id.isdigit() for r in trials)
+        axes.set_xlabel("trial id" if numbered
+                        else "trial (from 0, in the order trials started)")
     else:
         axes.set_xlabel("cumulative trial time (s)")
     axes.set_ylabel(objective)
@@ -556,8 +563,10 @@ def plot_learning_curves(results: Any, top: int = 5, *, zoom: bool = True) -> An
     _legend_outside(axes, handles=handles + extra,
                     labels=labels + [h.get_label() for h in extra],
                     title=f"best {len(chosen)} ({objective})", title_fontsize=8)
+    without = len(results.trials) - len(with_curves)
     axes.set_title(f"{objective} per epoch: the best {len(chosen)} configurations of "
-                   f"{len(with_curves)} trials", fontsize=10)
+                   f"{len(results.trials)} trials"
+                   f"{f' ({without} without a curve)' if without else ''}", fontsize=10)
     return figure
 
 

@@ -77,6 +77,9 @@ class SearchStart:
         done: Trials finished before this call (a ``--resume``).
         refine: ``--refine`` stages after the first.
         preflight: Whether the preflight runs before the first trial.
+        previous: The ranked trials finished before this call (a ``--resume``; refine
+            stages' named ``stage-<k>/<id>``), so that the live "best" counts them.
+        stage_epochs: With ``--refine``, each stage's ``max_epochs`` (stage 1's first).
     """
 
     data: str
@@ -92,6 +95,17 @@ class SearchStart:
     done: int = 0
     refine: int = 0
     preflight: bool = False
+    previous: tuple[Any, ...] = ()
+    stage_epochs: tuple[int, ...] = ()
+
+    def epochs_of(self, trial_id: str) -> int:
+        """The ``max_epochs`` of the stage ``trial_id`` ran in (``stage-<k>/<id>``)."""
+        from kerastune_kit.rundir import split_stage_trial_id
+
+        stage = split_stage_trial_id(trial_id)[0] or 1
+        if len(self.stage_epochs) >= stage:
+            return self.stage_epochs[stage - 1]
+        return self.max_epochs
 
     @property
     def tensorboard_command(self) -> str:
@@ -103,10 +117,13 @@ class SearchStart:
 
 def search_start(config: Any, dataset: Any, hypermodel: Any, objective: str) -> SearchStart:
     """The :class:`SearchStart` of ``config`` (``tuning.run_search`` builds it once the data
-    and the factory are known, before the preflight and the first trial)."""
+    and the factory are known, before the preflight and the first trial). With ``--refine N``
+    the trials and the plan are the N+1 stages' together (each stage runs ``max_trials``)."""
+    import dataclasses
+
     from kerastune_kit.plan import expected_trials, planned_epochs
     from kerastune_kit.preflight import preflight_runs
-    from kerastune_kit.results import direction_of
+    from kerastune_kit.results import direction_of, in_stage, is_ranked
 
     time_only = bool(config.max_time) and config.max_trials is None
     knobs = len(hypermodel.space.hparam_domains()) if getattr(hypermodel, "space", None) else 0
@@ -114,22 +131,39 @@ def search_start(config: Any, dataset: Any, hypermodel: Any, objective: str) -> 
     how = (" (auto: image-shaped samples)" if family == "cnn" else
            " (auto: feature vectors)") if config.model == "auto" else ""
     model = f"{family}{how}" + (f", {knobs} hyperparameters" if knobs else "")
-    done = 0
+    stages = [config]  # each stage's search: its max_epochs, no popular designs after stage 1
+    if config.refine:
+        from kerastune_kit.plan import read_stages, stage_epochs
+
+        stored = {int(s["stage"]): int(s["max_epochs"]) for s in (
+            read_stages(config.effective_run_dir()) if config.resume else ())
+            if str(s.get("max_epochs", "")).isdigit()}
+        epochs = config.max_epochs
+        for stage in range(2, config.refine + 2):
+            epochs = stored.get(stage) or stage_epochs(epochs, config.refine_factor)
+            stages.append(dataclasses.replace(config, max_epochs=epochs, refine=0,
+                                              baselines=False))
+    done, previous = 0, []
     if config.resume:
         from kerastune_kit.results import read_trial_records
         from kerastune_kit.rundir import RunDir
 
-        done = sum(r.outcome != "running"
-                   for r in read_trial_records(RunDir(config.effective_run_dir()).tuner_dir))
+        run = RunDir(config.effective_run_dir())
+        for stage in range(1, len(stages) + 1):
+            tuner_dir = run.tuner_dir if stage == 1 else RunDir(run.stage_dir(stage)).tuner_dir
+            records = read_trial_records(tuner_dir) if tuner_dir.is_dir() else []
+            done += sum(r.outcome != "running" for r in records)
+            previous += [in_stage(r, stage) for r in records if is_ranked(r)]
     return SearchStart(
         data=dataset.summary(), model=model, tuner=config.tuner, objective=objective,
         direction=direction_of(objective),
-        trials=None if time_only else expected_trials(config),
+        trials=None if time_only else sum(expected_trials(c) for c in stages),
         max_epochs=config.max_epochs, max_time=config.max_time,
         run_dir=str(config.effective_run_dir()),
-        plan=() if time_only or config.refine else tuple(planned_epochs(config)),
+        plan=() if time_only else tuple(e for c in stages for e in planned_epochs(c)),
         done=done, refine=config.refine,
-        preflight=preflight_runs(config))
+        preflight=preflight_runs(config), previous=tuple(previous),
+        stage_epochs=tuple(c.max_epochs for c in stages) if config.refine else ())
 
 
 # ---------------------------------------------------------------------- lines
@@ -329,7 +363,7 @@ def summary_lines(result: Any, *, elapsed_s: float, first_trial_s: float | None 
     lines += [out for line in more for out in fit_lines(line)]
     tensorboard_dir = RunDir(result.run_dir).tensorboard_dir
     # (the run filter in the URL: with over 40 runs TensorBoard selects none by default)
-    lines.append(f"open TensorBoard (then {SEARCH_RUN_URL} for the leaderboard):")
+    lines.append(f"leaderboard: {SEARCH_RUN_URL}, in:")
     lines.append(f"tensorboard --logdir {shlex.quote(str(tensorboard_dir))}")
     return lines
 
@@ -369,10 +403,23 @@ class SearchProgress:
     finished: int = 0
     running: dict[str, EpochProgress] = field(default_factory=dict)
     first_epoch: dict[str, int] = field(default_factory=dict)
-    best: tuple[float, str] | None = None
+    ranked: list[Any] = field(default_factory=list)
     first_trial_at: float | None = None
     work_done: float = 0.0
     objective: str = ""
+    preflight_said: bool = False
+
+    @property
+    def best(self) -> tuple[float, str] | None:
+        """(score, trial id) of the best trial so far, the trials finished before a
+        ``--resume`` included, by the summary's rule (:func:`kerastune_kit.results.best_of`:
+        equal scores, the later best epoch, then the lower id)."""
+        from kerastune_kit.results import best_of
+
+        start = self.start
+        records = [*(start.previous if start is not None else ()), *list(self.ranked)]
+        best = best_of(records, start.direction if start is not None else "max")
+        return None if best is None else (float(best.score), best.trial_id)
 
     def epoch(self, event: EpochProgress, now: float | None = None) -> None:
         """A trial started (``event.value`` None, first event of its id) or finished an epoch."""
@@ -388,7 +435,9 @@ class SearchProgress:
         from kerastune_kit.results import is_ranked
         from kerastune_kit.rundir import split_stage_trial_id
 
-        own = split_stage_trial_id(record.trial_id)[1]
+        # (a refine stage's events are named as its records, ``stage-<k>/<id>``)
+        own = record.trial_id if record.trial_id in self.running else (
+            split_stage_trial_id(record.trial_id)[1])
         event = self.running.pop(own, None)
         first = self.first_epoch.pop(own, None)
         self.finished += 1
@@ -397,11 +446,7 @@ class SearchProgress:
         else:
             self.work_done += max(1, (record.epochs or 1) - record.initial_epoch)
         if is_ranked(record):
-            maximize = self.start is None or self.start.direction == "max"
-            score = float(record.score)
-            if self.best is None or (score > self.best[0] if maximize
-                                     else score < self.best[0]):
-                self.best = (score, record.trial_id)
+            self.ranked.append(record)
 
     def _running(self) -> dict[str, EpochProgress]:
         """A copy of the running trials (one step under the GIL: the live display's thread
@@ -444,7 +489,8 @@ class SearchProgress:
         running = self._running()
         if self.first_trial_at is None and not running:
             what = ("starting TensorFlow, loading the data" if start is None else
-                    "preflight checks" if start.preflight else "starting the first trial")
+                    "preflight checks" if start.preflight and not self.preflight_said
+                    else "starting the first trial")
             return f"{what}  {_clock(elapsed)}", None
         if start is not None and start.trials is None and start.max_time:
             used = (now - self.started)
@@ -466,8 +512,13 @@ class SearchProgress:
         if not running:
             return head, None
         trial_id, event = max(running.items(), key=lambda item: item[0])
+        # The epoch training now, numbered from 1 as Keras's "Epoch k/E": after epoch k ends
+        # the next one starts (the last one stays: the trial is ending).
+        training = event.epoch + 1
+        if event.epochs:
+            training = min(training, event.epochs)
         of = f"/{event.epochs}" if event.epochs else ""
-        trial = f"trial {trial_id} epoch {event.epoch}{of}"
+        trial = f"trial {trial_id} epoch {training}{of}"
         if event.value is not None:
             trial += f"  {event.objective or self.objective} {event.value:.4f}"
         if len(running) > 1:
@@ -543,12 +594,20 @@ class SearchTerminal:
     # -- output
     def say(self, text: str, *, fit: bool = True) -> None:
         """Print ``text`` in lines of at most ``width`` columns (above the live display);
-        ``fit=False`` prints it as it is (a line holding a command)."""
+        ``fit=False`` prints it as it is (a line holding a command). A line holding a command
+        is never broken by ``rich``: on a narrower terminal the terminal wraps it, so that it
+        still copies as one line. The preflight's lines (``preflight ...``) tell the live
+        display that the first trial comes next."""
+        if text.startswith("preflight"):
+            self.state.preflight_said = True
         for line in fit_lines(text, self.width) if fit else [text]:
             if self._console is not None:
                 from rich.text import Text
 
-                self._console.print(Text(line), soft_wrap=False, overflow="fold")
+                if holds_command(line):
+                    self._console.print(Text(line), soft_wrap=True)
+                else:
+                    self._console.print(Text(line), soft_wrap=False, overflow="fold")
             else:
                 self._write(line)
 
@@ -572,9 +631,12 @@ class SearchTerminal:
 
         start = self.state.start
         staged = split_stage_trial_id(record.trial_id)[0] not in (None, 1)
+        if start is None or (staged and not start.stage_epochs):
+            max_epochs = None
+        else:
+            max_epochs = start.epochs_of(record.trial_id)
         self._refresh()  # (printing a line redraws the display under it)
-        self.say(trial_line(record, None if start is None or staged else start.max_epochs,
-                            width=self.width))
+        self.say(trial_line(record, max_epochs, width=self.width))
 
     def epoch(self, event: EpochProgress) -> None:
         """``run_search``'s ``on_epoch``: moves the live display (prints nothing off a
@@ -661,6 +723,13 @@ class SearchTerminal:
                             completed=min(total, max(0, event.epoch)))
         else:
             progress.update(trial, visible=False)
+
+
+def holds_command(line: str) -> bool:
+    """Whether ``line`` holds a command or an address to paste (``tensorboard --logdir
+    RUN/tensorboard``, ``python -m kerastune_kit inspect RUN``, TensorBoard's URL): it must
+    reach the terminal unbroken."""
+    return "tensorboard --logdir " in line or f"{CLI} " in line or "://" in line
 
 
 def _isatty(stream: Any) -> bool:

@@ -77,6 +77,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -87,6 +88,7 @@ from typing import Any
 
 from kerastune_kit._logging import get_logger
 from kerastune_kit.errors import ConfigError
+from kerastune_kit.plan import read_stages, stage_epochs
 from kerastune_kit.results import (
     TrialRecord,
     best_of,
@@ -380,11 +382,6 @@ def _text(value: Any, *, exponent: bool | None = None) -> str:
 
 
 # ---------------------------------------------------------------------- a stage's plan
-def stage_epochs(max_epochs: int, factor: float) -> int:
-    """The epochs of the next stage: ``max_epochs x factor``, rounded half up, at least 1."""
-    return max(1, _half_up(max_epochs * factor))
-
-
 @dataclasses.dataclass
 class StagePlan:
     """What one coarse-to-fine stage searches.
@@ -508,12 +505,6 @@ def space_markdown(plan: StagePlan, space: SearchSpace,
 
 
 # ---------------------------------------------------------------------- the stages of a run
-def read_stages(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The ``stages`` entries of ``RUN/run.json`` (empty for a run without ``--refine``)."""
-    stages = RunDir(run_dir).read_marker().get("stages")
-    return [s for s in stages if isinstance(s, dict)] if isinstance(stages, list) else []
-
-
 def _save_stage(run: RunDir, entry: Mapping[str, Any]) -> None:
     marker = run.read_marker()
     stages = [s for s in marker.get("stages", []) if isinstance(s, dict)
@@ -554,7 +545,8 @@ RunTrials = Callable[..., str]
 def run_stages(config: Any, hypermodel: Any, objective: str, run_trials: RunTrials, *,
                init_run_dir: Callable[..., Any], deadline: float | None = None,
                on_trial: Callable[[TrialRecord], None] | None = None,
-               on_start: Callable[[str], None] | None = None) -> str:
+               on_start: Callable[[str], None] | None = None,
+               on_epoch: Callable[[Any], None] | None = None) -> str:
     """Run a ``--refine`` search: stage 1 in the run directory, then each refine stage.
 
     Called by :func:`kerastune_kit.tuning.run_search` under the run directory's lock, after it
@@ -573,6 +565,9 @@ def run_stages(config: Any, hypermodel: Any, objective: str, run_trials: RunTria
         on_trial: Called with each finished trial's record (refine stages' trials named
             ``stage-<k>/<id>``).
         on_start: Called with one line per stage before it starts (:meth:`StagePlan.line`).
+        on_epoch: Called with each trial's :class:`~kerastune_kit.progress.EpochProgress`,
+            refine stages' trials named ``stage-<k>/<id>`` as their records (passed to
+            ``run_trials`` as ``on_epoch=``; None: ``run_trials``'s own).
 
     Returns:
         Why the search ended: ``finished``, or why the running stage stopped.
@@ -619,8 +614,8 @@ def run_stages(config: Any, hypermodel: Any, objective: str, run_trials: RunTria
                 on_start(plan.line())
             stage_deadline = _share(deadline, total - stage + 1)
             reason = _run_stage(stage_config, plan, space_markdown(plan, stage_space, space),
-                                run_trials, init_run_dir, deadline=stage_deadline,
-                                on_trial=on_trial)
+                                _epochs_named(run_trials, stage, on_epoch), init_run_dir,
+                                deadline=stage_deadline, on_trial=on_trial)
             if not _ended(reason, deadline):
                 return reason
             _save_stage(run, {**entry, "status": FINISHED,
@@ -628,6 +623,19 @@ def run_stages(config: Any, hypermodel: Any, objective: str, run_trials: RunTria
         previous, space = plan, stage_space
         records = read_trial_records(RunDir(stage_dir).tuner_dir)
     return "finished"
+
+
+def _epochs_named(run_trials: RunTrials, stage: int,
+                  on_epoch: Callable[[Any], None] | None) -> RunTrials:
+    """``run_trials`` whose epoch events name trials as stage ``stage``'s records are named
+    (``stage-<k>/<id>``)."""
+    if on_epoch is None:
+        return run_trials
+
+    def renamed(event: Any) -> None:
+        on_epoch(event._replace(trial_id=stage_trial_id(stage, event.trial_id)))
+
+    return functools.partial(run_trials, on_epoch=renamed)
 
 
 def stage_search_config(config: Any, plan: StagePlan, objective: str) -> Any:

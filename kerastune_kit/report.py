@@ -14,6 +14,8 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import os
+import shlex
 from collections.abc import Sequence
 from typing import Any
 
@@ -184,9 +186,14 @@ LEADERBOARD_KNOBS = 5
 
 def markdown_leaderboard(records: Sequence[TrialRecord], hp_names: Sequence[str], *,
                          objective: str | None = None, top: int = 10,
-                         importance: Any = None, knobs: int = LEADERBOARD_KNOBS) -> str:
+                         importance: Any = None, knobs: int = LEADERBOARD_KNOBS,
+                         run_dir: str | os.PathLike[str] | None = None) -> str:
     """The leaderboard's ``top`` rows as a compact markdown table, under a line of counts, for
     one TensorBoard TEXT card (about 100 characters wide).
+
+    The last line names the command that shows every column, ``python -m kerastune_kit
+    inspect RUN`` with ``run_dir`` quoted for a shell (:func:`shlex.quote`), so that it pastes
+    (``RUN`` when ``run_dir`` is None).
 
     Columns: rank, trial, outcome, score, epochs (numbered from 1: ``4-9``) and the ``knobs``
     leading knobs (:func:`~kerastune_kit.importance.knob_order`: by ``importance``, an
@@ -215,8 +222,10 @@ def markdown_leaderboard(records: Sequence[TrialRecord], hp_names: Sequence[str]
         lines.append("| " + " | ".join(cell.replace("|", "/") for cell in cells) + " |")
     ordered = "by importance" if importance else "by the recipe's priority"
     more = f" of {len(present)}" if len(present) > len(names) else ""
-    lines += ["", f"knobs: the first {len(names)}{more} {ordered}; every column: "
-              "`python -m kerastune_kit inspect RUN`"]
+    where = "RUN" if run_dir is None else shlex.quote(str(run_dir))
+    # (the command on a line of its own: one markdown paragraph, the raw lines kept short)
+    lines += ["", f"knobs: the first {len(names)}{more} {ordered}; every column:",
+              f"`python -m kerastune_kit inspect {where}`"]
     return "\n".join(lines)
 
 

@@ -58,9 +58,9 @@ TENSORBOARD_DIR = "tensorboard"
 SEARCH_RUN = "search"
 #: TensorBoard opened on the ``search`` run: its SCALARS, TEXT and IMAGES tabs select by
 #: default every run the run filter (``regexInput`` in the URL) matches when they are 40 or
-#: fewer (``tf-multi-checkbox``'s ``maxNamesToEnableByDefault``), so this URL opens on the
-#: leaderboard however many trials there are.
-SEARCH_RUN_URL = f"http://localhost:6006/#text&regexInput={SEARCH_RUN}"
+#: fewer (``tf-multi-checkbox``'s ``maxNamesToEnableByDefault``), and ``tagFilter`` keeps the
+#: TEXT tab to one tag, so this URL opens on the leaderboard however many trials there are.
+SEARCH_RUN_URL = f"http://localhost:6006/#text&regexInput={SEARCH_RUN}&tagFilter=leaderboard"
 LEADERBOARD = "leaderboard.csv"
 BEST_HYPERPARAMETERS = "best_hyperparameters.json"
 BEST_MODEL = "best_model.keras"

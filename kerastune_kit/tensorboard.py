@@ -571,6 +571,15 @@ class SearchSummaryWriter:
         self.logdir = self.root / SEARCH_RUN
         self._writer: Any = None
 
+    @property
+    def run_dir(self) -> Path:
+        """The whole run's directory, ``RUN`` of ``RUN/tensorboard`` (also for a refine stage's
+        ``RUN/stages/<k>/tensorboard``), for the ``inspect RUN`` the leaderboard names."""
+        from kerastune_kit.rundir import RunDir
+
+        run = self.root.parent
+        return run.parent.parent if RunDir(run).stage() is not None else run
+
     def _default(self) -> Any:
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(str(self.logdir))
@@ -594,7 +603,7 @@ class SearchSummaryWriter:
         with self._default():
             tf.summary.text("search/leaderboard",
                             markdown_leaderboard(records, hp_names, objective=objective, top=top,
-                                                 importance=importance),
+                                                 importance=importance, run_dir=self.run_dir),
                             step=int(step))
             tf.summary.text("search/best_configuration",
                             markdown_best(best, objective=objective), step=int(step))

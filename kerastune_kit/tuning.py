@@ -251,7 +251,7 @@ def run_search(
 
                 reason = run_stages(config, hypermodel, objective, run_trials,
                                     init_run_dir=_init_run_dir, deadline=deadline,
-                                    on_trial=on_trial, on_start=on_start)
+                                    on_trial=on_trial, on_start=on_start, on_epoch=on_epoch)
             else:
                 reason = run_trials(config, hypermodel, objective, deadline=deadline,
                                     on_trial=on_trial)

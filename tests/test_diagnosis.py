@@ -203,6 +203,8 @@ def test_contour_interpolates_between_the_trials_on_their_scales():
     assert axes.get_xlabel() == "learning_rate (log)" and "val_accuracy" in axes.get_title()
     assert len(figure.axes) == 2  # the plot and its colour bar
     assert "val_accuracy" in figure.axes[1].get_ylabel()
+    low, high = figure.axes[1].get_ylim()  # the bar spans the scores, not rounded beyond them
+    assert (low, high) == (pytest.approx(min(scores)), pytest.approx(max(scores)))
 
 
 def test_contour_of_a_categorical_knob_and_a_minimized_objective():
@@ -310,6 +312,8 @@ def test_inspect_contour_of_a_real_search(searched):
     done = run_cli("inspect", str(run), "--contour")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.strip().splitlines()
+    assert max(len(line) for line in lines) <= 100, lines  # wrapped, continuations indented
+    lines = [line for line in lines if not line.startswith(" ")]
     assert len(lines) == 2 and lines[0].startswith(f"wrote {run}/contour_")
     path = Path(lines[0].split()[1])
     assert path.is_file() and _png_size(path)[0] >= 500
@@ -318,7 +322,7 @@ def test_inspect_contour_of_a_real_search(searched):
     done = run_cli("inspect", str(run), "--contour", "learning_rate", "units_0")
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[0] == f"wrote {run}/contour_learning_rate_units_0.png"
-    assert "over learning_rate (log) and units_0 (log): 4 trials" in done.stdout
+    assert "over learning_rate (log) and units_0 (log): 4 trials" in " ".join(done.stdout.split())
     assert (run / "contour_learning_rate_units_0.png").is_file()
 
     done = run_cli("inspect", str(run), "--contour", "learning_rat", "units_0")

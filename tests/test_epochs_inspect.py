@@ -172,6 +172,40 @@ def test_inspect_wide_shows_every_column(tmp_path, capsys, monkeypatch):
     assert max(len(line) for line in others) <= 80  # only the table is wide
 
 
+def test_inspect_says_why_trials_ended_early_within_the_width(tmp_path, capsys, monkeypatch):
+    run = _fake_run(tmp_path)
+    long_reason = ("diverged: loss 91.9 exceeded 3 x its starting loss 7.79 (explosion_factor=3) "
+                   "at epoch 2 step 16 (learning_rate=0.0501); the learning rate is probably "
+                   "too high")
+    write_json_atomic(run / "tuner" / "trial_0005" / RECORD_FILE,
+                      TrialRecord("0005", "DIVERGED", epochs=2, message=long_reason).to_json())
+    (run / "leaderboard.csv").unlink()  # read the records
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main(["inspect", str(run), "--top", "3"]) == 0  # not in the top 3, listed still
+    lines = capsys.readouterr().out.splitlines()
+    assert max(len(line) for line in lines) <= 80, max(lines, key=len)
+    at = lines.index("why trials ended early:")
+    reason = " ".join(line.strip() for line in lines[at + 1:at + 4])
+    assert reason.startswith(f"trial 0005 (diverged): {long_reason}")
+
+
+def test_inspect_caps_the_reasons_and_says_how_many_more(tmp_path):
+    from kerastune_kit.inspect_view import MAX_ENDED_EARLY, ended_early_lines
+
+    class Run:
+        trials = [TrialRecord(f"{i:04d}", "PRUNED", score=0.5, message=f"pruned at epoch {i}")
+                  for i in range(MAX_ENDED_EARLY + 4)]
+        trials.append(TrialRecord("0099", "COMPLETED", score=0.9))
+        trials.append(TrialRecord("0098", "FAILED", message="Traceback ...\nValueError: bad"))
+
+    lines = ended_early_lines(Run())
+    assert lines[:3] == ["", "why trials ended early:", "  trial 0000 (pruned): pruned at epoch 0"]
+    assert len(lines) == 2 + MAX_ENDED_EARLY + 1
+    assert lines[-1] == ("  ... and 5 more (inspect --top 0 --format csv lists every trial's "
+                         "message)")
+    assert ended_early_lines(Run(), limit=20)[-1] == "  trial 0098 (failed): ValueError: bad"
+
+
 def test_a_terminal_gets_rich_s_table_within_its_width(tmp_path):
     from kerastune_kit import load_results
     from kerastune_kit.inspect_view import inspection_lines, print_inspection, terminal_width

@@ -96,16 +96,28 @@ def test_best_so_far_orders_trials_numerically_and_steps_up(made_up):
     axes = figure.axes[0]
     step = _line(axes, "best so far")
     xs, ys = step.get_xdata(), step.get_ydata()
-    assert list(xs) == [1, 2, 3, 4, 5, 6, 7, 8, 9]  # "10" last, after "7"
+    assert list(xs) == [0, 1, 2, 3, 4, 5, 6, 7, 10]  # at their ids; "10" last, after "7"
     assert list(ys) == [0.5, 0.7, 0.7, 0.7, 0.9, 0.9, 0.9, 0.9, 0.95]
     assert step.get_drawstyle() == "steps-post"
     labels = {c.get_label(): c for c in axes.collections}
     assert len(labels["a trial's score"].get_offsets()) == 6  # completed trials
     assert len(labels["pruned trial"].get_offsets()) == 1
     unscored = labels["no score (diverged, failed, running)"].get_offsets()
-    assert [x for x, _ in unscored] == [3, 6]  # trials 2 and 5
-    assert [x for x, _ in labels["new best"].get_offsets()] == [1, 2, 5, 9]
+    assert [x for x, _ in unscored] == [2, 5]  # trials 2 and 5
+    assert [x for x, _ in labels["new best"].get_offsets()] == [0, 1, 4, 10]  # trial 4 beat 1
     assert "0.95 (trial 10)" in axes.get_title()
+    assert axes.get_xlabel() == "trial id"
+    _legends_clear_of_the_axes(figure)
+
+
+def test_best_so_far_with_refine_stages_counts_positions_from_0(made_up):
+    for record, stage_id in zip(made_up.trials, ["stage-2/0000", "stage-2/0001"], strict=False):
+        record.trial_id = stage_id  # stage 2 comes after stage 1's trials
+    trials, xs, _ = plots.best_so_far(made_up)
+    assert [r.trial_id for r in trials][-2:] == ["stage-2/0000", "stage-2/0001"]
+    assert xs.tolist() == list(range(len(trials)))
+    figure = plots.plot_best_so_far(made_up)
+    assert figure.axes[0].get_xlabel() == "trial (from 0, in the order trials started)"
     _legends_clear_of_the_axes(figure)
 
 
@@ -218,6 +230,11 @@ def test_learning_curves_of_the_top_five_have_distinct_colours(run_results):
     assert [t.get_text().split(":")[0] for t in legend.get_texts()][:5] == \
         [f"trial {r.trial_id}" for r in top]
     _legends_clear_of_the_axes(figure)
+
+
+def test_learning_curves_count_every_trial_of_the_run(made_up):
+    title = plots.plot_learning_curves(made_up, top=3).axes[0].get_title()
+    assert title.endswith("the best 3 configurations of 9 trials (2 without a curve)"), title
 
 
 def test_learning_curves_join_a_promoted_trial_to_its_parents(tmp_path):

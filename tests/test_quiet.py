@@ -70,6 +70,86 @@ def test_tensorflow_imported_by_the_user_first_prints_nothing_more_during_the_se
     assert after.splitlines() == ["user line on stderr"]
 
 
+# ------------------------------------------- the other entry points of the Python API
+def _python(tmp_path, code: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``code`` in a fresh interpreter whose environment does not quiet TensorFlow."""
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("TF_CPP_MIN_LOG_LEVEL", TF_LOGS_ENV)}
+    clean.update(PYTHONPATH=str(REPO))
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args], cwd=tmp_path,
+                          env=clean, capture_output=True, text=True, timeout=280)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def iris_run(tmp_path_factory):
+    """A finished 2-trial search (made in this process: its TensorFlow output is not checked)."""
+    from kerastune_kit import SearchConfig, run_search
+
+    run_dir = tmp_path_factory.mktemp("quiet") / "run"
+    run_search(SearchConfig(data="iris", tuner="random", max_trials=2, max_epochs=2,
+                            run_dir=str(run_dir), seed=0))
+    return run_dir
+
+
+@pytest.mark.slow
+def test_load_curves_prints_no_tensorflow_log_line(tmp_path, iris_run):
+    proc = _python(tmp_path, """
+        import sys
+        import kerastune_kit as kk
+        curves = kk.load_curves(sys.argv[1], "epoch_accuracy")
+        print("curves", sorted(curves), [len(points) for points in curves.values()])
+    """, str(iris_run))
+    assert "curves ['0', '1'] [2, 2]" in proc.stdout, proc.stdout
+    assert not TF_NOISE.findall(proc.stderr), proc.stderr
+
+
+@pytest.mark.slow
+def test_load_results_from_event_files_and_ensemble_print_no_tensorflow_log_line(
+        tmp_path, iris_run):
+    proc = _python(tmp_path, """
+        import sys
+        from kerastune_kit import load_results
+        rebuilt = load_results(sys.argv[1] + "/tensorboard")  # from the event files alone
+        print("rebuilt", len(rebuilt.trials))
+        ensemble = load_results(sys.argv[1]).ensemble(2)
+        print("ensemble", type(ensemble).__name__)
+    """, str(iris_run))
+    assert "rebuilt 2" in proc.stdout and "ensemble Ensemble" in proc.stdout, proc.stdout
+    assert not TF_NOISE.findall(proc.stderr), proc.stderr
+
+
+@pytest.mark.slow
+def test_bring_your_own_model_search_prints_nothing_after_the_users_own_import(tmp_path):
+    """README's flow with ``import keras`` first: only that import's notices (before MARK);
+    the device probe (``failed call to cuInit`` without a GPU) and the search add none."""
+    proc = _python(tmp_path, """
+        import sys
+        import keras
+        import numpy as np
+        print("MARK", file=sys.stderr, flush=True)
+        import kerastune_kit as kk
+
+        def build_model(hp):
+            model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(
+                hp.Int("units", 4, 8, step=4), activation="relu"), keras.layers.Dense(3)])
+            model.compile(optimizer="adam", metrics=["accuracy"],
+                          loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+            return model
+
+        rng = np.random.default_rng(0)
+        x, y = rng.normal(size=(60, 4)).astype("float32"), rng.integers(0, 3, size=60)
+        tuner = kk.RandomSearch(build_model, objective="val_accuracy", max_trials=2,
+                                directory=sys.argv[1], project_name="byo", overwrite=True)
+        tuner.search(x, y, epochs=1, validation_split=0.2, verbose=0)
+        print("trials", len(tuner.oracle.trials))
+    """, str(tmp_path))
+    assert "trials 2" in proc.stdout, proc.stdout
+    after = proc.stderr.split("MARK\n", 1)[1]
+    assert not TF_NOISE.findall(after), after
+
+
 # ---------------------------------------------------------------------- the filter itself
 def _write_fd2(*lines: str) -> None:
     os.write(2, "".join(f"{line}\n" for line in lines).encode())

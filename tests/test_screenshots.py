@@ -207,3 +207,45 @@ def test_plan_prefers_the_search_run_and_the_best_trial() -> None:
     assert plan.selection("scalars") == ["search", "0", "0/train", "0/validation"]
     assert plan.selection("text") == ["search"]
     assert plan.selection("images") == ["1"]  # no search-level images: the runs that have some
+
+
+def _main_error(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """Run the script in-process with a Chromium that is never reached; its one error line."""
+    status = load_script().main(args + ["--chromium", "/nonexistent/chromium"])
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1, err
+    assert "Chromium" not in err, err  # refused before looking for the browser
+    return err
+
+
+def test_output_that_is_a_file_or_cannot_be_created(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "run" / "tensorboard").mkdir(parents=True)
+    run = str(tmp_path / "run")
+    afile = tmp_path / "shots.png"
+    afile.write_text("x")
+    err = _main_error([run, "--output", str(afile)], capsys)
+    assert f"--output {afile} is an existing file" in err and "pass a directory" in err
+    below = afile / "sub"
+    err = _main_error([run, "--output", str(below)], capsys)
+    assert f"--output {below} cannot be created" in err and "pass a directory" in err
+    assert afile.read_text() == "x"
+    with pytest.raises(load_script().ScreenshotError, match=r"^--output .* cannot be created"):
+        load_script().make_output(below)
+
+
+def test_port_out_of_range_or_taken(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    (tmp_path / "run" / "tensorboard").mkdir(parents=True)
+    run = str(tmp_path / "run")
+    for port in ("1", "80", "65536", "-3"):
+        err = _main_error([run, "--port", port, "--output", str(tmp_path / "o")], capsys)
+        assert f"--port {port} is not a usable port: use 1024-65535" in err
+    with socket.socket() as server:  # a server already listening there
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        err = _main_error([run, "--port", str(port), "--output", str(tmp_path / "o")], capsys)
+    assert f"--port {port} is in use on 127.0.0.1" in err and "leave --port out" in err
+    assert not (tmp_path / "o").exists()

@@ -6,6 +6,7 @@ trials without a plausible score, and the search-level panels in the run ``searc
 from __future__ import annotations
 
 import math
+import shlex
 import shutil
 
 import pytest
@@ -150,7 +151,7 @@ def test_every_trial_has_its_outcome_and_diverged_ones_no_score(searched):
 @pytest.mark.slow
 def test_the_search_panels_are_in_the_search_run(searched):
     result, _, final = searched
-    assert SEARCH_RUN in final["runs"] and SEARCH_RUN_URL.endswith(f"regexInput={SEARCH_RUN}")
+    assert SEARCH_RUN in final["runs"] and f"regexInput={SEARCH_RUN}&" in SEARCH_RUN_URL
     assert {"search/leaderboard", "search/best_configuration",
             "search/importance"} <= set(final["text"][SEARCH_RUN])
     assert {"search/importance_chart", "search/contour"} <= set(final["images"][SEARCH_RUN])
@@ -168,6 +169,7 @@ def test_the_search_panels_are_in_the_search_run(searched):
             for line in lines if line.startswith("| ")]
     assert sum(max(len(row[i]) for row in rows) + 3 for i in range(10)) <= 110
     assert max(len(line) for line in lines if not line.startswith("|")) <= 100
+    assert lines[-1] == f"`python -m kerastune_kit inspect {shlex.quote(str(result.run_dir))}`"
     diverged = [line for line in lines if "| diverged |" in line]
     assert diverged and all(line.startswith("| - |") for line in diverged)
     assert all(line.split(" | ")[3] == "" for line in diverged)  # no score
@@ -194,6 +196,26 @@ def test_compact_leaderboard_orders_knobs_by_importance_then_recipe():
     assert ranked.splitlines()[2].endswith("| activation | batch_size | learning_rate "
                                            "| optimizer | units_0 |")
     assert "by importance" in ranked
+
+
+def test_leaderboard_footer_names_the_run_quoted_for_a_shell(tmp_path):
+    from kerastune_kit.tensorboard import SearchSummaryWriter
+
+    records = [TrialRecord("0000", "COMPLETED", score=0.9, best_epoch=0, epochs=1,
+                           hyperparameters={"learning_rate": 0.01})]
+    run = tmp_path / "my run"
+    assert markdown_leaderboard(records, ["learning_rate"]).splitlines()[-1] == \
+        "`python -m kerastune_kit inspect RUN`"
+    summary = SearchSummaryWriter(RunDir(run).tensorboard_dir)
+    summary.write_leaderboard(records, ["learning_rate"], objective="val_accuracy", step=1)
+    summary.close()
+    board = tb_read.texts(RunDir(run).search_logdir)["search/leaderboard"][-1][1]
+    assert board.splitlines()[-1] == f"`python -m kerastune_kit inspect '{run}'`"
+    # A refine stage's writer (RUN/stages/2/tensorboard) names the whole run.
+    stage = RunDir(run).stage_dir(2)
+    stage.mkdir(parents=True)
+    (stage / "run.json").write_text('{"stage": 2}')
+    assert SearchSummaryWriter(RunDir(stage).tensorboard_dir).run_dir == run
 
 
 def test_knob_order_and_the_ticked_knobs():

@@ -156,7 +156,7 @@ def test_the_summary_is_short_and_points_at_inspect(tmp_path):
     # (commands to paste are never wrapped: only they may be longer, with a long run dir)
     assert all(len(line) <= WIDTH for line in lines
                if "python -m" not in line and not line.startswith("tensorboard --logdir"))
-    assert "http://localhost:6006/#text&regexInput=search" in lines[-2]
+    assert "http://localhost:6006/#text&regexInput=search&tagFilter=leaderboard" in lines[-2]
 
 
 def test_warnings_wrap_at_100_columns():
@@ -208,7 +208,7 @@ def test_the_eta_divides_the_planned_work_by_the_seconds_per_epoch_so_far():
     search, trial = state.lines(now=15.0)
     assert search.startswith("trials 1/4  0:15 elapsed, ETA 0:")
     assert search.endswith("best 0.7500 (0)")
-    assert trial == "trial 1 epoch 1/2  val_accuracy 0.8000"
+    assert trial == "trial 1 epoch 2/2  val_accuracy 0.8000"  # epoch 1 done, 2 training
     assert state.fraction(now=15.0) == pytest.approx(3 / 8)
 
     budget = SearchProgress(started=0.0, start=_start([2] * 100, max_time=60.0), deadline=60.0)
@@ -220,6 +220,144 @@ def test_the_eta_divides_the_planned_work_by_the_seconds_per_epoch_so_far():
     time_only.epoch(EpochProgress("0", 0, 2, None, ""), now=30.0)
     assert time_only.lines(now=30.0)[0].startswith("time 0:30 of 1:30, 0 trials done")
     assert time_only.fraction(now=30.0) == pytest.approx(1 / 3)
+
+
+def test_the_live_display_names_the_epoch_training_numbered_from_one():
+    state = SearchProgress(started=0.0, start=_start([1, 3]))
+    state.epoch(EpochProgress("0000", 0, 1, None, "val_accuracy"), now=1.0)
+    assert state.lines(now=1.0)[1] == "trial 0000 epoch 1/1"  # Keras: "Epoch 1/1"
+    state.epoch(EpochProgress("0000", 1, 1, 0.5, "val_accuracy"), now=2.0)
+    assert state.lines(now=2.0)[1] == "trial 0000 epoch 1/1  val_accuracy 0.5000"  # never 2/1
+    state.trial(TrialRecord("0000", "COMPLETED", score=0.5, best_epoch=0, epochs=1))
+    state.epoch(EpochProgress("0001", 1, 3, None, "val_accuracy"), now=3.0)  # promoted
+    assert state.lines(now=3.0)[1] == "trial 0001 epoch 2/3"
+    state.epoch(EpochProgress("0001", 2, 3, 0.7, "val_accuracy"), now=4.0)
+    assert state.lines(now=4.0)[1] == "trial 0001 epoch 3/3  val_accuracy 0.7000"
+
+
+def test_the_live_best_breaks_ties_as_the_summary_and_counts_trials_before_a_resume():
+    from kerastune_kit.results import best_of
+
+    before = (TrialRecord("0004", "COMPLETED", score=0.9869, best_epoch=3, epochs=4),)
+    start = SearchStart(data="d", model="m", tuner="random", objective="val_accuracy",
+                        direction="max", trials=10, max_epochs=4, max_time=None, run_dir="r",
+                        plan=(4,) * 10, done=5, previous=before)
+    state = SearchProgress(started=0.0, start=start)
+    state.epoch(EpochProgress("0007", 0, 4, None, "val_accuracy"), now=1.0)
+    state.trial(TrialRecord("0007", "COMPLETED", score=0.9804, best_epoch=3, epochs=4))
+    assert state.best == (0.9869, "0004")
+    assert state.lines(now=2.0)[0].endswith("best 0.9869 (0004)")
+    # Equal scores: the later best epoch first (a promoted trial over its parent), as best_of.
+    early = TrialRecord("0012", "COMPLETED", score=0.9935, best_epoch=2, epochs=3)
+    later = TrialRecord("0014", "COMPLETED", score=0.9935, best_epoch=6, initial_epoch=3,
+                        epochs=9, parent_trial_id="0012")
+    state.trial(early)
+    state.trial(later)
+    assert state.best == (0.9935, "0014") == (0.9935, best_of([*before, early, later],
+                                                                "max").trial_id)
+    loss = SearchProgress(started=0.0, start=SearchStart(
+        data="d", model="m", tuner="random", objective="val_loss", direction="min",
+        trials=3, max_epochs=2, max_time=None, run_dir="r"))
+    for trial_id, score in (("0", 0.4), ("1", 0.3), ("2", 0.5)):
+        loss.trial(TrialRecord(trial_id, "COMPLETED", score=score, best_epoch=1, epochs=2))
+    assert loss.best == (0.3, "1")
+
+
+def test_refine_stages_count_all_their_trials_name_theirs_and_show_of_e():
+    from kerastune_kit.progress import SearchTerminal
+
+    printed: list[str] = []
+    terminal = SearchTerminal(write=printed.append, started=0.0, live=False)
+    start = SearchStart(data="d", model="m", tuner="random", objective="val_accuracy",
+                        direction="max", trials=15, max_epochs=3, max_time=None,
+                        run_dir="r", plan=(3,) * 5 + (6,) * 5 + (12,) * 5, refine=2,
+                        stage_epochs=(3, 6, 12))
+    terminal.begin(start)
+    state = terminal.state
+    clock = 0.0
+    for stage, epochs in ((1, 3), (2, 6)):
+        for n in range(5):
+            own = f"{n:04d}"
+            name = own if stage == 1 else f"stage-{stage}/{own}"
+            state.epoch(EpochProgress(name, 0, epochs, None, "val_accuracy"), now=clock)
+            clock += epochs
+            state.epoch(EpochProgress(name, epochs, epochs, 0.5, "val_accuracy"), now=clock)
+            terminal.trial(TrialRecord(name, "COMPLETED", score=0.5 + n / 100,
+                                       best_epoch=epochs - 1, epochs=epochs))
+            assert not state.running
+        search, trial = state.lines(now=clock)
+        assert search.startswith(f"trials {5 * stage}/15 ") and ", ETA " in search, search
+        assert "writing the results" not in search and trial is None
+    state.epoch(EpochProgress("stage-3/0003", 2, 12, 0.6, "val_accuracy"), now=clock)
+    assert state.lines(now=clock)[1] == "trial stage-3/0003 epoch 3/12  val_accuracy 0.6000"
+    assert printed[-1].startswith("trial stage-2/0004 completed 0.5400  epochs 1-6 of 6, ")
+    assert printed[5].startswith("trial 0000 completed 0.5000  epochs 1-3 of 3, ")  # (header 0-4)
+    assert state.eta(now=clock) == pytest.approx(1.0 * (12 - 2 + 4 * 12))
+
+
+def test_after_the_preflight_lines_the_display_awaits_the_first_trial():
+    from kerastune_kit.progress import SearchTerminal
+
+    printed: list[str] = []
+    terminal = SearchTerminal(write=printed.append, started=0.0, live=False)
+    terminal.begin(SearchStart(data="d", model="m", tuner="random", objective="val_accuracy",
+                               direction="max", trials=3, max_epochs=2, max_time=None,
+                               run_dir="r", plan=(2, 2, 2), preflight=True))
+    assert terminal.state.lines(now=3.0)[0] == "preflight checks  0:03"
+    terminal.say("random search: 3 trials of at most 2 epochs")
+    assert terminal.state.lines(now=4.0)[0] == "preflight checks  0:04"
+    terminal.say("preflight (2.1s): ok")
+    assert terminal.state.lines(now=5.0)[0] == "starting the first trial  0:05"
+
+
+def test_commands_reach_a_narrow_terminal_unbroken():
+    from rich.console import Console
+
+    from kerastune_kit.progress import SearchTerminal, holds_command
+
+    terminal = SearchTerminal(write=print, started=0.0, live=False)
+    buffer = io.StringIO()
+    terminal._console = Console(file=buffer, width=60, force_terminal=True, color_system=None,
+                                highlight=False)
+    watch = "watch    tensorboard --logdir /tmp/some/rather/long/run/directory/tensorboard"
+    inspect = "  all hyperparameters: python -m kerastune_kit inspect /tmp/some/long/run/dir"
+    prose = "results: " + "word " * 16
+    assert holds_command(watch) and holds_command(inspect) and not holds_command(prose)
+    assert holds_command("leaderboard: http://localhost:6006/#text&regexInput=search, in:")
+    terminal.lines([watch, inspect, prose.strip()])
+    shown = buffer.getvalue().splitlines()
+    assert shown[:2] == [watch, inspect]  # the terminal wraps them: they copy as one line
+    assert all(len(line) <= 60 for line in shown[2:]) and len(shown) == 4
+
+
+def test_search_start_plans_every_refine_stage_and_reads_a_resumed_runs_trials(tmp_path):
+    import dataclasses
+    import json
+
+    from kerastune_kit.progress import search_start
+    from kerastune_kit.rundir import RunDir, record_path
+
+    config = SearchConfig(data="iris", tuner="random", max_trials=5, max_epochs=3, refine=2,
+                          baselines=False, preflight=False, run_dir=str(tmp_path / "run"))
+    dataset = SimpleNamespace(summary=lambda: "iris: 150 samples")
+    hypermodel = SimpleNamespace(family="mlp", space=None)
+    start = search_start(config, dataset, hypermodel, "val_accuracy")
+    assert start.trials == 15 and start.stage_epochs == (3, 6, 12)
+    assert start.plan == (3,) * 5 + (6,) * 5 + (12,) * 5 and start.done == 0
+
+    run = RunDir(config.run_dir)
+    for tuner_dir, trial_id, score in ((run.tuner_dir, "0004", 0.9869),
+                                       (RunDir(run.stage_dir(2)).tuner_dir, "0001", 0.99),
+                                       (run.tuner_dir, "0005", None)):
+        record = TrialRecord(trial_id, "COMPLETED" if score else "FAILED", score=score,
+                             best_epoch=2, epochs=3)
+        path = record_path(tuner_dir / f"trial_{trial_id}")
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps(record.to_json()))
+    resumed = search_start(dataclasses.replace(config, resume=True), dataset,
+                           hypermodel, "val_accuracy")
+    assert resumed.done == 3
+    assert [r.trial_id for r in resumed.previous] == ["0004", "stage-2/0001"]
 
 
 def test_the_live_display_is_for_terminals_only():

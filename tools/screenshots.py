@@ -36,8 +36,9 @@ downloads no browser.
 
 Prints one line per file written. Exit status: 0 when every screenshot showed its content; 1
 when one did not render in ``--timeout`` seconds (it is saved as it was and named on stderr) or
-TensorBoard did not start; 2 for a bad argument or a missing browser or library; 130 when
-interrupted. TensorBoard is stopped in every case (also on Ctrl-C and SIGTERM).
+TensorBoard did not start; 2 for a bad argument (an ``--output`` that is a file or cannot be
+created, a ``--port`` outside 1024-65535 or already in use) or a missing browser or library;
+130 when interrupted. TensorBoard is stopped in every case (also on Ctrl-C and SIGTERM).
 """
 
 from __future__ import annotations
@@ -427,18 +428,61 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for name in ("width", "height"):
         if getattr(args, name) < 200:
             parser.error(f"--{name} {getattr(args, name)} is too small: use at least 200 pixels")
-    if not 0 <= args.port < 65536:
-        parser.error(f"--port {args.port} is not a port number: use 1-65535, or 0 for a free one")
     return args
 
 
+def check_output(output: Path) -> None:
+    """:class:`ScreenshotError` when ``output`` cannot be the directory of the PNG files: an
+    existing file, or a path below a file. Creates nothing (:func:`make_output` does)."""
+    if output.exists() and not output.is_dir():
+        raise ScreenshotError(f"--output {output} is an existing file, not a directory: pass "
+                              "a directory (it is created when missing)")
+    for parent in output.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ScreenshotError(f"--output {output} cannot be created: {parent} is a "
+                                      "file; pass a directory path")
+            break
+
+
+def make_output(output: Path) -> None:
+    """Create ``output`` (and its parents); :class:`ScreenshotError` when that fails."""
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ScreenshotError(f"--output {output} cannot be created ({exc.strerror or exc}): "
+                              "pass a directory you can write to") from None
+
+
+def check_port(port: int) -> None:
+    """:class:`ScreenshotError` when ``port`` (not 0: a free one is picked) is outside
+    1024-65535 or cannot be bound on 127.0.0.1 (another server, such as another TensorBoard,
+    listens there: its pages would be photographed instead)."""
+    if port == 0:
+        return
+    if not 1024 <= port <= 65535:
+        raise ScreenshotError(f"--port {port} is not a usable port: use 1024-65535, or leave "
+                              "--port out for a free one")
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as TensorBoard binds
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise ScreenshotError(f"--port {port} is in use on 127.0.0.1 "
+                                  f"({exc.strerror or exc}; another TensorBoard?): pass a free "
+                                  "port, or leave --port out for a free one") from None
+
+
 def check_inputs(args: argparse.Namespace) -> Path:
-    """RUN/tensorboard; :class:`ScreenshotError` when it, Chromium or Playwright is missing."""
+    """RUN/tensorboard; :class:`ScreenshotError` when it is missing, ``--output`` or ``--port``
+    is unusable, or Chromium or Playwright is missing."""
     logdir = args.run / "tensorboard"
     if not logdir.is_dir():
         what = "does not exist" if not args.run.exists() else "has no tensorboard/ directory"
         raise ScreenshotError(f"RUN {args.run} {what}: pass a run directory written by "
                               "`python -m kerastune_kit search --run-dir RUN`")
+    check_output(args.output)
+    check_port(args.port)
     if not (os.path.isfile(args.chromium) and os.access(args.chromium, os.X_OK)):
         raise ScreenshotError(f"no Chromium at {args.chromium}: apt-get install chromium "
                               "(or pass --chromium PATH)")
@@ -461,7 +505,7 @@ def main(argv: list[str] | None = None) -> int:
         logdir = check_inputs(args)
         from playwright.sync_api import sync_playwright
 
-        args.output.mkdir(parents=True, exist_ok=True)
+        make_output(args.output)
         signal.signal(signal.SIGTERM, _interrupt)
         written: list[tuple[Path, str]] = []
         with tensorboard(logdir, args.port or _free_port(), args.start_timeout) as url:
