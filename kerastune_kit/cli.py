@@ -457,9 +457,9 @@ def _print_contour(args: argparse.Namespace, results: Any) -> int:
     from kerastune_kit.progress import fit_lines
 
     width = min(DEFAULT_WIDTH, terminal_width())  # 100 columns at most, like inspect's lines
-    for line in (f"wrote {plot.path}{why[plot.chosen_by]}", plot.summary()):
-        for part in fit_lines(line, width):
-            print(part)
+    print(f"wrote {plot.path}")  # (a path to copy: never wrapped)
+    for part in fit_lines(f"{plot.summary()}{why[plot.chosen_by]}", width):
+        print(part)
     return EXIT_OK
 
 
