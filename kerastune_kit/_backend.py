@@ -69,7 +69,11 @@ def keras() -> Any:
     if not tensorflow_logs_shown():
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    with native_stderr_silenced(enabled=not _KERAS_STARTED):
+    if _KERAS_STARTED:  # (checked and started already: no filter, nothing to print)
+        import keras as keras_module
+
+        return keras_module
+    with native_stderr_silenced():
         import keras as keras_module
 
         backend = keras_module.backend.backend()
