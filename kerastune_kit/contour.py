@@ -473,6 +473,29 @@ class ContourPlot:
         return self.contour.summary()
 
 
+def run_contour(results: Any, knobs: Sequence[str] = ()) -> tuple[Contour, str]:
+    """The :class:`Contour` of a run over ``knobs`` (two names, checked against the run), or
+    over the two :func:`choose_knobs` picks when ``knobs`` is empty; with how they were chosen
+    (``given``, ``importance`` or ``order``). Callers check that ``knobs`` holds 0 or 2 names.
+
+    Raises:
+        ConfigError: An unknown knob, or too few ranked trials (:func:`build_contour`).
+    """
+    names = list(knobs)
+    if names:
+        for name in names:
+            check_knob(name, results.hp_names)
+        chosen_by = "given"
+    else:
+        importance = results.importance()
+        names = list(choose_knobs(results.trials, results.hp_names, importance.values))
+        chosen_by = "importance" if importance else "order"
+    contour = build_contour(results.trials, names[0], names[1], objective=results.objective,
+                            direction=results.direction,
+                            scales=run_knob_scales(results.run_dir), hp_names=results.hp_names)
+    return contour, chosen_by
+
+
 def default_path(run_dir: str | Path, x_name: str, y_name: str) -> Path:
     """``RUN/contour_<x>_<y>.png``."""
     return Path(run_dir) / f"contour_{x_name}_{y_name}.png"
@@ -499,23 +522,14 @@ def write_contour(results: Any, knobs: Sequence[str] | None = None,
     """
     from kerastune_kit.rundir import atomic_path, write_errors
 
-    knobs = list(knobs or [])
-    if knobs and len(knobs) != 2:
-        raise ConfigError(f"contour: expected two knobs or none, received {len(knobs)} "
-                          f"({' '.join(knobs)}); pass --contour KNOB_A KNOB_B, or --contour "
+    names = list(knobs or [])
+    if names and len(names) != 2:
+        raise ConfigError(f"contour: expected two knobs or none, received {len(names)} "
+                          f"({' '.join(names)}); pass --contour KNOB_A KNOB_B, or --contour "
                           "alone for the two most important")
-    if knobs:
-        for name in knobs:
-            check_knob(name, results.hp_names)
-        chosen_by = "given"
-    else:
-        importance = results.importance()
-        knobs = list(choose_knobs(results.trials, results.hp_names, importance.values))
-        chosen_by = "importance" if importance else "order"
-    contour = build_contour(results.trials, knobs[0], knobs[1], objective=results.objective,
-                            direction=results.direction,
-                            scales=run_knob_scales(results.run_dir), hp_names=results.hp_names)
-    target = Path(path) if path is not None else default_path(results.run_dir, *knobs)
+    contour, chosen_by = run_contour(results, names)
+    target = (Path(path) if path is not None
+              else default_path(results.run_dir, contour.x.name, contour.y.name))
     if target.suffix.lower() != ".png" or target.is_dir():
         raise ConfigError(f"contour_output: expected a file path ending in .png, received "
                           f"'{target}'; pass for example --contour-output contour.png")

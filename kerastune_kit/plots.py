@@ -588,28 +588,14 @@ def plot_contour(results: Any, knobs: Sequence[str] | None = None) -> Any:
         ConfigError: Not two knobs, an unknown knob, fewer than three ranked trials with both,
             or a knob with one value (:func:`~kerastune_kit.contour.build_contour`).
     """
-    from kerastune_kit.contour import (
-        build_contour,
-        check_knob,
-        choose_knobs,
-        contour_figure,
-        run_knob_scales,
-    )
+    from kerastune_kit.contour import contour_figure, run_contour
 
     names = list(knobs or [])
     if names and len(names) != 2:
         raise ConfigError(f"knobs: expected two knob names or None, received {len(names)} "
                           f"({', '.join(map(str, names))}); pass for example "
                           "knobs=('learning_rate', 'units_0')")
-    if names:
-        for name in names:
-            check_knob(name, results.hp_names)
-    else:
-        names = list(choose_knobs(results.trials, results.hp_names,
-                                  results.importance().values))
-    contour = build_contour(results.trials, names[0], names[1], objective=results.objective,
-                            direction=results.direction,
-                            scales=run_knob_scales(results.run_dir), hp_names=results.hp_names)
+    contour, _ = run_contour(results, names)
     _display_in_ipython()
     return contour_figure(contour)
 
